@@ -1,0 +1,170 @@
+//! Who may call what: bearer-token authentication and the authorization matrix, applied to
+//! every zsc.v1 request before it reaches a service. Health and reflection stay open.
+//!
+//! Architecture invariant: this table is the only place a role is checked. A zsc.v1 method
+//! missing from it is refused for every role.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tonic::{body::Body, Status};
+use tower::{Layer, Service};
+
+use crate::domain::{AccountToken, Caller, Error, Role};
+use crate::store::Store;
+
+const OPERATOR: &[Role] = &[Role::Operator];
+const STAFF: &[Role] = &[Role::Operator, Role::Console];
+const ANY: &[Role] = &[Role::Operator, Role::Console, Role::Consumer];
+const SUBSCRIBERS: &[Role] = &[Role::Operator, Role::Consumer];
+
+/// The authorization matrix, by gRPC method path.
+const MATRIX: &[(&str, &[Role])] = &[
+    ("/zsc.v1.UserService/CreateOrg", OPERATOR),
+    ("/zsc.v1.UserService/ListOrgs", OPERATOR),
+    ("/zsc.v1.UserService/GetOrg", STAFF),
+    ("/zsc.v1.UserService/CreateUser", STAFF),
+    ("/zsc.v1.UserService/GetUser", STAFF),
+    ("/zsc.v1.UserService/ListUsers", STAFF),
+    ("/zsc.v1.UserService/UpdateUserProfile", STAFF),
+    ("/zsc.v1.UserService/DeactivateUser", STAFF),
+    ("/zsc.v1.UserService/ReactivateUser", STAFF),
+    ("/zsc.v1.KeyService/GenerateKey", STAFF),
+    ("/zsc.v1.KeyService/RegenerateKey", STAFF),
+    ("/zsc.v1.KeyService/RevokeKey", OPERATOR),
+    ("/zsc.v1.KeyService/GetKeyInfo", ANY),
+    ("/zsc.v1.KeyService/ValidateKey", ANY),
+    ("/zsc.v1.KeyService/WatchRevocations", SUBSCRIBERS),
+    ("/zsc.v1.AccessService/CreateServiceAccount", OPERATOR),
+    ("/zsc.v1.AccessService/ListServiceAccounts", OPERATOR),
+    ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
+];
+
+/// Paths served without a token.
+fn is_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Checks the caller of `path`; the [`Caller`] is what handlers and logs see.
+pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result<Caller, Status> {
+    let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+        Status::unauthenticated("missing authorization metadata (Bearer <service-account token>)")
+    })?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated("authorization metadata must be \"Bearer <token>\"")
+        })?;
+    let token = AccountToken::parse(token.trim())
+        .map_err(|_| Status::unauthenticated("malformed token"))?;
+    let caller = store.authenticate(&token)?;
+    let allowed = MATRIX
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or(&[][..], |(_, roles)| *roles);
+    if !allowed.contains(&caller.role) {
+        return Err(Error::PermissionDenied(format!(
+            "service account {} ({:?}) may not call {path}",
+            caller.name, caller.role
+        ))
+        .into());
+    }
+    Ok(caller)
+}
+
+/// The tower layer that runs [`authorize`] on every request.
+#[derive(Clone)]
+pub struct AuthLayer {
+    store: Store,
+}
+
+impl AuthLayer {
+    pub fn new(store: Store) -> Self {
+        AuthLayer { store }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    store: Store,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for Auth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The clone that was made ready must be the one called.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if !is_open(path) {
+            match authorize(&self.store, path, request.headers()) {
+                Ok(caller) => {
+                    request.extensions_mut().insert(caller);
+                }
+                Err(status) => {
+                    tracing::info!(path, code = ?status.code(), reason = status.message(), "request refused");
+                    return Box::pin(async move { Ok(status.into_http()) });
+                }
+            }
+        }
+        Box::pin(inner.call(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_in_the_proto_is_in_the_matrix() {
+        use prost::Message as _;
+        let fds =
+            prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = Vec::new();
+        for file in &fds.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!("/zsc.v1.{}/{}", service.name(), method.name()));
+                }
+            }
+        }
+        assert_eq!(methods.len(), MATRIX.len());
+        for method in methods {
+            assert!(
+                MATRIX.iter().any(|(p, _)| *p == method),
+                "{method} has no row"
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! zsc.v1.KeyService: keys, validation and the revocation stream.
+
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::watch::{self, WatchConfig, WatchStream};
+use crate::domain::{Email, OrgId, RevocationEvent, ZscKey};
+use crate::proto::{self as pb, key_service_server::KeyService};
+use crate::store::{EventLog, KeyMode, Store};
+
+pub struct KeyApi {
+    store: Store,
+    log: EventLog,
+    watch: WatchConfig,
+    /// Cancelled when the server shuts down: every revocation stream ends on it.
+    shutdown: CancellationToken,
+}
+
+impl KeyApi {
+    pub fn new(store: Store, watch: WatchConfig, shutdown: CancellationToken) -> Self {
+        KeyApi {
+            log: EventLog::new(store.clone()),
+            store,
+            watch,
+            shutdown,
+        }
+    }
+
+    async fn generate(
+        &self,
+        org_id: &str,
+        actor_email: &str,
+        mode: KeyMode,
+    ) -> Result<pb::GenerateKeyResponse, Status> {
+        let org_id = OrgId::parse("org_id", org_id)?;
+        let actor = Email::parse("actor_email", actor_email)?;
+        let generated = self.store.generate_key(&org_id, &actor, mode).await?;
+        if let Some(event) = &generated.replaced {
+            log_revocation(event);
+        }
+        tracing::info!(key_id = %generated.info.key_id, org_id = %org_id, owner = %actor, "key generated");
+        Ok(pb::GenerateKeyResponse {
+            key: generated.key.expose().to_owned(),
+            info: Some(generated.info.into()),
+        })
+    }
+}
+
+pub(super) fn log_revocation(event: &RevocationEvent) {
+    tracing::info!(
+        sequence = event.sequence,
+        key_id = %event.key_id,
+        org_id = %event.org_id,
+        reason = ?event.reason,
+        "key revoked"
+    );
+}
+
+#[tonic::async_trait]
+impl KeyService for KeyApi {
+    async fn generate_key(
+        &self,
+        request: Request<pb::GenerateKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let req = request.get_ref();
+        Ok(Response::new(
+            self.generate(&req.org_id, &req.actor_email, KeyMode::New)
+                .await?,
+        ))
+    }
+
+    async fn regenerate_key(
+        &self,
+        request: Request<pb::RegenerateKeyRequest>,
+    ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let req = request.get_ref();
+        Ok(Response::new(
+            self.generate(&req.org_id, &req.actor_email, KeyMode::Replace)
+                .await?,
+        ))
+    }
+
+    async fn revoke_key(
+        &self,
+        request: Request<pb::RevokeKeyRequest>,
+    ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
+        let event = self.store.revoke_key(&org_id).await?;
+        log_revocation(&event);
+        Ok(Response::new(pb::RevokeKeyResponse {
+            event: Some(event.into()),
+        }))
+    }
+
+    async fn get_key_info(
+        &self,
+        request: Request<pb::GetKeyInfoRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
+        Ok(Response::new(self.store.key_info(&org_id)?.into()))
+    }
+
+    async fn validate_key(
+        &self,
+        request: Request<pb::ValidateKeyRequest>,
+    ) -> Result<Response<pb::ValidateKeyResponse>, Status> {
+        let req = request.get_ref();
+        // The key's shape is checked first, offline: a typo never reaches the database.
+        let key = ZscKey::parse(&req.key)?;
+        let email = Email::parse("email", &req.email)?;
+        let validation = self.store.validate_key(&email, &key)?;
+        Ok(Response::new(pb::ValidateKeyResponse {
+            org: Some(validation.org.into()),
+            key_id: validation.key_id.to_string(),
+            owner_email: validation.owner.to_string(),
+            sequence: validation.sequence,
+        }))
+    }
+
+    type WatchRevocationsStream = WatchStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let request = watch::parse_request(request.into_inner())?;
+        let stream = watch::subscribe(
+            self.log.clone(),
+            request,
+            self.watch.clone(),
+            self.shutdown.clone(),
+        )?;
+        Ok(Response::new(stream))
+    }
+}

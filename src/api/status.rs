@@ -1,0 +1,26 @@
+//! The one table from domain errors to gRPC statuses.
+
+use tonic::Status;
+
+use crate::domain::Error;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::OutOfRange(m) => Status::out_of_range(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            // The caller learns nothing about our internals; the log gets the whole cause.
+            Error::Internal(cause) => {
+                tracing::error!(error = &*cause as &dyn std::error::Error, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! zsc.v1.UserService: orgs and users.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{enum_field, page_token, parse_page_token};
+use crate::domain::{page_limit, Edition, Email, Name, OrgId, Profile, RevocationEvent, User};
+use crate::proto::{self as pb, user_service_server::UserService};
+use crate::store::Store;
+
+pub struct UserApi {
+    store: Store,
+}
+
+impl UserApi {
+    pub fn new(store: Store) -> Self {
+        UserApi { store }
+    }
+}
+
+const ORGS_SCOPE: &str = "orgs";
+
+fn users_scope(org_id: &OrgId) -> String {
+    format!("users:{org_id}")
+}
+
+fn email(raw: &str) -> Result<Email, Status> {
+    Ok(Email::parse("email", raw)?)
+}
+
+/// A user change that revoked a key is worth a line in the log.
+fn user_changed((user, event): (User, Option<RevocationEvent>)) -> Response<pb::User> {
+    if let Some(event) = event {
+        tracing::info!(
+            sequence = event.sequence,
+            key_id = %event.key_id,
+            org_id = %event.org_id,
+            reason = ?event.reason,
+            "key revoked"
+        );
+    }
+    Response::new(user.into())
+}
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    async fn create_org(
+        &self,
+        request: Request<pb::CreateOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let req = request.into_inner();
+        let name = Name::parse("name", &req.name)?;
+        let edition = enum_field("edition", req.edition, Edition::from_code)?;
+        let org = self.store.create_org(name, edition).await?;
+        tracing::info!(org_id = %org.id, "org created");
+        Ok(Response::new(org.into()))
+    }
+
+    async fn get_org(
+        &self,
+        request: Request<pb::GetOrgRequest>,
+    ) -> Result<Response<pb::Org>, Status> {
+        let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
+        Ok(Response::new(self.store.get_org(&org_id)?.into()))
+    }
+
+    async fn list_orgs(
+        &self,
+        request: Request<pb::ListOrgsRequest>,
+    ) -> Result<Response<pb::ListOrgsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = page_limit(req.page_size)?;
+        let after = parse_page_token(ORGS_SCOPE, &req.page_token)?;
+        let page = self.store.list_orgs(after.as_deref(), limit)?;
+        Ok(Response::new(pb::ListOrgsResponse {
+            orgs: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page_token(ORGS_SCOPE, page.next_after),
+        }))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let req = request.into_inner();
+        let org_id = OrgId::parse("org_id", &req.org_id)?;
+        let email = email(&req.email)?;
+        let display_name = Name::parse("display_name", &req.display_name)?;
+        let profile = enum_field("profile", req.profile, Profile::from_code)?;
+        let user = self
+            .store
+            .create_user(org_id, email, display_name, profile)
+            .await?;
+        Ok(Response::new(user.into()))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let email = email(&request.get_ref().email)?;
+        Ok(Response::new(self.store.get_user(&email)?.into()))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let req = request.into_inner();
+        let org_id = OrgId::parse("org_id", &req.org_id)?;
+        let limit = page_limit(req.page_size)?;
+        let scope = users_scope(&org_id);
+        let after = parse_page_token(&scope, &req.page_token)?;
+        let page = self.store.list_users(&org_id, after.as_deref(), limit)?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page_token(&scope, page.next_after),
+        }))
+    }
+
+    async fn update_user_profile(
+        &self,
+        request: Request<pb::UpdateUserProfileRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let req = request.into_inner();
+        let email = email(&req.email)?;
+        let profile = enum_field("profile", req.profile, Profile::from_code)?;
+        Ok(user_changed(
+            self.store.update_user_profile(&email, profile).await?,
+        ))
+    }
+
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let email = email(&request.get_ref().email)?;
+        Ok(user_changed(self.store.deactivate_user(&email).await?))
+    }
+
+    async fn reactivate_user(
+        &self,
+        request: Request<pb::ReactivateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let email = email(&request.get_ref().email)?;
+        Ok(user_changed(self.store.reactivate_user(&email).await?))
+    }
+}

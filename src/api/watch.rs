@@ -1,0 +1,262 @@
+//! WatchRevocations: history from a cursor, then live events, with checkpoints.
+//!
+//! Each stream has a producer task that reads the durable log in sled and pushes into a small
+//! bounded channel that tonic drains. The only shared in-memory signal is the store's
+//! durable-head `watch` channel, which is a wake-up (it cannot lag or drop anything): events
+//! always come from the log. So a slow subscriber costs writers and other subscribers nothing,
+//! and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it resumes
+//! from its cursor without losing anything.
+//!
+//! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
+//! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
+
+use std::{collections::HashSet, pin::Pin, time::Duration};
+
+use futures_util::{stream, Stream, StreamExt};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{sleep_until, Instant},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::domain::{Error, OrgId, Result, RevocationEvent};
+use crate::proto::{self as pb, watch_revocations_response::Event};
+use crate::store::EventLog;
+
+/// Events read from sled per batch.
+const BATCH: usize = 512;
+/// Messages buffered between a producer and tonic.
+const CHANNEL: usize = 64;
+/// How long the goodbye checkpoint may wait for a subscriber at shutdown.
+const GOODBYE: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// An idle stream gets a checkpoint this often.
+    pub heartbeat: Duration,
+    /// A subscriber that reads nothing for this long is ended with RESOURCE_EXHAUSTED.
+    pub stall_timeout: Duration,
+}
+
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
+
+/// A parsed WatchRevocationsRequest.
+pub struct WatchRequest {
+    after: Option<u64>,
+    store_id: Option<String>,
+    orgs: HashSet<OrgId>,
+}
+
+pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
+    let orgs = req
+        .org_ids
+        .iter()
+        .map(|id| OrgId::parse("org_ids", id))
+        .collect::<Result<HashSet<_>>>()?;
+    Ok(WatchRequest {
+        after: req.after_sequence,
+        store_id: Some(req.store_id).filter(|s| !s.is_empty()),
+        orgs,
+    })
+}
+
+/// Checks the cursor against the log and starts the stream. A cursor the log cannot serve
+/// is refused with OUT_OF_RANGE and a message saying what to do.
+pub fn subscribe(
+    log: EventLog,
+    request: WatchRequest,
+    config: WatchConfig,
+    shutdown: CancellationToken,
+) -> Result<WatchStream> {
+    if let Some(theirs) = &request.store_id {
+        if theirs != log.store_id() {
+            return Err(Error::OutOfRange(format!(
+                "store_id {theirs} is not this server's store ({}): its log was replaced (new data dir or \
+                 restore); flush your cache and subscribe from the head (after_sequence unset)",
+                log.store_id()
+            )));
+        }
+    }
+    let head = log.durable_head();
+    let cursor = match request.after {
+        None => head,
+        Some(after) if after > head => {
+            return Err(Error::OutOfRange(format!(
+                "after_sequence {after} is beyond the head {head}: this log is not the one your cursor \
+                 came from; flush your cache and subscribe from the head (after_sequence unset)"
+            )))
+        }
+        Some(after) => {
+            check_retained(&log, after, head)?;
+            after
+        }
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (end_tx, end_rx) = oneshot::channel();
+    let producer = Producer {
+        log,
+        cursor,
+        orgs: request.orgs,
+        tx,
+        config,
+        last_sent: Instant::now(),
+    };
+    tokio::spawn(producer.run(request.after.is_none(), shutdown, end_tx));
+    // The producer's messages, then the status it ended with (if it ended with one).
+    let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
+    Ok(Box::pin(ReceiverStream::new(rx).chain(end)))
+}
+
+/// The events after `after` must still be in the log.
+fn check_retained(log: &EventLog, after: u64, head: u64) -> Result<()> {
+    if after == head {
+        return Ok(());
+    }
+    match log.first_retained()? {
+        Some(first) if first <= after + 1 => Ok(()),
+        first => Err(pruned(after, first)),
+    }
+}
+
+fn pruned(after: u64, first: Option<u64>) -> Error {
+    let oldest = first.map_or_else(|| "none".to_owned(), |f| f.to_string());
+    Error::OutOfRange(format!(
+        "events after sequence {after} are no longer retained (oldest retained: {oldest}); flush your \
+         cache and subscribe from the head (after_sequence unset)"
+    ))
+}
+
+/// Why a producer stopped.
+enum End {
+    /// The subscriber went away: nothing to tell anyone.
+    Gone,
+    /// End the stream with this status.
+    Status(Status),
+}
+
+impl From<Error> for End {
+    fn from(error: Error) -> Self {
+        End::Status(error.into())
+    }
+}
+
+struct Producer {
+    log: EventLog,
+    /// Every event with a sequence at or below this has been sent (or filtered out).
+    cursor: u64,
+    orgs: HashSet<OrgId>,
+    tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
+    config: WatchConfig,
+    last_sent: Instant,
+}
+
+impl Producer {
+    async fn run(
+        mut self,
+        from_head: bool,
+        shutdown: CancellationToken,
+        end: oneshot::Sender<Status>,
+    ) {
+        if let Err(End::Status(status)) = self.serve(from_head, &shutdown).await {
+            let _ = end.send(status);
+        }
+    }
+
+    async fn serve(&mut self, from_head: bool, shutdown: &CancellationToken) -> Result<(), End> {
+        let mut head = self.log.watch_head();
+        if from_head {
+            // Sent at once: a client's streaming call returns only when the first message arrives.
+            self.checkpoint().await?;
+        } else {
+            let target = *head.borrow_and_update();
+            self.catch_up(target).await?;
+            self.checkpoint().await?;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Err(self.goodbye().await),
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Err(self.goodbye().await);
+                    }
+                    let target = *head.borrow_and_update();
+                    if self.catch_up(target).await? {
+                        // The last event was filtered out: tell the subscriber how far it is.
+                        self.checkpoint().await?;
+                    }
+                }
+                () = sleep_until(self.last_sent + self.config.heartbeat) => self.checkpoint().await?,
+            }
+        }
+    }
+
+    /// Sends every event up to `target`. Returns whether the cursor moved past what was sent.
+    async fn catch_up(&mut self, target: u64) -> Result<bool, End> {
+        let mut unsent = false;
+        while self.cursor < target {
+            let batch = self.log.read(self.cursor, target, BATCH)?;
+            if batch.is_empty() {
+                return Err(pruned(self.cursor, self.log.first_retained()?).into());
+            }
+            for event in batch {
+                if event.sequence != self.cursor + 1 {
+                    return Err(pruned(self.cursor, Some(event.sequence)).into());
+                }
+                self.cursor = event.sequence;
+                unsent = !self.wanted(&event);
+                if !unsent {
+                    self.send(Event::Revocation(event.into())).await?;
+                }
+            }
+        }
+        Ok(unsent)
+    }
+
+    fn wanted(&self, event: &RevocationEvent) -> bool {
+        self.orgs.is_empty() || self.orgs.contains(&event.org_id)
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), End> {
+        let checkpoint = pb::Checkpoint {
+            sequence: self.cursor,
+            store_id: self.log.store_id().to_owned(),
+        };
+        self.send(Event::Checkpoint(checkpoint)).await
+    }
+
+    async fn send(&mut self, event: Event) -> Result<(), End> {
+        let message = Ok(pb::WatchRevocationsResponse { event: Some(event) });
+        match self.tx.send_timeout(message, self.config.stall_timeout).await {
+            Ok(()) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Gone),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(End::Status(Status::resource_exhausted(format!(
+                "subscriber read nothing for {:?}; resubscribe with after_sequence set to the last sequence \
+                 you applied",
+                self.config.stall_timeout
+            )))),
+        }
+    }
+
+    /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
+    async fn goodbye(&mut self) -> End {
+        let checkpoint = pb::Checkpoint {
+            sequence: self.cursor,
+            store_id: self.log.store_id().to_owned(),
+        };
+        let message = Ok(pb::WatchRevocationsResponse {
+            event: Some(Event::Checkpoint(checkpoint)),
+        });
+        let _ = self.tx.send_timeout(message, GOODBYE).await;
+        End::Status(Status::unavailable(format!(
+            "server is shutting down; resubscribe with after_sequence = {}",
+            self.cursor
+        )))
+    }
+}

@@ -1,0 +1,252 @@
+//! Validated identifiers and names: requests are parsed into these at the edge, so a value
+//! that exists is valid.
+
+use std::fmt;
+
+use rand::{distr::Alphanumeric, rngs::OsRng, Rng, TryRngCore};
+
+use super::error::{Error, Result};
+
+/// Longest email accepted (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest org, display or account name accepted, in characters.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A user's email, lower-cased so that comparisons are case-insensitive.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        require_present(field, raw)?;
+        if raw.len() > MAX_EMAIL_LEN {
+            return Err(Error::invalid(format!(
+                "{field} is longer than {MAX_EMAIL_LEN} characters"
+            )));
+        }
+        // The crate accepts RFC 5322 forms we do not want in an identity key: quoted local
+        // parts, comments, display names and whitespace.
+        let plain = !raw.contains(['"', '(', ')', '<', '>', ' ', '\\'])
+            && !raw.chars().any(char::is_control);
+        let (local, domain) = raw.rsplit_once('@').unwrap_or(("", ""));
+        if !plain
+            || local.is_empty()
+            || !domain.contains('.')
+            || !email_address::EmailAddress::is_valid(raw)
+        {
+            return Err(Error::invalid(format!("{field} is not an email address")));
+        }
+        Ok(Email(raw.to_lowercase()))
+    }
+
+    /// For values read back from storage, which were parsed when they were written.
+    pub fn from_trusted(stored: String) -> Self {
+        Email(stored)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A human-readable name: an org's, a user's display name, or a service account's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        require_present(field, raw)?;
+        if raw.chars().count() > MAX_NAME_LEN {
+            return Err(Error::invalid(format!(
+                "{field} is longer than {MAX_NAME_LEN} characters"
+            )));
+        }
+        if raw.trim() != raw || raw.chars().any(char::is_control) {
+            return Err(Error::invalid(format!(
+                "{field} must not have control characters or surrounding spaces"
+            )));
+        }
+        Ok(Name(raw.to_owned()))
+    }
+
+    /// The form uniqueness is checked on: org names are unique whatever their case.
+    pub fn folded(&self) -> String {
+        self.0.to_lowercase()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// A service account's name: also what logs show as the caller, so kept to a safe alphabet.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AccountName(String);
+
+impl AccountName {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let name = Name::parse("name", raw)?;
+        if !raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(Error::invalid(
+                "name may only have letters, digits, '.', '_' and '-'",
+            ));
+        }
+        Ok(AccountName(name.into_string()))
+    }
+
+    pub fn from_trusted(stored: String) -> Self {
+        AccountName(stored)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Server-assigned public ids: `org_...` for orgs, `zk_...` for keys.
+macro_rules! public_id {
+    ($name:ident, $prefix:literal, $what:literal) => {
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            pub fn generate() -> Self {
+                $name(format!("{}{}", $prefix, random_base62(ID_RANDOM_CHARS)))
+            }
+
+            /// Any well-formed id; whether it exists is the store's question.
+            pub fn parse(field: &str, raw: &str) -> Result<Self> {
+                require_present(field, raw)?;
+                let ok = raw.strip_prefix($prefix).is_some_and(|rest| {
+                    rest.len() == ID_RANDOM_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+                });
+                if !ok {
+                    return Err(Error::invalid(format!("{field} is not {}", $what)));
+                }
+                Ok($name(raw.to_owned()))
+            }
+
+            pub fn from_trusted(stored: String) -> Self {
+                $name(stored)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+/// 16 base62 characters: 95 bits, ample for ids that are public and never guessed at.
+const ID_RANDOM_CHARS: usize = 16;
+
+public_id!(OrgId, "org_", "an org id (org_...)");
+public_id!(KeyId, "zk_", "a key id (zk_...)");
+
+/// Characters from the OS CSPRNG, uniformly over [0-9A-Za-z].
+pub fn random_base62(len: usize) -> String {
+    OsRng
+        .unwrap_err()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn require_present(field: &str, raw: &str) -> Result<()> {
+    if raw.is_empty() {
+        Err(Error::invalid(format!("{field} is required")))
+    } else {
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse("email", "Ada@Example.COM").unwrap().as_str(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "\"a\"@example.com",
+        ] {
+            assert!(Email::parse("email", bad).is_err(), "{bad:?} accepted");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(
+            matches!(Email::parse("email", &long), Err(Error::InvalidArgument(m)) if m.contains("254"))
+        );
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        assert!(Name::parse("name", &"x".repeat(200)).is_ok());
+        assert!(Name::parse("name", &"x".repeat(201)).is_err());
+        assert!(Name::parse("name", " padded").is_err());
+        assert!(AccountName::parse("desk-prod_1.eu").is_ok());
+        assert!(AccountName::parse("desk prod").is_err());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let id = OrgId::generate();
+        assert_eq!(OrgId::parse("org_id", id.as_str()).unwrap(), id);
+        assert!(OrgId::parse("org_id", "org_short").is_err());
+        assert!(OrgId::parse("org_id", KeyId::generate().as_str()).is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! zsc: the service communication key (ZSC key) service.
+//!
+//! # Bird's-eye view
+//! A CRM administrator generates the org's ZSC key; other services (Recruit, Desk, ...) are
+//! configured with "admin email + key" and validate it here. zsc keeps orgs, users, keys and
+//! service accounts in an embedded sled database, appends every revocation to a gapless,
+//! durable log, and streams that log to subscribers so they drop a dead key within
+//! milliseconds. Callers are service accounts with a role (operator, console, consumer).
+//!
+//! # Code map
+//! Dependencies point one way: `domain` <- `store` <- `api` <- `server` <- `main`.
+//! - [`domain`]: the ZSC rules and validated types (`Email`, `OrgId`, `ZscKey`, ...), the
+//!   error enum. No sled, no tonic.
+//! - [`store`]: sled. One transaction per mutation, group-committed flushes, the revocation
+//!   log ([`store::EventLog`]).
+//! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
+//!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the request size
+//!   limit, and the revocation stream (`api/watch.rs`).
+//! - [`proto`]: the generated zsc.v1 types, clients and servers.
+//! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start.
+//! - [`cli`], [`telemetry`]: flags and logging for the binary.
+//!
+//! # Architecture invariants
+//! - Only `api` and `server` know tonic; only `store` knows sled.
+//! - Secrets are [`domain::Secret`]s: redacted in `Debug`, zeroed on drop, stored only as
+//!   blake3 hashes, returned once by the RPC that creates them, never logged.
+//! - A revocation is appended to the log in the same transaction as the change it records,
+//!   and no subscriber hears of it before it is durable.
+//! - A mutating RPC answers OK only after its change is flushed to disk.
+//! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
+//!   OUT_OF_RANGE.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

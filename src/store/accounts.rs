@@ -1,0 +1,120 @@
+//! Service accounts and their bearer tokens.
+
+use std::time::SystemTime;
+
+use prost::Message;
+use sled::Transactional;
+
+use super::records::{decode, micros, AccountRecord};
+use super::{abort, finish, lift, tx_u64, Store, META_OPERATORS};
+use crate::domain::{AccountName, AccountToken, Caller, Error, Result, Role, ServiceAccount};
+
+/// The one message for a bad bearer token, whatever was wrong with it.
+const UNKNOWN_TOKEN: &str = "unknown or revoked token";
+
+impl Store {
+    /// Creates an account and its token. The token is returned here and never again.
+    pub async fn create_account(
+        &self,
+        name: AccountName,
+        role: Role,
+    ) -> Result<(ServiceAccount, AccountToken)> {
+        let t = self.trees();
+        let token = AccountToken::generate();
+        let hash = token.hash();
+        let account = ServiceAccount {
+            name,
+            role,
+            created: SystemTime::now(),
+        };
+        let record = AccountRecord {
+            role: role.code(),
+            created_us: micros(account.created),
+            token_hash: hash.0.to_vec(),
+        }
+        .encode_to_vec();
+        let name = account.name.as_str().as_bytes();
+        finish(
+            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+                if accounts.get(name)?.is_some() {
+                    return abort(Error::AlreadyExists(format!(
+                        "a service account named {} already exists",
+                        account.name
+                    )));
+                }
+                accounts.insert(name, record.as_slice())?;
+                tokens.insert(&hash.0, name)?;
+                if role == Role::Operator {
+                    let operators = tx_u64(meta, META_OPERATORS)?;
+                    meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
+                }
+                Ok(())
+            }),
+        )?;
+        self.sync().await?;
+        Ok((account, token))
+    }
+
+    pub fn list_accounts(&self) -> Result<Vec<ServiceAccount>> {
+        self.trees()
+            .accounts
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(Error::internal)?;
+                let name = AccountName::from_trusted(
+                    String::from_utf8(key.to_vec()).map_err(Error::internal)?,
+                );
+                decode::<AccountRecord>(&value)?.to_account(name)
+            })
+            .collect()
+    }
+
+    /// Deletes an account; its token fails from the moment this returns. The last operator
+    /// account cannot be deleted (that would lock every operator out).
+    pub async fn delete_account(&self, name: &AccountName) -> Result<()> {
+        let t = self.trees();
+        let key = name.as_str().as_bytes();
+        finish((&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+            let Some(bytes) = accounts.get(key)? else {
+                return abort(Error::not_found(format!("service account {name} not found")));
+            };
+            let record = lift(decode::<AccountRecord>(&bytes))?;
+            if record.role == Role::Operator.code() {
+                let operators = tx_u64(meta, META_OPERATORS)?;
+                if operators <= 1 {
+                    return abort(Error::FailedPrecondition(format!(
+                        "{name} is the last operator account; create another operator before deleting it"
+                    )));
+                }
+                meta.insert(META_OPERATORS, &(operators - 1).to_be_bytes())?;
+            }
+            accounts.remove(key)?;
+            tokens.remove(record.token_hash.as_slice())?;
+            Ok(())
+        }))?;
+        self.sync().await
+    }
+
+    /// Who a bearer token belongs to.
+    pub fn authenticate(&self, token: &AccountToken) -> Result<Caller> {
+        let t = self.trees();
+        let unknown = || Error::Unauthenticated(UNKNOWN_TOKEN);
+        let name = t
+            .tokens
+            .get(token.hash().0)
+            .map_err(Error::internal)?
+            .ok_or_else(unknown)?;
+        let record = t
+            .accounts
+            .get(&name)
+            .map_err(Error::internal)?
+            .ok_or_else(unknown)?;
+        let name =
+            AccountName::from_trusted(String::from_utf8(name.to_vec()).map_err(Error::internal)?);
+        let account = decode::<AccountRecord>(&record)?.to_account(name)?;
+        Ok(Caller {
+            name: account.name,
+            role: account.role,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! ZSC keys: generate, regenerate, revoke, look up, validate.
+
+use std::time::SystemTime;
+
+use prost::Message;
+use sled::{transaction::TransactionalTree, Transactional};
+
+use super::events::append_event;
+use super::orgs::org_not_found;
+use super::records::{decode, KeyRecord, OrgRecord, UserRecord};
+use super::{abort, finish, lift, read_u64, Store, TxResult, META_HEAD};
+use crate::domain::{
+    Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent, RevocationReason, Validation,
+    ZscKey, INVALID_EMAIL_OR_KEY,
+};
+
+/// The trees a revocation touches, inside a transaction.
+pub(super) struct KeyTx<'a> {
+    pub orgs: &'a TransactionalTree,
+    pub keys: &'a TransactionalTree,
+    pub meta: &'a TransactionalTree,
+    pub events: &'a TransactionalTree,
+}
+
+/// Revokes the org's active key, if it has one (and, when `owner` is given, only if that user
+/// owns it): the key is deleted, the org forgets it, and the event is appended to the log, all
+/// in the caller's transaction.
+pub(super) fn revoke_active_key(
+    tx: &KeyTx<'_>,
+    org_id: &OrgId,
+    owner: Option<&Email>,
+    reason: RevocationReason,
+    now: SystemTime,
+) -> TxResult<Option<RevocationEvent>> {
+    let Some(bytes) = tx.orgs.get(org_id.as_str())? else {
+        return Ok(None);
+    };
+    let mut org = lift(decode::<OrgRecord>(&bytes))?;
+    let Some(hash) = org.active_key.take() else {
+        return Ok(None);
+    };
+    let Some(key_bytes) = tx.keys.get(&hash)? else {
+        return abort(Error::internal(format!(
+            "org {org_id} names a key that does not exist"
+        )));
+    };
+    let key = lift(decode::<KeyRecord>(&key_bytes))?.to_info();
+    if owner.is_some_and(|owner| *owner != key.owner) {
+        return Ok(None);
+    }
+    tx.keys.remove(hash.as_slice())?;
+    tx.orgs.insert(org_id.as_str(), org.encode_to_vec())?;
+    let event = RevocationEvent {
+        sequence: 0,
+        key_id: key.key_id,
+        org_id: key.org_id,
+        owner: key.owner,
+        reason,
+        revoked: now,
+    };
+    append_event(tx.meta, tx.events, event).map(Some)
+}
+
+/// Whether generating a key should replace the org's current one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// GenerateKey: ALREADY_EXISTS if the org has a key.
+    New,
+    /// RegenerateKey: NOT_FOUND if it has none; the old key is revoked (REGENERATED) in the same
+    /// transaction that stores the new one.
+    Replace,
+}
+
+/// A new key (returned once, never stored), its public facts, and the revocation of the key it
+/// replaced.
+pub struct GeneratedKey {
+    pub key: ZscKey,
+    pub info: KeyInfo,
+    pub replaced: Option<RevocationEvent>,
+}
+
+impl Store {
+    /// Generates the org's key for `actor`, who must be an active administrator of the org.
+    pub async fn generate_key(
+        &self,
+        org_id: &OrgId,
+        actor: &Email,
+        mode: KeyMode,
+    ) -> Result<GeneratedKey> {
+        let t = self.trees();
+        let key = ZscKey::generate();
+        let hash = key.hash();
+        let now = SystemTime::now();
+        let info = KeyInfo {
+            key_id: KeyId::generate(),
+            org_id: org_id.clone(),
+            owner: actor.clone(),
+            key_prefix: key.display_prefix(),
+            created: now,
+        };
+        let record = KeyRecord::from_info(&info).encode_to_vec();
+        let replaced = finish(
+            (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
+                |(users, orgs, keys, meta, events)| {
+                    let Some(org_bytes) = orgs.get(org_id.as_str())? else {
+                        return abort(org_not_found(org_id));
+                    };
+                    let may_hold = match users.get(actor.as_str())? {
+                        Some(bytes) => lift(
+                            decode::<UserRecord>(&bytes).and_then(|r| r.to_user(actor.clone())),
+                        )?
+                        .may_hold_key_of(org_id),
+                        None => false,
+                    };
+                    if !may_hold {
+                        return abort(Error::PermissionDenied(format!(
+                            "{actor} is not an active administrator of org {org_id}"
+                        )));
+                    }
+                    let has_key = lift(decode::<OrgRecord>(&org_bytes))?.active_key.is_some();
+                    let replaced = match (mode, has_key) {
+                        (KeyMode::New, true) => {
+                            return abort(Error::AlreadyExists(format!(
+                                "org {org_id} already has a key: use RegenerateKey to replace it"
+                            )))
+                        }
+                        (KeyMode::Replace, false) => {
+                            return abort(Error::not_found(format!(
+                                "org {org_id} has no key: use GenerateKey to create one"
+                            )))
+                        }
+                        (KeyMode::New, false) => None,
+                        (KeyMode::Replace, true) => {
+                            let tx = KeyTx {
+                                orgs,
+                                keys,
+                                meta,
+                                events,
+                            };
+                            revoke_active_key(
+                                &tx,
+                                org_id,
+                                None,
+                                RevocationReason::Regenerated,
+                                now,
+                            )?
+                        }
+                    };
+                    // Re-read: revoke_active_key may have rewritten the org record.
+                    let org_bytes = orgs
+                        .get(org_id.as_str())?
+                        .expect("read in this transaction");
+                    let mut org = lift(decode::<OrgRecord>(&org_bytes))?;
+                    org.active_key = Some(hash.0.to_vec());
+                    orgs.insert(org_id.as_str(), org.encode_to_vec())?;
+                    keys.insert(&hash.0, record.as_slice())?;
+                    Ok(replaced)
+                },
+            ),
+        )?;
+        self.sync().await?;
+        Ok(GeneratedKey {
+            key,
+            info,
+            replaced,
+        })
+    }
+
+    /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
+    pub async fn revoke_key(&self, org_id: &OrgId) -> Result<RevocationEvent> {
+        let t = self.trees();
+        let now = SystemTime::now();
+        let event = finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
+            |(orgs, keys, meta, events)| {
+                if orgs.get(org_id.as_str())?.is_none() {
+                    return abort(org_not_found(org_id));
+                }
+                let tx = KeyTx {
+                    orgs,
+                    keys,
+                    meta,
+                    events,
+                };
+                match revoke_active_key(&tx, org_id, None, RevocationReason::Revoked, now)? {
+                    Some(event) => Ok(event),
+                    None => abort(no_key(org_id)),
+                }
+            },
+        ))?;
+        self.sync().await?;
+        Ok(event)
+    }
+
+    pub fn key_info(&self, org_id: &OrgId) -> Result<KeyInfo> {
+        let t = self.trees();
+        let org_bytes = t
+            .orgs
+            .get(org_id.as_str())
+            .map_err(Error::internal)?
+            .ok_or_else(|| org_not_found(org_id))?;
+        let hash = decode::<OrgRecord>(&org_bytes)?
+            .active_key
+            .ok_or_else(|| no_key(org_id))?;
+        let key_bytes = t
+            .keys
+            .get(&hash)
+            .map_err(Error::internal)?
+            .ok_or_else(|| no_key(org_id))?;
+        Ok(decode::<KeyRecord>(&key_bytes)?.to_info())
+    }
+
+    /// Checks "owner email + key". Every failure is the same Unauthenticated error, so a caller
+    /// cannot tell a wrong email from a revoked key or a demoted owner.
+    pub fn validate_key(&self, email: &Email, key: &ZscKey) -> Result<Validation> {
+        let t = self.trees();
+        // The head is read before anything else: every revocation with a sequence at or below
+        // it committed before the reads below, so they see its effect. A Verifier relies on it.
+        let sequence = read_u64(t.meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+        let hash = key.hash();
+        let denied = || Error::Unauthenticated(INVALID_EMAIL_OR_KEY);
+        let record = decode::<KeyRecord>(
+            &t.keys
+                .get(hash.0)
+                .map_err(Error::internal)?
+                .ok_or_else(denied)?,
+        )?;
+        let info = record.to_info();
+        if info.owner != *email {
+            return Err(denied());
+        }
+        let user = match self.get_user(email) {
+            Err(Error::NotFound(_)) => return Err(denied()),
+            other => other?,
+        };
+        if !user.may_hold_key_of(&info.org_id) {
+            return Err(denied());
+        }
+        let org = match self.get_org(&info.org_id) {
+            Err(Error::NotFound(_)) => return Err(denied()),
+            other => other?,
+        };
+        Ok(Validation {
+            org,
+            key_id: info.key_id,
+            owner: info.owner,
+            sequence,
+        })
+    }
+}
+
+fn no_key(org_id: &OrgId) -> Error {
+    Error::not_found(format!("org {org_id} has no key"))
+}

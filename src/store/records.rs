@@ -1,0 +1,187 @@
+//! How entities are laid out on disk: prost messages, so that a field can be added later
+//! without a migration. Enum fields hold the domain's stable codes.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use crate::domain::{
+    AccountName, Edition, Email, Error, KeyId, KeyInfo, Org, OrgId, Profile, Result,
+    RevocationEvent, RevocationReason, Role, ServiceAccount, User, UserStatus,
+};
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct OrgRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int32, tag = "2")]
+    pub edition: i32,
+    #[prost(int64, tag = "3")]
+    pub created_us: i64,
+    /// Hash of the org's active key: an org has at most one.
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub active_key: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct UserRecord {
+    #[prost(string, tag = "1")]
+    pub org_id: String,
+    #[prost(string, tag = "2")]
+    pub display_name: String,
+    #[prost(int32, tag = "3")]
+    pub profile: i32,
+    #[prost(int32, tag = "4")]
+    pub status: i32,
+    #[prost(int64, tag = "5")]
+    pub created_us: i64,
+    #[prost(int64, tag = "6")]
+    pub updated_us: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct KeyRecord {
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    #[prost(string, tag = "2")]
+    pub org_id: String,
+    #[prost(string, tag = "3")]
+    pub owner_email: String,
+    #[prost(string, tag = "4")]
+    pub key_prefix: String,
+    #[prost(int64, tag = "5")]
+    pub created_us: i64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct AccountRecord {
+    #[prost(int32, tag = "1")]
+    pub role: i32,
+    #[prost(int64, tag = "2")]
+    pub created_us: i64,
+    #[prost(bytes = "vec", tag = "3")]
+    pub token_hash: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct EventRecord {
+    #[prost(string, tag = "1")]
+    pub key_id: String,
+    #[prost(string, tag = "2")]
+    pub org_id: String,
+    #[prost(string, tag = "3")]
+    pub owner_email: String,
+    #[prost(int32, tag = "4")]
+    pub reason: i32,
+    #[prost(int64, tag = "5")]
+    pub revoked_us: i64,
+}
+
+pub(super) fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M> {
+    M::decode(bytes).map_err(Error::internal)
+}
+
+pub(super) fn micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+pub(super) fn from_micros(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
+}
+
+/// A stored code this build does not know means the data dir was written by something else.
+fn code<T>(what: &str, decoded: Option<T>) -> Result<T> {
+    decoded.ok_or_else(|| Error::internal(format!("corrupt {what} code in storage")))
+}
+
+impl OrgRecord {
+    pub fn to_org(&self, id: OrgId) -> Result<Org> {
+        Ok(Org {
+            id,
+            name: self.name.clone(),
+            edition: code("edition", Edition::from_code(self.edition))?,
+            created: from_micros(self.created_us),
+        })
+    }
+}
+
+impl UserRecord {
+    pub fn from_user(user: &User) -> Self {
+        UserRecord {
+            org_id: user.org_id.to_string(),
+            display_name: user.display_name.clone(),
+            profile: user.profile.code(),
+            status: user.status.code(),
+            created_us: micros(user.created),
+            updated_us: micros(user.updated),
+        }
+    }
+
+    pub fn to_user(&self, email: Email) -> Result<User> {
+        Ok(User {
+            email,
+            org_id: OrgId::from_trusted(self.org_id.clone()),
+            display_name: self.display_name.clone(),
+            profile: code("profile", Profile::from_code(self.profile))?,
+            status: code("status", UserStatus::from_code(self.status))?,
+            created: from_micros(self.created_us),
+            updated: from_micros(self.updated_us),
+        })
+    }
+}
+
+impl KeyRecord {
+    pub fn from_info(info: &KeyInfo) -> Self {
+        KeyRecord {
+            key_id: info.key_id.to_string(),
+            org_id: info.org_id.to_string(),
+            owner_email: info.owner.to_string(),
+            key_prefix: info.key_prefix.clone(),
+            created_us: micros(info.created),
+        }
+    }
+
+    pub fn to_info(&self) -> KeyInfo {
+        KeyInfo {
+            key_id: KeyId::from_trusted(self.key_id.clone()),
+            org_id: OrgId::from_trusted(self.org_id.clone()),
+            owner: Email::from_trusted(self.owner_email.clone()),
+            key_prefix: self.key_prefix.clone(),
+            created: from_micros(self.created_us),
+        }
+    }
+}
+
+impl AccountRecord {
+    pub fn to_account(&self, name: AccountName) -> Result<ServiceAccount> {
+        Ok(ServiceAccount {
+            name,
+            role: code("role", Role::from_code(self.role))?,
+            created: from_micros(self.created_us),
+        })
+    }
+}
+
+impl EventRecord {
+    pub fn from_event(event: &RevocationEvent) -> Self {
+        EventRecord {
+            key_id: event.key_id.to_string(),
+            org_id: event.org_id.to_string(),
+            owner_email: event.owner.to_string(),
+            reason: event.reason.code(),
+            revoked_us: micros(event.revoked),
+        }
+    }
+
+    pub fn to_event(&self, sequence: u64) -> Result<RevocationEvent> {
+        Ok(RevocationEvent {
+            sequence,
+            key_id: KeyId::from_trusted(self.key_id.clone()),
+            org_id: OrgId::from_trusted(self.org_id.clone()),
+            owner: Email::from_trusted(self.owner_email.clone()),
+            reason: code("reason", RevocationReason::from_code(self.reason))?,
+            revoked: from_micros(self.revoked_us),
+        })
+    }
+}
