@@ -1,11 +1,9 @@
 //! Service accounts and their bearer tokens.
 
-use std::time::SystemTime;
-
 use prost::Message;
 use sled::Transactional;
 
-use super::records::{decode, micros, AccountRecord};
+use super::records::{decode, micros, now, AccountRecord};
 use super::{abort, finish, lift, tx_u64, Store, META_OPERATORS};
 use crate::domain::{AccountName, AccountToken, Caller, Error, Result, Role, ServiceAccount};
 
@@ -25,7 +23,7 @@ impl Store {
         let account = ServiceAccount {
             name,
             role,
-            created: SystemTime::now(),
+            created: now(),
         };
         let record = AccountRecord {
             role: role.code(),

@@ -7,7 +7,7 @@ use sled::{transaction::TransactionalTree, Transactional};
 
 use super::events::append_event;
 use super::orgs::org_not_found;
-use super::records::{decode, KeyRecord, OrgRecord, UserRecord};
+use super::records::{decode, now, KeyRecord, OrgRecord, UserRecord};
 use super::{abort, finish, lift, read_u64, Store, TxResult, META_HEAD};
 use crate::domain::{
     Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent, RevocationReason, Validation,
@@ -90,7 +90,7 @@ impl Store {
         let t = self.trees();
         let key = ZscKey::generate();
         let hash = key.hash();
-        let now = SystemTime::now();
+        let now = now();
         let info = KeyInfo {
             key_id: KeyId::generate(),
             org_id: org_id.clone(),
@@ -169,7 +169,7 @@ impl Store {
     /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
     pub async fn revoke_key(&self, org_id: &OrgId) -> Result<RevocationEvent> {
         let t = self.trees();
-        let now = SystemTime::now();
+        let now = now();
         let event = finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
             |(orgs, keys, meta, events)| {
                 if orgs.get(org_id.as_str())?.is_none() {

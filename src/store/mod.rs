@@ -27,7 +27,6 @@ use std::{
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
-    time::SystemTime,
 };
 
 use prost::Message;
@@ -227,7 +226,7 @@ fn initialise(dir: &Path, trees: &Trees) -> Result<()> {
     let store_id = format!("st_{}", random_base62(16));
     let account = AccountRecord {
         role: Role::Operator.code(),
-        created_us: records::micros(SystemTime::now()),
+        created_us: records::micros(records::now()),
         token_hash: token.hash().0.to_vec(),
     }
     .encode_to_vec();

@@ -1,12 +1,12 @@
 //! Orgs and their users.
 
-use std::{ops::Bound, time::SystemTime};
+use std::ops::Bound;
 
 use prost::Message;
 use sled::Transactional;
 
 use super::keys::{revoke_active_key, KeyTx};
-use super::records::{decode, micros, OrgRecord, UserRecord};
+use super::records::{decode, micros, now, OrgRecord, UserRecord};
 use super::{abort, finish, lift, Store};
 use crate::domain::{
     Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result, RevocationEvent,
@@ -23,7 +23,7 @@ impl Store {
             id: OrgId::generate(),
             name: name.as_str().to_owned(),
             edition,
-            created: SystemTime::now(),
+            created: now(),
         };
         let record = OrgRecord {
             name: org.name.clone(),
@@ -80,7 +80,7 @@ impl Store {
         profile: Profile,
     ) -> Result<User> {
         let t = self.trees();
-        let now = SystemTime::now();
+        let now = now();
         let user = User {
             email,
             org_id,
@@ -189,7 +189,7 @@ impl Store {
         change: impl Fn(&mut User) -> bool,
     ) -> Result<UserChange> {
         let t = self.trees();
-        let now = SystemTime::now();
+        let now = now();
         let outcome = finish(
             (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
                 |(users, orgs, keys, meta, events)| {

@@ -185,3 +185,9 @@ impl EventRecord {
         })
     }
 }
+
+/// The current time at the precision storage keeps (microseconds), so that what a mutation
+/// returns equals what a later read returns.
+pub(super) fn now() -> SystemTime {
+    from_micros(micros(SystemTime::now()))
+}

@@ -1,0 +1,268 @@
+//! A real zsc server on 127.0.0.1:0 with a fresh temp data dir, and generated clients.
+
+use std::{path::Path, time::Duration};
+
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::Channel,
+    Code, Request, Status,
+};
+use zsc::proto::{
+    access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
+    user_service_client::UserServiceClient, *,
+};
+use zsc::server::{Config, Server};
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().expect("tokens are ASCII"))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub dir: TempDir,
+    pub operator_token: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<zsc::domain::Result<()>>>,
+}
+
+/// Test-speed settings; everything else is production's.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.store.cache_bytes = 8 * 1024 * 1024;
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(tempfile::tempdir().expect("temp dir"), test_config).await
+    }
+
+    pub async fn start_with(dir: TempDir, configure: impl FnOnce(&Path) -> Config) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", configure).await
+    }
+
+    /// Starts on a given address (a restart reuses its port so clients can reconnect).
+    pub async fn start_on(
+        dir: TempDir,
+        addr: &str,
+        configure: impl FnOnce(&Path) -> Config,
+    ) -> Self {
+        let server = Server::open(configure(dir.path())).expect("server opens");
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let operator_token = std::fs::read_to_string(dir.path().join("operator.token"))
+            .expect("operator.token written on first start")
+            .trim()
+            .to_owned();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            operator_token,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server (as SIGTERM would) and returns its data dir.
+    pub async fn stop(mut self) -> TempDir {
+        self.shutdown().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// Stops and starts again on the same data dir and port.
+    pub async fn restart(self) -> Self {
+        let addr = self.addr.to_string();
+        let dir = self.stop().await;
+        Self::start_on(dir, &addr, test_config).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    pub async fn users(&self, token: &str) -> UserServiceClient<Authed> {
+        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    pub async fn keys(&self, token: &str) -> KeyServiceClient<Authed> {
+        KeyServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    pub async fn access(&self, token: &str) -> AccessServiceClient<Authed> {
+        AccessServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+    }
+
+    pub async fn op_users(&self) -> UserServiceClient<Authed> {
+        self.users(&self.operator_token).await
+    }
+
+    pub async fn op_keys(&self) -> KeyServiceClient<Authed> {
+        self.keys(&self.operator_token).await
+    }
+
+    pub async fn op_access(&self) -> AccessServiceClient<Authed> {
+        self.access(&self.operator_token).await
+    }
+
+    /// A new service account's token.
+    pub async fn account(&self, name: &str, role: Role) -> String {
+        let response = self
+            .op_access()
+            .await
+            .create_service_account(CreateServiceAccountRequest {
+                name: name.into(),
+                role: role as i32,
+            })
+            .await
+            .expect("create account")
+            .into_inner();
+        response.token
+    }
+
+    /// An org with one active administrator; returns (org_id, admin email).
+    pub async fn org_with_admin(&self, name: &str) -> (String, String) {
+        let mut users = self.op_users().await;
+        let org = users
+            .create_org(CreateOrgRequest {
+                name: name.into(),
+                edition: Edition::Enterprise as i32,
+            })
+            .await
+            .expect("create org")
+            .into_inner();
+        let email = format!(
+            "admin@{}.example.com",
+            name.to_lowercase().replace(' ', "-")
+        );
+        self.user(&org.org_id, &email, Profile::Administrator).await;
+        (org.org_id, email)
+    }
+
+    pub async fn user(&self, org_id: &str, email: &str, profile: Profile) -> User {
+        self.op_users()
+            .await
+            .create_user(CreateUserRequest {
+                org_id: org_id.into(),
+                email: email.into(),
+                display_name: "Test User".into(),
+                profile: profile as i32,
+            })
+            .await
+            .expect("create user")
+            .into_inner()
+    }
+
+    /// Generates the org's key; returns (key, key_id).
+    pub async fn key(&self, org_id: &str, actor: &str) -> (String, String) {
+        let response = self
+            .op_keys()
+            .await
+            .generate_key(GenerateKeyRequest {
+                org_id: org_id.into(),
+                actor_email: actor.into(),
+            })
+            .await
+            .expect("generate key")
+            .into_inner();
+        (response.key, response.info.unwrap().key_id)
+    }
+
+    pub async fn validate(&self, email: &str, key: &str) -> Result<ValidateKeyResponse, Status> {
+        self.op_keys()
+            .await
+            .validate_key(ValidateKeyRequest {
+                email: email.into(),
+                key: key.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts a call failed with `expected` and returns its message.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, expected: Code) -> String {
+    match result {
+        Ok(value) => panic!("expected {expected:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), expected, "message: {}", status.message());
+            status.message().to_owned()
+        }
+    }
+}
+
+/// The whole retained revocation log, read with WatchRevocations(after_sequence = 0) up to
+/// the first checkpoint.
+pub async fn read_log(server: &TestServer) -> Vec<RevocationEvent> {
+    let mut stream = server
+        .op_keys()
+        .await
+        .watch_revocations(WatchRevocationsRequest {
+            after_sequence: Some(0),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(message) = stream.message().await.expect("stream") {
+        match message.event.expect("event set") {
+            watch_revocations_response::Event::Revocation(event) => events.push(event),
+            watch_revocations_response::Event::Checkpoint(_) => return events,
+        }
+    }
+    panic!("stream ended before a checkpoint")
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a fresh temp data dir, called
+//! through the generated clients. One binary, so the suite links once.
+
+mod access;
+mod common;
+mod durability;
+mod keys;
+mod users;
