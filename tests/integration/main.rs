@@ -4,5 +4,6 @@
 mod access;
 mod common;
 mod durability;
+mod grpcurl;
 mod keys;
 mod users;
