@@ -32,11 +32,13 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod domain;
 pub mod proto;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

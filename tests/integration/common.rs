@@ -4,12 +4,8 @@ use std::{path::Path, time::Duration};
 
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    service::{interceptor::InterceptedService, Interceptor},
-    transport::Channel,
-    Code, Request, Status,
-};
+use tonic::{service::interceptor::InterceptedService, transport::Channel, Code, Status};
+use zsc::client::Bearer;
 use zsc::proto::{
     access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
     user_service_client::UserServiceClient, *,
@@ -17,25 +13,6 @@ use zsc::proto::{
 use zsc::server::{Config, Server};
 
 pub type Authed = InterceptedService<Channel, Bearer>;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Bearer {
-    pub fn new(token: &str) -> Self {
-        Bearer(format!("Bearer {token}").parse().expect("tokens are ASCII"))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 pub struct TestServer {
     pub addr: std::net::SocketAddr,
@@ -126,15 +103,15 @@ impl TestServer {
     }
 
     pub async fn users(&self, token: &str) -> UserServiceClient<Authed> {
-        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        UserServiceClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
     pub async fn keys(&self, token: &str) -> KeyServiceClient<Authed> {
-        KeyServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        KeyServiceClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
     pub async fn access(&self, token: &str) -> AccessServiceClient<Authed> {
-        AccessServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+        AccessServiceClient::with_interceptor(self.channel().await, Bearer::new(token).unwrap())
     }
 
     pub async fn op_users(&self) -> UserServiceClient<Authed> {

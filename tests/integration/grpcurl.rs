@@ -17,14 +17,21 @@ async fn grpcurl(args: &[&str]) -> Output {
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "grpcurl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "grpcurl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// The bash block between the walkthrough markers in README.md.
 fn readme_walkthrough() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("<!-- walkthrough:start -->").expect("start marker");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- walkthrough:start -->")
+        .expect("start marker");
     let end = readme.find("<!-- walkthrough:end -->").expect("end marker");
     let block = &readme[start..end];
     let body = block.split_once("```bash\n").expect("bash block").1;
@@ -36,8 +43,16 @@ async fn list_describe_and_health_through_reflection() {
     let server = TestServer::start().await;
     let addr = server.addr.to_string();
     let list = stdout(&grpcurl(&["-plaintext", &addr, "list"]).await);
-    for service in ["zsc.v1.UserService", "zsc.v1.KeyService", "zsc.v1.AccessService", "grpc.health.v1.Health"] {
-        assert!(list.lines().any(|l| l == service), "{service} not listed:\n{list}");
+    for service in [
+        "zsc.v1.UserService",
+        "zsc.v1.KeyService",
+        "zsc.v1.AccessService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            list.lines().any(|l| l == service),
+            "{service} not listed:\n{list}"
+        );
     }
     for (service, method) in [
         ("zsc.v1.UserService", "CreateOrg"),
@@ -47,11 +62,31 @@ async fn list_describe_and_health_through_reflection() {
         let described = stdout(&grpcurl(&["-plaintext", &addr, "describe", service]).await);
         assert!(described.contains(&format!("rpc {method}")), "{described}");
     }
-    let message = stdout(&grpcurl(&["-plaintext", &addr, "describe", "zsc.v1.WatchRevocationsRequest"]).await);
-    assert!(message.contains("optional uint64 after_sequence"), "{message}");
+    let message = stdout(
+        &grpcurl(&[
+            "-plaintext",
+            &addr,
+            "describe",
+            "zsc.v1.WatchRevocationsRequest",
+        ])
+        .await,
+    );
+    assert!(
+        message.contains("optional uint64 after_sequence"),
+        "{message}"
+    );
     for service in ["", "zsc.v1.KeyService"] {
         let body = format!("{{\"service\": \"{service}\"}}");
-        let health = stdout(&grpcurl(&["-plaintext", "-d", &body, &addr, "grpc.health.v1.Health/Check"]).await);
+        let health = stdout(
+            &grpcurl(&[
+                "-plaintext",
+                "-d",
+                &body,
+                &addr,
+                "grpc.health.v1.Health/Check",
+            ])
+            .await,
+        );
         assert!(health.contains("\"SERVING\""), "{health}");
     }
     // Without a token, a zsc call is refused with a clear status.
@@ -73,9 +108,15 @@ async fn the_readme_walkthrough_runs_verbatim() {
         .expect("bash");
     let out = String::from_utf8_lossy(&output.stdout);
     let err = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "walkthrough failed\nstdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        output.status.success(),
+        "walkthrough failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
     assert!(out.contains("\"status\": \"SERVING\""), "{out}");
-    assert!(out.contains("\"ownerEmail\": \"ada@acme.example\""), "the key validated:\n{out}");
+    assert!(
+        out.contains("\"ownerEmail\": \"ada@acme.example\""),
+        "the key validated:\n{out}"
+    );
     assert!(out.contains("old key rejected"), "{out}");
     assert!(err.contains("invalid email or key"), "{err}");
     assert!(out.contains("REVOCATION_REASON_REGENERATED"), "{out}");

@@ -1,0 +1,273 @@
+//! The Verifier: what a consuming service (Recruit, Desk, ...) embeds to check "admin email +
+//! ZSC key" fast, and drop a revoked key within milliseconds.
+//!
+//! - `verify` answers from a local cache when it can, otherwise calls ValidateKey and caches
+//!   the success (bounded LRU, keyed by a keyed blake3 hash of the key; the key itself is never
+//!   kept).
+//! - A background task follows WatchRevocations, resuming from the store id and sequence it
+//!   last applied; each revocation evicts its key_id. OUT_OF_RANGE flushes the cache and
+//!   resubscribes from the head; a lost stream reconnects with jittered backoff.
+//! - Fail safe: while nothing has been heard from the stream for `max_staleness`, the cache is
+//!   bypassed and every verify goes to the server. A revoked key is therefore never accepted
+//!   more than `max_staleness` after its revocation, whatever the network does.
+//! - The read/invalidate race is closed by the rule in [`state`].
+
+mod state;
+mod watcher;
+
+use std::{
+    num::NonZeroUsize,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{task::JoinHandle, time::Instant};
+use tonic::{service::interceptor::InterceptedService, transport::Channel, Code, Status};
+
+use crate::client::Bearer;
+use crate::domain::{Email, ZscKey};
+use crate::proto::{key_service_client::KeyServiceClient, ValidateKeyRequest, ValidateKeyResponse};
+use state::{Entry, KeyHash, State};
+
+pub use watcher::Revocation;
+
+type Client = KeyServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Called for each revocation the Verifier applies (for logs and metrics).
+pub type RevocationHook = Arc<dyn Fn(&Revocation) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct VerifierConfig {
+    /// The zsc server, e.g. `http://127.0.0.1:50051`.
+    pub url: String,
+    /// A consumer (or operator) service-account token.
+    pub token: String,
+    /// How long the cache may be trusted without hearing from the stream.
+    pub max_staleness: Duration,
+    /// Keys cached at most.
+    pub cache_capacity: NonZeroUsize,
+    /// Revoked key_ids remembered for the read/invalidate check.
+    pub revoked_capacity: usize,
+    /// Reconnect backoff: first delay and cap (full jitter in between).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub on_revocation: Option<RevocationHook>,
+}
+
+impl VerifierConfig {
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        VerifierConfig {
+            url: url.into(),
+            token: token.into(),
+            max_staleness: Duration::from_secs(2),
+            cache_capacity: NonZeroUsize::new(100_000).expect("non-zero"),
+            revoked_capacity: 100_000,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            on_revocation: None,
+        }
+    }
+}
+
+/// A successful verification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    pub org_id: String,
+    pub org_name: String,
+    pub key_id: String,
+    pub owner_email: String,
+    /// Whether the answer came from the cache.
+    pub cached: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The key or email is malformed; decided offline.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// The server says no: wrong email, unknown or revoked key, owner no longer an admin.
+    #[error("invalid email or key")]
+    Rejected,
+    /// The server could not be asked (and the cache could not be trusted): fail closed.
+    #[error("zsc unavailable: {0}")]
+    Unavailable(Status),
+}
+
+/// What the Verifier is doing, for health checks and dashboards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifierStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub cached_keys: usize,
+    /// The last revocation-log sequence applied (None before the first checkpoint).
+    pub applied_sequence: Option<u64>,
+    pub store_id: Option<String>,
+    pub connected: bool,
+    /// Whether the stream was heard from within max_staleness (the cache is in use).
+    pub fresh: bool,
+    /// Times the whole cache was flushed because the server's log could not serve our cursor.
+    pub flushes: u64,
+}
+
+pub struct Verifier {
+    shared: Arc<Shared>,
+    client: Client,
+    watcher: JoinHandle<()>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// When the stream was last heard from (any message).
+    last_heard: Mutex<Option<Instant>>,
+    max_staleness: Duration,
+    connected: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    flushes: AtomicU64,
+    /// Per-process key for cache hashes, so they identify nothing outside this process.
+    hash_key: [u8; 32],
+}
+
+impl Shared {
+    fn fresh(&self) -> bool {
+        let last = *self.last_heard.lock().expect("lock poisoned");
+        last.is_some_and(|t| t.elapsed() < self.max_staleness)
+    }
+
+    fn heard(&self) {
+        *self.last_heard.lock().expect("lock poisoned") = Some(Instant::now());
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("lock poisoned")
+    }
+
+    fn hash(&self, key: &ZscKey) -> KeyHash {
+        *blake3::keyed_hash(&self.hash_key, key.expose().as_bytes()).as_bytes()
+    }
+}
+
+impl Verifier {
+    /// Starts the Verifier; the stream connects in the background (the cache is bypassed
+    /// until it has).
+    pub fn start(config: VerifierConfig) -> Result<Self, Status> {
+        let channel = crate::client::channel(&config.url)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let client = KeyServiceClient::with_interceptor(channel, Bearer::new(&config.token)?);
+        let hash_key: [u8; 32] = rand::random();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config.cache_capacity, config.revoked_capacity)),
+            last_heard: Mutex::new(None),
+            max_staleness: config.max_staleness,
+            connected: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            hash_key,
+        });
+        let watcher = tokio::spawn(watcher::run(shared.clone(), client.clone(), config));
+        Ok(Verifier {
+            shared,
+            client,
+            watcher,
+        })
+    }
+
+    /// Checks "owner email + key".
+    pub async fn verify(&self, email: &str, key: &str) -> Result<Verified, VerifyError> {
+        let key = ZscKey::parse(key).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let email =
+            Email::parse("email", email).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let hash = self.shared.hash(&key);
+        if self.shared.fresh() {
+            if let Some(entry) = self
+                .shared
+                .state()
+                .get(&hash)
+                .filter(|e| e.email == email.as_str())
+            {
+                self.shared.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(verified(entry, true));
+            }
+        }
+        self.shared.misses.fetch_add(1, Ordering::Relaxed);
+        let request = ValidateKeyRequest {
+            email: email.to_string(),
+            key: key.expose().to_owned(),
+        };
+        let response = match self.client.clone().validate_key(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::Unauthenticated => {
+                return Err(VerifyError::Rejected)
+            }
+            Err(status) if status.code() == Code::InvalidArgument => {
+                return Err(VerifyError::Malformed(status.message().to_owned()))
+            }
+            Err(status) => return Err(VerifyError::Unavailable(status)),
+        };
+        let entry = entry_of(&email, &response);
+        self.shared
+            .state()
+            .admit(hash, entry.clone(), response.sequence);
+        Ok(verified(&entry, false))
+    }
+
+    /// Offers a ValidateKey success obtained elsewhere (say, by the service's own client) to
+    /// the cache, under the same read/invalidate rule as `verify`. Returns whether it was
+    /// cached: never for a key whose revocation was already applied.
+    pub fn admit(&self, email: &str, key: &str, response: &ValidateKeyResponse) -> bool {
+        let (Ok(key), Ok(email)) = (ZscKey::parse(key), Email::parse("email", email)) else {
+            return false;
+        };
+        if response.owner_email != email.as_str() {
+            return false;
+        }
+        let hash = self.shared.hash(&key);
+        self.shared
+            .state()
+            .admit(hash, entry_of(&email, response), response.sequence)
+    }
+
+    pub fn stats(&self) -> VerifierStats {
+        let state = self.shared.state();
+        VerifierStats {
+            hits: self.shared.hits.load(Ordering::Relaxed),
+            misses: self.shared.misses.load(Ordering::Relaxed),
+            cached_keys: state.len(),
+            applied_sequence: state.applied,
+            store_id: state.store_id.clone(),
+            connected: self.shared.connected.load(Ordering::Relaxed),
+            fresh: self.shared.fresh(),
+            flushes: self.shared.flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn entry_of(email: &Email, response: &ValidateKeyResponse) -> Entry {
+    let org = response.org.clone().unwrap_or_default();
+    Entry {
+        email: email.to_string(),
+        key_id: response.key_id.clone(),
+        org_id: org.org_id,
+        org_name: org.name,
+    }
+}
+
+fn verified(entry: &Entry, cached: bool) -> Verified {
+    Verified {
+        org_id: entry.org_id.clone(),
+        org_name: entry.org_name.clone(),
+        key_id: entry.key_id.clone(),
+        owner_email: entry.email.clone(),
+        cached,
+    }
+}
