@@ -122,10 +122,16 @@ fn check_retained(log: &EventLog, after: u64, head: u64) -> Result<()> {
 }
 
 fn pruned(after: u64, first: Option<u64>) -> Error {
-    let oldest = first.map_or_else(|| "none".to_owned(), |f| f.to_string());
+    let retained = match first {
+        Some(first) => format!(
+            "oldest retained: {first}; to read what is retained, subscribe with after_sequence = {}",
+            first - 1
+        ),
+        None => "no events are retained".to_owned(),
+    };
     Error::OutOfRange(format!(
-        "events after sequence {after} are no longer retained (oldest retained: {oldest}); flush your \
-         cache and subscribe from the head (after_sequence unset)"
+        "events after sequence {after} are no longer retained ({retained}); a cache must be flushed and \
+         subscribe from the head (after_sequence unset)"
     ))
 }
 

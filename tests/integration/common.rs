@@ -243,3 +243,51 @@ pub async fn read_log(server: &TestServer) -> Vec<RevocationEvent> {
     }
     panic!("stream ended before a checkpoint")
 }
+
+impl TestServer {
+    /// Regenerates the org's key (one REGENERATED event); returns the new key.
+    pub async fn regenerate(&self, org_id: &str, actor: &str) -> String {
+        let request = RegenerateKeyRequest {
+            org_id: org_id.into(),
+            actor_email: actor.into(),
+        };
+        self.op_keys()
+            .await
+            .regenerate_key(request)
+            .await
+            .expect("regenerate")
+            .into_inner()
+            .key
+    }
+
+    pub async fn watch(
+        &self,
+        request: WatchRevocationsRequest,
+    ) -> Result<tonic::Streaming<WatchRevocationsResponse>, Status> {
+        self.op_keys()
+            .await
+            .watch_revocations(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// The next message, failing the test if none comes within 10 s.
+pub async fn next(
+    stream: &mut tonic::Streaming<WatchRevocationsResponse>,
+) -> Result<watch_revocations_response::Event, Status> {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("a message within 10 s")?;
+    Ok(message
+        .expect("stream still open")
+        .event
+        .expect("event set"))
+}
+
+pub fn watch_from(after: Option<u64>) -> WatchRevocationsRequest {
+    WatchRevocationsRequest {
+        after_sequence: after,
+        ..Default::default()
+    }
+}

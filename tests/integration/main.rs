@@ -7,3 +7,4 @@ mod durability;
 mod grpcurl;
 mod keys;
 mod users;
+mod watch;
