@@ -7,4 +7,5 @@ mod durability;
 mod grpcurl;
 mod keys;
 mod users;
+mod verifier;
 mod watch;

@@ -1,0 +1,232 @@
+//! The Verifier against the real server: cache, eviction, the in-flight race, fail-safe, resume.
+
+use std::time::Duration;
+
+use zsc::proto::*;
+use zsc::verifier::{Verifier, VerifierConfig, VerifyError};
+
+use crate::common::*;
+
+fn config(server: &TestServer, token: &str, max_staleness: Duration) -> VerifierConfig {
+    let mut config = VerifierConfig::new(server.url(), token);
+    config.max_staleness = max_staleness;
+    config.backoff_min = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    config
+}
+
+/// Waits up to 10 s for `condition`.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A verifier that is subscribed and has `key` cached.
+async fn warmed(verifier: &Verifier, email: &str, key: &str) {
+    eventually("the stream is up", || verifier.stats().fresh).await;
+    let first = verifier.verify(email, key).await.unwrap();
+    assert!(!first.cached);
+    let second = verifier.verify(email, key).await.unwrap();
+    assert!(
+        second.cached,
+        "the second verify is answered from the cache"
+    );
+}
+
+/// Polls verify until it rejects (the revocation was applied); it must never take long.
+async fn rejected_soon(verifier: &Verifier, email: &str, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match verifier.verify(email, key).await {
+            Err(VerifyError::Rejected) => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "still accepted: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cached_key_is_rejected_right_after_regenerate_deactivate_and_demote() {
+    let server = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    // A huge staleness bound: only the stream can make the cache drop a key here.
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(600))).unwrap();
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+
+    let (key, _) = server.key(&org_id, &admin).await;
+    warmed(&verifier, &admin, &key).await;
+    let new_key = server.regenerate(&org_id, &admin).await;
+    rejected_soon(&verifier, &admin, &key).await;
+
+    warmed(&verifier, &admin, &new_key).await;
+    let mut users = server.op_users().await;
+    users
+        .deactivate_user(DeactivateUserRequest {
+            email: admin.clone(),
+        })
+        .await
+        .unwrap();
+    rejected_soon(&verifier, &admin, &new_key).await;
+
+    users
+        .reactivate_user(ReactivateUserRequest {
+            email: admin.clone(),
+        })
+        .await
+        .unwrap();
+    let (third_key, _) = server.key(&org_id, &admin).await;
+    warmed(&verifier, &admin, &third_key).await;
+    let demote = UpdateUserProfileRequest {
+        email: admin.clone(),
+        profile: Profile::Standard as i32,
+    };
+    users.update_user_profile(demote).await.unwrap();
+    rejected_soon(&verifier, &admin, &third_key).await;
+
+    let stats = verifier.stats();
+    assert_eq!(stats.applied_sequence, Some(3));
+    assert!(
+        stats.connected && stats.hits >= 3 && stats.misses >= 3,
+        "{stats:?}"
+    );
+    assert_eq!(stats.cached_keys, 0);
+    // Malformed input is decided offline.
+    assert!(matches!(
+        verifier.verify(&admin, "zsc_nope").await,
+        Err(VerifyError::Malformed(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_revocation_during_an_in_flight_validation_never_leaves_the_key_cached() {
+    let server = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(600))).unwrap();
+    eventually("the stream is up", || verifier.stats().fresh).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+
+    // A ValidateKey answer that is "in flight": read by the server, not yet seen by the Verifier.
+    let in_flight = server.validate(&admin, &key).await.unwrap();
+    // The revocation lands and the Verifier applies it before the answer arrives.
+    server.regenerate(&org_id, &admin).await;
+    eventually("the revocation is applied", || {
+        verifier.stats().applied_sequence == Some(1)
+    })
+    .await;
+    assert!(
+        !verifier.admit(&admin, &key, &in_flight),
+        "a dead key must not be cached"
+    );
+    assert!(matches!(
+        verifier.verify(&admin, &key).await,
+        Err(VerifyError::Rejected)
+    ));
+
+    // Control: an answer read after the Verifier subscribed, for a live key, is cached.
+    let live = server.regenerate(&org_id, &admin).await;
+    let fresh_answer = server.validate(&admin, &live).await.unwrap();
+    assert!(verifier.admit(&admin, &live, &fresh_answer));
+    assert!(verifier.verify(&admin, &live).await.unwrap().cached);
+}
+
+#[tokio::test]
+async fn with_the_server_down_the_cache_is_bypassed_and_on_return_nothing_is_missed() {
+    let server = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let staleness = Duration::from_millis(300);
+    let verifier = Verifier::start(config(&server, &desk, staleness)).unwrap();
+    warmed(&verifier, &admin, &key).await;
+    let store_id = verifier.stats().store_id.clone();
+
+    // The server goes away: after max_staleness the cached key fails closed.
+    let addr = server.addr.to_string();
+    let dir = server.stop().await;
+    tokio::time::sleep(staleness + Duration::from_millis(100)).await;
+    assert!(!verifier.stats().fresh);
+    assert!(matches!(
+        verifier.verify(&admin, &key).await,
+        Err(VerifyError::Unavailable(_))
+    ));
+
+    // While the Verifier cannot reach it, the key is regenerated (on another address).
+    let elsewhere = TestServer::start_with(dir, test_config).await;
+    elsewhere.regenerate(&org_id, &admin).await;
+    let dir = elsewhere.stop().await;
+
+    // The server returns where the Verifier looks; it resumes and applies what it missed.
+    let _server = TestServer::start_on(dir, &addr, test_config).await;
+    eventually("resumed and caught up", || {
+        verifier.stats().applied_sequence == Some(1)
+    })
+    .await;
+    let stats = verifier.stats();
+    assert_eq!(
+        (stats.flushes, stats.store_id),
+        (0, store_id),
+        "resumed, not flushed"
+    );
+    let hits = stats.hits;
+    assert!(matches!(
+        verifier.verify(&admin, &key).await,
+        Err(VerifyError::Rejected)
+    ));
+    assert_eq!(
+        verifier.stats().hits,
+        hits,
+        "the dead key was not served from the cache"
+    );
+}
+
+/// Keeps only the newest event, pruning every 50 ms.
+fn pruning(dir: &std::path::Path) -> zsc::server::Config {
+    let mut config = test_config(dir);
+    config.event_retention_count = 1;
+    config.event_retention_age = Duration::ZERO;
+    config.prune_interval = Duration::from_millis(50);
+    config
+}
+
+#[tokio::test]
+async fn a_cursor_the_server_can_no_longer_serve_flushes_the_cache() {
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), pruning).await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(600))).unwrap();
+    warmed(&verifier, &admin, &key).await;
+    assert_eq!(verifier.stats().applied_sequence, Some(0));
+
+    // While the Verifier is away, three revocations happen and two of them are pruned.
+    let addr = server.addr.to_string();
+    let elsewhere = TestServer::start_with(server.stop().await, pruning).await;
+    for _ in 0..3 {
+        elsewhere.regenerate(&org_id, &admin).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = elsewhere.stop().await;
+
+    // Its cursor (0) is now out of range: it must flush rather than skip ahead.
+    let _server = TestServer::start_on(dir, &addr, pruning).await;
+    eventually("flushed and resubscribed from the head", || {
+        let stats = verifier.stats();
+        stats.flushes == 1 && stats.applied_sequence == Some(3)
+    })
+    .await;
+    assert_eq!(verifier.stats().cached_keys, 0);
+    assert!(matches!(
+        verifier.verify(&admin, &key).await,
+        Err(VerifyError::Rejected)
+    ));
+}
