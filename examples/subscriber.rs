@@ -1,0 +1,92 @@
+//! A stand-in consuming service ("Desk", "Recruit", ...) built on the Verifier: it verifies
+//! the admin email + ZSC key from its configuration every interval, and prints each key it
+//! drops from its cache and why.
+//!
+//! ```text
+//! cargo run --example subscriber -- --service desk --url http://127.0.0.1:50051 \
+//!     --token "$DESK_TOKEN" --email ada@acme.example --key "$KEY"
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use clap::Parser;
+use zsc::verifier::{Revocation, Verifier, VerifierConfig, VerifyError};
+
+#[derive(Parser)]
+#[command(about = "A consuming service that verifies a ZSC key and follows revocations")]
+struct Args {
+    /// Which service this stands in for (used in the output).
+    #[arg(long, default_value = "desk")]
+    service: String,
+    #[arg(long, env = "ZSC_URL", default_value = "http://127.0.0.1:50051")]
+    url: String,
+    /// A consumer service-account token.
+    #[arg(long, env = "ZSC_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The administrator's email the key was configured with.
+    #[arg(long, env = "ZSC_EMAIL")]
+    email: String,
+    /// The ZSC key this service was configured with.
+    #[arg(long, env = "ZSC_KEY", hide_env_values = true)]
+    key: String,
+    /// How often to verify.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Stop after this many verifications (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let service = args.service.clone();
+    let mut config = VerifierConfig::new(&args.url, &args.token);
+    config.on_revocation = Some(Arc::new(move |r: &Revocation| {
+        println!(
+            "{service}: dropped key {} of org {} (owner {}): {} at sequence {}{}",
+            r.key_id,
+            r.org_id,
+            r.owner_email,
+            r.reason.as_str_name(),
+            r.sequence,
+            if r.was_cached {
+                ", evicted from the cache"
+            } else {
+                ""
+            }
+        );
+    }));
+    let verifier = Verifier::start(config)?;
+    // Only the first characters of the key are ever shown.
+    let shown: String = args.key.chars().take(8).collect();
+    let mut done = 0;
+    loop {
+        let outcome = match verifier.verify(&args.email, &args.key).await {
+            Ok(ok) => format!(
+                "valid for org {} ({}){}",
+                ok.org_name,
+                ok.org_id,
+                if ok.cached { ", from cache" } else { "" }
+            ),
+            Err(VerifyError::Rejected) => "REJECTED: invalid email or key".to_owned(),
+            Err(error) => format!("cannot verify: {error}"),
+        };
+        let stats = verifier.stats();
+        println!(
+            "{}: {} + {shown}...: {outcome} [applied {:?}, stream {}]",
+            args.service,
+            args.email,
+            stats.applied_sequence,
+            if stats.connected { "up" } else { "down" }
+        );
+        done += 1;
+        if args.count != 0 && done >= args.count {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(args.interval) => {}
+        }
+    }
+}
