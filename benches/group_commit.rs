@@ -79,8 +79,14 @@ async fn main() {
     println!("  store, 1 writer        {baseline:>9.0} writes/s   1.00x (baseline)");
     for n in [8, writers] {
         let grouped = store_run(n, ops).await;
-        println!("  store, {n:>2} writers      {grouped:>9.0} writes/s   {:.2}x", grouped / baseline);
+        println!(
+            "  store, {n:>2} writers      {grouped:>9.0} writes/s   {:.2}x",
+            grouped / baseline
+        );
     }
     let raw = sled_run(1, ops / 4).await;
-    println!("  raw sled, 1 writer     {raw:>9.0} writes/s   {:.2}x", raw / baseline);
+    println!(
+        "  raw sled, 1 writer     {raw:>9.0} writes/s   {:.2}x",
+        raw / baseline
+    );
 }
