@@ -1,10 +1,11 @@
-//! The command line: `zsc serve` and its flags, each also readable from a ZSC_* variable.
+//! The command line: `zsc serve` and the operator commands. Every `serve` flag can also be set
+//! from a ZSC_* environment variable.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::server::Config;
+use crate::server::{Config, TlsFiles};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -22,6 +23,38 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (UserService, KeyService, AccessService, health, reflection).
     Serve(ServeArgs),
+    /// Write a backup of a data dir to a file (server stopped).
+    Backup {
+        #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a new data dir. The restored store gets a new store id.
+    Restore {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
+        data_dir: PathBuf,
+    },
+    /// Mint a new token for the `operator` account (server stopped): the recovery path when
+    /// the last operator token is lost. Written to <data-dir>/operator.token (mode 0600).
+    OperatorToken {
+        #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
+        data_dir: PathBuf,
+    },
+    /// Exit 0 if the server's gRPC health check says SERVING (for container health checks).
+    HealthCheck {
+        /// Server URL: http://host:port, or https://host:port with --tls-ca.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        url: String,
+        /// Service to check ("" for the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// CA certificate (PEM) to trust for https URLs.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +90,26 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics at http://<addr>/metrics (off unless set).
+    #[arg(long, env = "ZSC_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Also serve gRPC health alone, in plaintext, here (for probes that cannot speak TLS).
+    #[arg(long, env = "ZSC_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "ZSC_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, env = "ZSC_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS. Needs --tls-cert.
+    #[arg(long, env = "ZSC_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -67,6 +120,16 @@ impl ServeArgs {
         config.event_retention_count = self.event_retention_count;
         config.event_retention_age = self.event_retention_age;
         config.shutdown_grace = self.shutdown_grace;
+        config.metrics_listen = self.metrics_listen;
+        config.health_listen = self.health_listen;
+        config.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
         config
     }
 }

@@ -48,3 +48,48 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
         .keep_alive_while_idle(true)
         .connect_lazy())
 }
+
+/// `zsc health-check`: exit 0 when the server reports SERVING for `service`.
+pub async fn health_check(
+    url: &str,
+    service: &str,
+    tls_ca: Option<&std::path::Path>,
+) -> std::process::ExitCode {
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let outcome = async {
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(3));
+        if let Some(ca) = tls_ca {
+            let pem = std::fs::read(ca)?;
+            endpoint = endpoint.tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )?;
+        }
+        let mut client = HealthClient::new(endpoint.connect().await?);
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let status = tokio::time::timeout(Duration::from_secs(3), client.check(request))
+            .await??
+            .into_inner()
+            .status();
+        Ok::<_, Box<dyn std::error::Error>>(status)
+    };
+    match outcome.await {
+        Ok(ServingStatus::Serving) => {
+            println!("SERVING");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{}", status.as_str_name());
+            std::process::ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("zsc health-check: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -34,6 +34,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod domain;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod store;

@@ -1,35 +1,76 @@
 //! `zsc`: parses the command line and calls the library. See `src/lib.rs` for the map.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use clap::Parser;
-use zsc::cli::{Cli, Command};
+use zsc::cli::{Cli, Command, ServeArgs};
+use zsc::domain::{Error, Result};
+use zsc::store::{self, Store, StoreOptions, OPERATOR_TOKEN_FILE};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => zsc::telemetry::LogFormat::Text,
+    };
+    zsc::telemetry::init(log_format);
     let result = match cli.command {
-        Command::Serve(args) => {
-            zsc::telemetry::init(args.log_format);
-            serve(args).await
-        }
+        Command::Serve(args) => serve(args).await,
+        Command::Backup { data_dir, out } => store::backup(&data_dir, &out).map(|report| {
+            println!(
+                "backed up {} entries (revocation log head {}, store {}) to {}",
+                report.entries,
+                report.head,
+                report.store_id,
+                out.display()
+            );
+        }),
+        Command::Restore { input, data_dir } => store::restore(&input, &data_dir).map(|report| {
+            println!(
+                "restored {} entries into {} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
+                report.entries,
+                data_dir.display(),
+                report.head,
+                report.store_id
+            );
+        }),
+        Command::OperatorToken { data_dir } => operator_token(&data_dir).await,
+        Command::HealthCheck { url, service, tls_ca } => return zsc::client::health_check(&url, &service, tls_ca.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "zsc failed");
             eprintln!("zsc: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: zsc::cli::ServeArgs) -> zsc::domain::Result<()> {
+async fn serve(args: ServeArgs) -> Result<()> {
     let server = zsc::server::Server::open(args.config())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| {
-            zsc::domain::Error::internal(format!("cannot listen on {}: {e}", args.listen))
-        })?;
+        .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", args.listen)))?;
     server.run(listener, zsc::shutdown_signal()).await
+}
+
+async fn operator_token(data_dir: &Path) -> Result<()> {
+    if !store::has_database(data_dir) {
+        return Err(Error::not_found(format!(
+            "no zsc database in {}",
+            data_dir.display()
+        )));
+    }
+    let token = Store::open(data_dir, &StoreOptions::default())?
+        .store
+        .reset_operator_token()
+        .await?;
+    let path = data_dir.join(OPERATOR_TOKEN_FILE);
+    store::write_token_file(&path, &token)?;
+    println!(
+        "new operator token written to {} (mode 0600); the previous one no longer works",
+        path.display()
+    );
+    Ok(())
 }

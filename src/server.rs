@@ -1,17 +1,29 @@
 //! The one way to start zsc: [`Server::open`] then [`Server::run`]. `main` and every test
 //! go through here, so tests exercise exactly what production runs.
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
+use tonic::{
+    server::NamedService,
+    transport::{Certificate, Identity, ServerTlsConfig},
+};
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
-use crate::api::{AccessApi, AuthLayer, KeyApi, RequestLimitLayer, UserApi, WatchConfig};
+use crate::api::{
+    AccessApi, AuthLayer, KeyApi, ObserveLayer, RequestLimitLayer, UserApi, WatchConfig,
+};
 use crate::domain::{Error, Result};
+use crate::metrics::{self, Metrics};
 use crate::proto::{
     access_service_server::AccessServiceServer, key_service_server::KeyServiceServer,
     user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
@@ -32,6 +44,37 @@ pub struct Config {
     pub prune_interval: Duration,
     /// How long shutdown waits for in-flight RPCs before giving up on them.
     pub shutdown_grace: Duration,
+    /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// A plaintext listener serving only gRPC health, for probes that cannot speak TLS.
+    pub health_listen: Option<SocketAddr>,
+    /// Serve TLS (and, with a client CA, require client certificates).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn load(&self) -> Result<ServerTlsConfig> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                Error::FailedPrecondition(format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        let mut tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        if let Some(ca) = &self.client_ca {
+            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        Ok(tls)
+    }
 }
 
 impl Config {
@@ -48,6 +91,9 @@ impl Config {
             event_retention_age: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            metrics_listen: None,
+            health_listen: None,
+            tls: None,
         }
     }
 }
@@ -55,12 +101,36 @@ impl Config {
 pub struct Server {
     config: Config,
     store: Store,
+    tls: Option<ServerTlsConfig>,
+    metrics_listener: Option<std::net::TcpListener>,
+    health_listener: Option<std::net::TcpListener>,
+}
+
+/// Binds an optional side listener at open time, so that its address is known (and a port
+/// clash fails) before serving starts.
+fn bind(addr: Option<SocketAddr>, what: &str) -> Result<Option<std::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::FailedPrecondition(format!("cannot listen on {addr} for {what}: {e}"))
+    })?;
+    listener.set_nonblocking(true).map_err(Error::internal)?;
+    Ok(Some(listener))
+}
+
+fn into_tokio(listener: Option<std::net::TcpListener>) -> Result<Option<TcpListener>> {
+    listener
+        .map(TcpListener::from_std)
+        .transpose()
+        .map_err(Error::internal)
 }
 
 impl Server {
     /// Opens the data dir (creating it and the operator token on first start). Fails at once
     /// if another process has it open.
     pub fn open(config: Config) -> Result<Server> {
+        let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let metrics_listener = bind(config.metrics_listen, "metrics")?;
+        let health_listener = bind(config.health_listen, "health")?;
         let opened = Store::open(&config.data_dir, &config.store)?;
         if opened.created {
             tracing::info!(
@@ -72,11 +142,28 @@ impl Server {
         Ok(Server {
             config,
             store: opened.store,
+            tls,
+            metrics_listener,
+            health_listener,
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Where metrics are served, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the plaintext health endpoint is, when `health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then: health goes NOT_SERVING, streams get a last
@@ -87,8 +174,15 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<()> {
-        let Server { config, store } = self;
+        let Server {
+            config,
+            store,
+            tls,
+            metrics_listener,
+            health_listener,
+        } = self;
         let stopping = CancellationToken::new();
+        let metrics = Metrics::default();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let names = [
@@ -119,23 +213,60 @@ impl Server {
             stopping.clone(),
         ));
 
+        let mut side_tasks = vec![pruner];
+        if let Some(listener) = into_tokio(metrics_listener)? {
+            let log = EventLog::new(store.clone());
+            let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
+            tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
+            side_tasks.push(tokio::spawn(metrics::serve(
+                listener,
+                metrics.clone(),
+                scrape,
+                stopping.clone(),
+            )));
+        }
+        if let Some(listener) = into_tokio(health_listener)? {
+            tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "plaintext gRPC health served");
+            let health_only = tonic::transport::Server::builder()
+                .add_service(health_service.clone())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stopping.clone().cancelled_owned(),
+                );
+            side_tasks.push(tokio::spawn(async move {
+                if let Err(error) = health_only.await {
+                    tracing::error!(%error, "health listener failed");
+                }
+            }));
+        }
+
         let local = listener.local_addr().map_err(Error::internal)?;
         let layers = ServiceBuilder::new()
             .layer(RequestLimitLayer)
+            .layer(ObserveLayer::new(metrics.clone()))
             .layer(AuthLayer::new(store.clone()));
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(Error::internal)?;
+        }
+        let key_api = KeyApi::new(
+            store.clone(),
+            config.watch.clone(),
+            stopping.clone(),
+            metrics.clone(),
+        );
+        let router = builder
             .layer(layers)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(UserServiceServer::new(UserApi::new(store.clone())))
-            .add_service(KeyServiceServer::new(KeyApi::new(
+            .add_service(UserServiceServer::new(UserApi::new(
                 store.clone(),
-                config.watch.clone(),
-                stopping.clone(),
+                metrics.clone(),
             )))
+            .add_service(KeyServiceServer::new(key_api))
             .add_service(AccessServiceServer::new(AccessApi::new(store.clone())));
 
         let signal = {
@@ -166,7 +297,9 @@ impl Server {
             }
         };
         stopping.cancel();
-        let _ = pruner.await;
+        for task in side_tasks {
+            let _ = task.await;
+        }
         store.sync().await?;
         tracing::info!("stopped; database flushed");
         outcome

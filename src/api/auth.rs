@@ -130,6 +130,7 @@ where
         if !is_open(path) {
             match authorize(&self.store, path, request.headers()) {
                 Ok(caller) => {
+                    tracing::Span::current().record("caller", caller.name.as_str());
                     request.extensions_mut().insert(caller);
                 }
                 Err(status) => {

@@ -4,7 +4,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::watch::{self, WatchConfig, WatchStream};
-use crate::domain::{Email, OrgId, RevocationEvent, ZscKey};
+use crate::domain::{Email, Error, OrgId, RevocationEvent, ZscKey};
+use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::store::{EventLog, KeyMode, Store};
 
@@ -14,15 +15,22 @@ pub struct KeyApi {
     watch: WatchConfig,
     /// Cancelled when the server shuts down: every revocation stream ends on it.
     shutdown: CancellationToken,
+    metrics: Metrics,
 }
 
 impl KeyApi {
-    pub fn new(store: Store, watch: WatchConfig, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        watch: WatchConfig,
+        shutdown: CancellationToken,
+        metrics: Metrics,
+    ) -> Self {
         KeyApi {
             log: EventLog::new(store.clone()),
             store,
             watch,
             shutdown,
+            metrics,
         }
     }
 
@@ -36,7 +44,7 @@ impl KeyApi {
         let actor = Email::parse("actor_email", actor_email)?;
         let generated = self.store.generate_key(&org_id, &actor, mode).await?;
         if let Some(event) = &generated.replaced {
-            log_revocation(event);
+            revoked(&self.metrics, event);
         }
         tracing::info!(key_id = %generated.info.key_id, org_id = %org_id, owner = %actor, "key generated");
         Ok(pb::GenerateKeyResponse {
@@ -46,7 +54,12 @@ impl KeyApi {
     }
 }
 
-pub(super) fn log_revocation(event: &RevocationEvent) {
+/// Logs and counts a revocation.
+pub(super) fn revoked(metrics: &Metrics, event: &RevocationEvent) {
+    metrics.revocation(
+        crate::proto::RevocationReason::try_from(event.reason.code())
+            .map_or("UNKNOWN", |r| r.as_str_name()),
+    );
     tracing::info!(
         sequence = event.sequence,
         key_id = %event.key_id,
@@ -86,7 +99,7 @@ impl KeyService for KeyApi {
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
         let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
         let event = self.store.revoke_key(&org_id).await?;
-        log_revocation(&event);
+        revoked(&self.metrics, &event);
         Ok(Response::new(pb::RevokeKeyResponse {
             event: Some(event.into()),
         }))
@@ -106,9 +119,15 @@ impl KeyService for KeyApi {
     ) -> Result<Response<pb::ValidateKeyResponse>, Status> {
         let req = request.get_ref();
         // The key's shape is checked first, offline: a typo never reaches the database.
-        let key = ZscKey::parse(&req.key)?;
-        let email = Email::parse("email", &req.email)?;
-        let validation = self.store.validate_key(&email, &key)?;
+        let parsed =
+            ZscKey::parse(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
+        let outcome = parsed.and_then(|(key, email)| self.store.validate_key(&email, &key));
+        self.metrics.validation(match &outcome {
+            Ok(_) => Validation::Ok,
+            Err(Error::InvalidArgument(_)) => Validation::Malformed,
+            Err(_) => Validation::Failed,
+        });
+        let validation = outcome?;
         Ok(Response::new(pb::ValidateKeyResponse {
             org: Some(validation.org.into()),
             key_id: validation.key_id.to_string(),
@@ -124,11 +143,13 @@ impl KeyService for KeyApi {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let request = watch::parse_request(request.into_inner())?;
+        let subscriber = self.metrics.subscriber();
         let stream = watch::subscribe(
             self.log.clone(),
             request,
             self.watch.clone(),
             self.shutdown.clone(),
+            subscriber,
         )?;
         Ok(Response::new(stream))
     }

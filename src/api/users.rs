@@ -3,17 +3,28 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{enum_field, page_token, parse_page_token};
+use super::keys::revoked;
 use crate::domain::{page_limit, Edition, Email, Name, OrgId, Profile, RevocationEvent, User};
+use crate::metrics::Metrics;
 use crate::proto::{self as pb, user_service_server::UserService};
 use crate::store::Store;
 
 pub struct UserApi {
     store: Store,
+    metrics: Metrics,
 }
 
 impl UserApi {
-    pub fn new(store: Store) -> Self {
-        UserApi { store }
+    pub fn new(store: Store, metrics: Metrics) -> Self {
+        UserApi { store, metrics }
+    }
+
+    /// A user change that revoked a key is logged and counted.
+    fn changed(&self, (user, event): (User, Option<RevocationEvent>)) -> Response<pb::User> {
+        if let Some(event) = &event {
+            revoked(&self.metrics, event);
+        }
+        Response::new(user.into())
     }
 }
 
@@ -25,20 +36,6 @@ fn users_scope(org_id: &OrgId) -> String {
 
 fn email(raw: &str) -> Result<Email, Status> {
     Ok(Email::parse("email", raw)?)
-}
-
-/// A user change that revoked a key is worth a line in the log.
-fn user_changed((user, event): (User, Option<RevocationEvent>)) -> Response<pb::User> {
-    if let Some(event) = event {
-        tracing::info!(
-            sequence = event.sequence,
-            key_id = %event.key_id,
-            org_id = %event.org_id,
-            reason = ?event.reason,
-            "key revoked"
-        );
-    }
-    Response::new(user.into())
 }
 
 #[tonic::async_trait]
@@ -124,9 +121,7 @@ impl UserService for UserApi {
         let req = request.into_inner();
         let email = email(&req.email)?;
         let profile = enum_field("profile", req.profile, Profile::from_code)?;
-        Ok(user_changed(
-            self.store.update_user_profile(&email, profile).await?,
-        ))
+        Ok(self.changed(self.store.update_user_profile(&email, profile).await?))
     }
 
     async fn deactivate_user(
@@ -134,7 +129,7 @@ impl UserService for UserApi {
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let email = email(&request.get_ref().email)?;
-        Ok(user_changed(self.store.deactivate_user(&email).await?))
+        Ok(self.changed(self.store.deactivate_user(&email).await?))
     }
 
     async fn reactivate_user(
@@ -142,6 +137,6 @@ impl UserService for UserApi {
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let email = email(&request.get_ref().email)?;
-        Ok(user_changed(self.store.reactivate_user(&email).await?))
+        Ok(self.changed(self.store.reactivate_user(&email).await?))
     }
 }

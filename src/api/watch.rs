@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::domain::{Error, OrgId, Result, RevocationEvent};
+use crate::metrics::SubscriberGuard;
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::store::EventLog;
 
@@ -70,6 +71,7 @@ pub fn subscribe(
     request: WatchRequest,
     config: WatchConfig,
     shutdown: CancellationToken,
+    subscriber: SubscriberGuard,
 ) -> Result<WatchStream> {
     if let Some(theirs) = &request.store_id {
         if theirs != log.store_id() {
@@ -103,6 +105,7 @@ pub fn subscribe(
         tx,
         config,
         last_sent: Instant::now(),
+        _subscriber: subscriber,
     };
     tokio::spawn(producer.run(request.after.is_none(), shutdown, end_tx));
     // The producer's messages, then the status it ended with (if it ended with one).
@@ -157,6 +160,8 @@ struct Producer {
     tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
     config: WatchConfig,
     last_sent: Instant,
+    /// Counts this stream in the subscriber gauge while it lives.
+    _subscriber: SubscriberGuard,
 }
 
 impl Producer {

@@ -116,3 +116,46 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Recovery when the last operator token is lost: gives the `operator` account a new token
+    /// (creating the account if it was deleted). Its previous token stops working.
+    pub async fn reset_operator_token(&self) -> Result<AccountToken> {
+        let t = self.trees();
+        let token = AccountToken::generate();
+        let hash = token.hash();
+        let name = super::BOOTSTRAP_OPERATOR.as_bytes();
+        finish(
+            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+                let record = match accounts.get(name)? {
+                    Some(bytes) => {
+                        let mut record = lift(decode::<AccountRecord>(&bytes))?;
+                        if record.role != Role::Operator.code() {
+                            return abort(Error::FailedPrecondition(
+                                "the account named operator is not an operator; delete it first"
+                                    .into(),
+                            ));
+                        }
+                        tokens.remove(record.token_hash.as_slice())?;
+                        record.token_hash = hash.0.to_vec();
+                        record
+                    }
+                    None => {
+                        let operators = tx_u64(meta, META_OPERATORS)?;
+                        meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
+                        AccountRecord {
+                            role: Role::Operator.code(),
+                            created_us: micros(now()),
+                            token_hash: hash.0.to_vec(),
+                        }
+                    }
+                };
+                accounts.insert(name, record.encode_to_vec())?;
+                tokens.insert(&hash.0, name)?;
+                Ok(())
+            }),
+        )?;
+        self.sync().await?;
+        Ok(token)
+    }
+}

@@ -53,6 +53,11 @@ impl EventLog {
         *self.store.durable_head().borrow()
     }
 
+    /// Size of the database files on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.store.size_on_disk()
+    }
+
     /// The lowest sequence still retained, if any event is.
     pub fn first_retained(&self) -> Result<Option<u64>> {
         let first = self.store.trees().events.first().map_err(Error::internal)?;

@@ -14,6 +14,7 @@
 //! shared flush ([`durability`]) before it returns.
 
 mod accounts;
+mod backup;
 mod durability;
 mod events;
 mod keys;
@@ -41,6 +42,7 @@ use crate::domain::{random_base62, AccountToken, Error, Result, Role};
 use durability::Durability;
 use records::AccountRecord;
 
+pub use backup::{backup, restore, BackupReport};
 pub use events::EventLog;
 
 /// The file the first operator token is written to, inside the data dir.
@@ -107,13 +109,7 @@ impl Store {
     /// Opens (or creates) the database in `dir`. A new database gets a store id and the
     /// `operator` account, whose token is written to `dir/operator.token` (mode 0600).
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Opened> {
-        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let lock = lock_data_dir(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(Error::internal)?;
+        let (lock, db) = open_db(dir, options)?;
         let open = |name: &str| db.open_tree(name).map_err(Error::internal);
         let trees = Trees {
             meta: open("meta")?,
@@ -197,6 +193,36 @@ impl Store {
     fn trees(&self) -> &Trees {
         &self.inner.trees
     }
+}
+
+/// Every tree, in the order backups write them.
+const TREE_NAMES: [&str; 9] = [
+    "meta",
+    "orgs",
+    "org_names",
+    "users",
+    "org_users",
+    "keys",
+    "accounts",
+    "tokens",
+    "events",
+];
+
+/// Locks the data dir and opens its sled database (creating both if needed).
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
+    fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let lock = lock_data_dir(dir)?;
+    let db = sled::Config::new()
+        .path(dir.join("db"))
+        .cache_capacity(options.cache_bytes)
+        .open()
+        .map_err(Error::internal)?;
+    Ok((lock, db))
+}
+
+/// Whether `dir` holds a zsc database.
+pub fn has_database(dir: &Path) -> bool {
+    dir.join("db").exists()
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File> {

@@ -1,0 +1,224 @@
+//! Prometheus metrics (prometheus-client, one registry per server) and the HTTP endpoint that
+//! serves them on `--metrics-listen`.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Every metric zsc exports; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rpcs: Family<RpcLabels, Counter>,
+    rpc_seconds: Family<RpcLabels, Histogram>,
+    validations: Family<ResultLabels, Counter>,
+    revocations: Family<ReasonLabels, Counter>,
+    subscribers: Gauge,
+    head: Gauge,
+    db_bytes: Gauge,
+}
+
+/// How a ValidateKey call ended, for `zsc_key_validations_total{result}`.
+#[derive(Clone, Copy, Debug)]
+pub enum Validation {
+    Ok,
+    Failed,
+    Malformed,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("zsc");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpc_requests",
+            "gRPC requests handled, by method and status code",
+            rpcs.clone(),
+        );
+        let rpc_seconds = Family::<RpcLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~3 s.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 16,
+            ))
+        });
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC request latency, by method and status code",
+            rpc_seconds.clone(),
+        );
+        let validations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "key_validations",
+            "ValidateKey calls, by result (ok, failed, malformed)",
+            validations.clone(),
+        );
+        let revocations = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Keys revoked, by reason",
+            revocations.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register(
+            "revocation_subscribers",
+            "Open WatchRevocations streams",
+            subscribers.clone(),
+        );
+        let head = Gauge::default();
+        registry.register(
+            "revocation_head_sequence",
+            "Durable head of the revocation log",
+            head.clone(),
+        );
+        let db_bytes = Gauge::default();
+        registry.register(
+            "database_size_bytes",
+            "Size of the sled database on disk",
+            db_bytes.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                rpcs,
+                rpc_seconds,
+                validations,
+                revocations,
+                subscribers,
+                head,
+                db_bytes,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn rpc(&self, method: &str, code: &str, seconds: f64) {
+        let labels = RpcLabels {
+            method: method.to_owned(),
+            code: code.to_owned(),
+        };
+        self.inner.rpcs.get_or_create(&labels).inc();
+        self.inner
+            .rpc_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    pub fn validation(&self, outcome: Validation) {
+        let result = match outcome {
+            Validation::Ok => "ok",
+            Validation::Failed => "failed",
+            Validation::Malformed => "malformed",
+        };
+        self.inner
+            .validations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn revocation(&self, reason: &str) {
+        self.inner
+            .revocations
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an open stream until the guard is dropped.
+    pub fn subscriber(&self) -> SubscriberGuard {
+        self.inner.subscribers.inc();
+        SubscriberGuard(self.clone())
+    }
+
+    /// The text exposition, after `refresh` has set the gauges read at scrape time.
+    fn render(&self, head: u64, db_bytes: u64) -> String {
+        self.inner.head.set(head as i64);
+        self.inner.db_bytes.set(db_bytes as i64);
+        let mut text = String::new();
+        encode(&mut text, &self.inner.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+pub struct SubscriberGuard(Metrics);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.inner.subscribers.dec();
+    }
+}
+
+/// Serves `GET /metrics` until `stop`; `scrape_values` gives (log head, database bytes).
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    scrape_values: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics listener accept failed");
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        let scrape_values = scrape_values.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let response = if request.uri().path() == "/metrics" {
+                    let (head, bytes) = scrape_values();
+                    Response::builder()
+                        .header(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )
+                        .body(Full::new(Bytes::from(metrics.render(head, bytes))))
+                } else {
+                    Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                };
+                async move { Ok::<_, Infallible>(response.expect("static parts are valid")) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! Offline backup and restore of a data dir (the server must be stopped: the data-dir lock
+//! makes sure of it).
+//!
+//! A backup file is `ZSCBACKUP1\n`, then one length-delimited [`Entry`] per key of every tree,
+//! then an end entry (empty tree name) holding the count and a blake3 digest of all entries.
+//! It holds what the database holds: hashes of keys and tokens, never a secret.
+//!
+//! A restore gets a new store id: events made after the backup are gone, so no subscriber may
+//! resume across it (its cursor is refused with OUT_OF_RANGE and it flushes its cache).
+
+use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+
+use prost::Message;
+
+use super::{
+    has_database, io_error, open_db, read_u64, StoreOptions, META_HEAD, META_STORE_ID, TREE_NAMES,
+};
+use crate::domain::{random_base62, Error, Result};
+
+const MAGIC: &[u8] = b"ZSCBACKUP1\n";
+
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    /// Empty for the end entry.
+    #[prost(string, tag = "1")]
+    tree: String,
+    #[prost(bytes = "vec", tag = "2")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    value: Vec<u8>,
+}
+
+/// What a backup or restore handled.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub entries: u64,
+    /// The revocation log head in the backup.
+    pub head: u64,
+    /// The store id of the data dir backed up, or the new one a restore made.
+    pub store_id: String,
+}
+
+/// Writes every tree of the (stopped) data dir `dir` to `out`, atomically and mode 0600.
+pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
+    if !has_database(dir) {
+        return Err(Error::not_found(format!(
+            "no zsc database in {}",
+            dir.display()
+        )));
+    }
+    let (_lock, db) = open_db(dir, &StoreOptions::default())?;
+    let mut bytes = MAGIC.to_vec();
+    let mut digest = blake3::Hasher::new();
+    let mut entries = 0u64;
+    for name in TREE_NAMES {
+        let tree = db.open_tree(name).map_err(Error::internal)?;
+        for item in tree.iter() {
+            let (key, value) = item.map_err(Error::internal)?;
+            let entry = Entry {
+                tree: name.to_owned(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }
+            .encode_length_delimited_to_vec();
+            digest.update(&entry);
+            bytes.extend_from_slice(&entry);
+            entries += 1;
+        }
+    }
+    let end = Entry {
+        tree: String::new(),
+        key: entries.to_be_bytes().to_vec(),
+        value: digest.finalize().as_bytes().to_vec(),
+    };
+    bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
+
+    let tmp = out.with_extension("partial");
+    let mut file = fs::File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, e))?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&tmp, e))?;
+    fs::rename(&tmp, out).map_err(|e| io_error(out, e))?;
+
+    let meta = db.open_tree("meta").map_err(Error::internal)?;
+    let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+    let store_id = meta
+        .get(META_STORE_ID)
+        .map_err(Error::internal)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    Ok(BackupReport {
+        entries,
+        head,
+        store_id: store_id.unwrap_or_default(),
+    })
+}
+
+/// Restores a backup into `dir`, which must not hold a database yet. The restored store gets a
+/// new store id.
+pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
+    if has_database(dir) {
+        return Err(Error::FailedPrecondition(format!(
+            "{} already holds a zsc database; restore into an empty data dir",
+            dir.display()
+        )));
+    }
+    let bytes = fs::read(input).map_err(|e| io_error(input, e))?;
+    let entries = parse(&bytes)
+        .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
+
+    let (_lock, db) = open_db(dir, &StoreOptions::default())?;
+    for name in TREE_NAMES {
+        let mut batch = sled::Batch::default();
+        for entry in entries.iter().filter(|e| e.tree == name) {
+            batch.insert(entry.key.as_slice(), entry.value.as_slice());
+        }
+        db.open_tree(name)
+            .map_err(Error::internal)?
+            .apply_batch(batch)
+            .map_err(Error::internal)?;
+    }
+    let meta = db.open_tree("meta").map_err(Error::internal)?;
+    let store_id = format!("st_{}", random_base62(16));
+    meta.insert(META_STORE_ID, store_id.as_bytes())
+        .map_err(Error::internal)?;
+    let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+    db.flush().map_err(Error::internal)?;
+    Ok(BackupReport {
+        entries: entries.len() as u64,
+        head,
+        store_id,
+    })
+}
+
+/// Checks the magic, every entry, the count and the digest.
+fn parse(bytes: &[u8]) -> std::result::Result<Vec<Entry>, &'static str> {
+    let mut rest = bytes.strip_prefix(MAGIC).ok_or("wrong header")?;
+    let mut digest = blake3::Hasher::new();
+    let mut entries = Vec::new();
+    loop {
+        let before = rest;
+        let entry =
+            Entry::decode_length_delimited(&mut rest).map_err(|_| "truncated or corrupt entry")?;
+        if entry.tree.is_empty() {
+            let count =
+                <[u8; 8]>::try_from(entry.key.as_slice()).map_err(|_| "corrupt end entry")?;
+            if u64::from_be_bytes(count) != entries.len() as u64
+                || entry.value != digest.finalize().as_bytes()
+            {
+                return Err("checksum mismatch");
+            }
+            if !rest.is_empty() {
+                return Err("data after the end entry");
+            }
+            return Ok(entries);
+        }
+        if !TREE_NAMES.contains(&entry.tree.as_str()) {
+            return Err("unknown tree");
+        }
+        digest.update(&before[..before.len() - rest.len()]);
+        entries.push(entry);
+    }
+}
