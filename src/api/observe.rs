@@ -168,8 +168,10 @@ impl HttpBody for ObservedBody {
             Some(Err(status)) => Some(status.code()),
             None => Some(Code::Unknown),
         };
-        if let (Some(code), Some(finish)) = (code, this.finish.take()) {
-            finish.done(code);
+        if let Some(code) = code {
+            if let Some(finish) = this.finish.take() {
+                finish.done(code);
+            }
         }
         Poll::Ready(frame)
     }

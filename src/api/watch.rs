@@ -186,10 +186,13 @@ impl Producer {
             self.catch_up(target).await?;
             self.checkpoint().await?;
         }
+        // Notices a subscriber that went away at once, not at the next send.
+        let gone = self.tx.clone();
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Err(self.goodbye().await),
+                () = gone.closed() => return Err(End::Gone),
                 changed = head.changed() => {
                     if changed.is_err() {
                         return Err(self.goodbye().await);

@@ -18,6 +18,8 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub dir: TempDir,
     pub operator_token: String,
+    /// Set when the config asked for a metrics listener.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<zsc::domain::Result<()>>>,
 }
@@ -46,6 +48,7 @@ impl TestServer {
         configure: impl FnOnce(&Path) -> Config,
     ) -> Self {
         let server = Server::open(configure(dir.path())).expect("server opens");
+        let metrics_addr = server.metrics_addr();
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let operator_token = std::fs::read_to_string(dir.path().join("operator.token"))
@@ -60,6 +63,7 @@ impl TestServer {
             addr,
             dir,
             operator_token,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
         }

@@ -6,6 +6,7 @@ mod common;
 mod durability;
 mod grpcurl;
 mod keys;
+mod operations;
 mod users;
 mod verifier;
 mod watch;
