@@ -20,6 +20,8 @@ pub struct TestServer {
     pub operator_token: String,
     /// Set when the config asked for a metrics listener.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Set when the config asked for a plaintext health listener.
+    pub health_addr: Option<std::net::SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<zsc::domain::Result<()>>>,
 }
@@ -49,6 +51,7 @@ impl TestServer {
     ) -> Self {
         let server = Server::open(configure(dir.path())).expect("server opens");
         let metrics_addr = server.metrics_addr();
+        let health_addr = server.health_addr();
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let operator_token = std::fs::read_to_string(dir.path().join("operator.token"))
@@ -64,6 +67,7 @@ impl TestServer {
             dir,
             operator_token,
             metrics_addr,
+            health_addr,
             stop: Some(stop),
             task: Some(task),
         }

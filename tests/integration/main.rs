@@ -7,6 +7,7 @@ mod durability;
 mod grpcurl;
 mod keys;
 mod operations;
+mod tls;
 mod users;
 mod verifier;
 mod watch;
