@@ -3,10 +3,12 @@
 
 mod access;
 mod common;
+mod deploy;
 mod durability;
 mod grpcurl;
 mod keys;
 mod operations;
+mod python;
 mod tls;
 mod users;
 mod verifier;

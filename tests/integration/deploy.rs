@@ -1,0 +1,209 @@
+//! deploy/: no container engine runs here, so every manifest is parsed and every flag and
+//! environment variable it hands zsc is checked against the binary's own `--help`.
+
+use std::collections::BTreeSet;
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/deploy/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+async fn help(subcommand: &str) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args([subcommand, "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `--flag` (without any `=value`) for each argument that is a flag.
+fn flags<'a>(args: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    args.into_iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| a.split('=').next().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_known(help: &str, flags: &BTreeSet<String>, envs: &BTreeSet<String>, file: &str) {
+    assert!(!flags.is_empty(), "{file} passes flags");
+    for flag in flags {
+        assert!(
+            help.contains(&format!("{flag} "))
+                || help.contains(&format!("{flag}\n"))
+                || help.contains(&format!("{flag} <")),
+            "{file}: {flag} is not a zsc flag"
+        );
+    }
+    for env in envs.iter().filter(|e| e.starts_with("ZSC_")) {
+        assert!(
+            help.contains(&format!("[env: {env}=")),
+            "{file}: {env} is not read by zsc serve"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
+    let docs = YamlLoader::load_from_str(&read("kubernetes.yaml")).expect("valid YAML");
+    let kinds: Vec<_> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["Service", "StatefulSet"]);
+    let set = &docs[1]["spec"];
+    assert_eq!(set["replicas"].as_i64(), Some(1), "sled is single-writer");
+    assert!(
+        !set["volumeClaimTemplates"].as_vec().unwrap().is_empty(),
+        "data on a PersistentVolumeClaim"
+    );
+    let pod = &set["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "serve");
+    let envs = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_known(
+        &help("serve").await,
+        &flags(args.iter().copied()),
+        &envs,
+        "kubernetes.yaml",
+    );
+
+    // Native gRPC probes, on the plaintext health listener the args open.
+    let health_port = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--health-listen="))
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            container[probe]["grpc"]["port"]
+                .as_i64()
+                .map(|p| p.to_string())
+                .as_deref(),
+            Some(health_port),
+            "{probe}"
+        );
+    }
+    // TLS from a Secret, mounted where --tls-cert and --tls-key point.
+    let secret = pod["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str().is_some())
+        .expect("a Secret volume");
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == secret["name"])
+        .expect("the Secret is mounted");
+    let dir = mount["mountPath"].as_str().unwrap();
+    assert!(args.contains(&format!("--tls-cert={dir}/tls.crt").as_str()));
+    assert!(args.contains(&format!("--tls-key={dir}/tls.key").as_str()));
+    assert!(matches!(
+        container["securityContext"]["readOnlyRootFilesystem"],
+        Yaml::Boolean(true)
+    ));
+}
+
+#[tokio::test]
+async fn the_dockerfile_is_multi_stage_non_root_with_a_grpc_health_check() {
+    let dockerfile = read("Dockerfile");
+    let lines: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        lines.iter().filter(|l| l.starts_with("FROM ")).count() >= 2,
+        "multi-stage"
+    );
+    let user = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "non-root: {user}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("VOLUME") && l.contains("/data")));
+
+    // ENV (with its continuation lines) names variables zsc serve reads.
+    let joined = dockerfile.replace("\\\n", " ");
+    let env_line = joined.lines().find(|l| l.starts_with("ENV ")).expect("ENV");
+    let envs: BTreeSet<String> = env_line[4..]
+        .split_whitespace()
+        .map(|kv| kv.split('=').next().unwrap().to_owned())
+        .collect();
+    assert!(envs.contains("ZSC_DATA_DIR"));
+    assert_known(
+        &help("serve").await,
+        &BTreeSet::from(["--data-dir".to_owned()]),
+        &envs,
+        "Dockerfile",
+    );
+
+    let health = joined
+        .lines()
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("HEALTHCHECK");
+    let cmd = &health[health.find("CMD").unwrap() + 3..];
+    let words: Vec<&str> = cmd
+        .split('"')
+        .filter(|w| !w.trim().is_empty() && w.trim() != "," && !w.contains('[') && !w.contains(']'))
+        .collect();
+    assert_eq!(&words[..2], ["zsc", "health-check"]);
+    assert_known(
+        &help("health-check").await,
+        &flags(words.iter().copied()),
+        &BTreeSet::new(),
+        "Dockerfile HEALTHCHECK",
+    );
+}
+
+#[tokio::test]
+async fn the_systemd_unit_is_hardened_and_passes_only_real_flags() {
+    let unit = read("zsc.service");
+    let directives: Vec<(&str, &str)> = unit.lines().filter_map(|l| l.split_once('=')).collect();
+    let value = |key: &str| directives.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let exec = value("ExecStart").expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/zsc"));
+    assert_eq!(words.next(), Some("serve"));
+    let envs = directives
+        .iter()
+        .filter(|(k, _)| *k == "Environment")
+        .map(|(_, v)| v.split('=').next().unwrap().to_owned())
+        .collect();
+    assert_known(&help("serve").await, &flags(words), &envs, "zsc.service");
+    for (key, expected) in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("DynamicUser", "yes"),
+        ("UMask", "0077"),
+        ("CapabilityBoundingSet", ""),
+        ("KillSignal", "SIGTERM"),
+    ] {
+        assert_eq!(value(key), Some(expected), "{key}");
+    }
+}
