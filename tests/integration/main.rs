@@ -9,6 +9,7 @@ mod grpcurl;
 mod keys;
 mod operations;
 mod python;
+mod readme;
 mod tls;
 mod users;
 mod verifier;
