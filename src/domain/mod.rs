@@ -7,7 +7,5 @@ mod secret;
 
 pub use error::{Error, Result, INVALID_EMAIL_OR_KEY};
 pub use model::*;
-pub use names::{
-    random_base62, AccountName, Email, KeyId, Name, OrgId, MAX_EMAIL_LEN, MAX_NAME_LEN,
-};
+pub use names::{random_base62, AccountName, Email, KeyId, Name, OrgId};
 pub use secret::{AccountToken, Key, Secret, SecretHash, SecretKind, Token, ZscKey};

@@ -26,7 +26,7 @@ use std::{
     fs::{self, File, TryLockError},
     io::Write,
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
 };
 
@@ -81,7 +81,6 @@ struct Inner {
     trees: Trees,
     store_id: String,
     durability: Durability,
-    data_dir: PathBuf,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -150,7 +149,6 @@ impl Store {
                 db,
                 trees,
                 store_id,
-                data_dir: dir.to_owned(),
                 _lock: lock,
             }),
         };
@@ -161,10 +159,6 @@ impl Store {
     /// meaningful against the same store.
     pub fn store_id(&self) -> &str {
         &self.inner.store_id
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.inner.data_dir
     }
 
     /// Size of the database files on disk, in bytes.

@@ -154,39 +154,38 @@ impl Store {
 
     /// Changes a profile; demoting the owner of the org's key revokes it (OWNER_DEMOTED).
     pub async fn update_user_profile(&self, email: &Email, profile: Profile) -> Result<UserChange> {
-        self.change_user(email, RevocationReason::OwnerDemoted, |user| {
+        self.change_user(email, |user| {
             user.profile = profile;
-            profile != Profile::Administrator
+            (profile != Profile::Administrator).then_some(RevocationReason::OwnerDemoted)
         })
         .await
     }
 
     /// Deactivates a user; deactivating the owner of the org's key revokes it (OWNER_DEACTIVATED).
     pub async fn deactivate_user(&self, email: &Email) -> Result<UserChange> {
-        self.change_user(email, RevocationReason::OwnerDeactivated, |user| {
+        self.change_user(email, |user| {
             user.status = UserStatus::Deactivated;
-            true
+            Some(RevocationReason::OwnerDeactivated)
         })
         .await
     }
 
     /// Reactivates a user. A key revoked by the deactivation stays revoked.
     pub async fn reactivate_user(&self, email: &Email) -> Result<UserChange> {
-        self.change_user(email, RevocationReason::OwnerDeactivated, |user| {
+        self.change_user(email, |user| {
             user.status = UserStatus::Active;
-            false
+            None
         })
         .await
     }
 
-    /// Applies `change` to a user in one transaction. When `change` says the user may have lost
-    /// the right to hold a key and they own the org's active key, it is revoked for `reason`.
-    /// A change that changes nothing writes nothing and revokes nothing.
+    /// Applies `change` to a user in one transaction. When `change` returns a reason (the user
+    /// may have lost the right to hold a key) and they own the org's active key, it is revoked
+    /// for that reason. A change that changes nothing writes nothing and revokes nothing.
     async fn change_user(
         &self,
         email: &Email,
-        reason: RevocationReason,
-        change: impl Fn(&mut User) -> bool,
+        change: impl Fn(&mut User) -> Option<RevocationReason>,
     ) -> Result<UserChange> {
         let t = self.trees();
         let now = now();
@@ -199,13 +198,13 @@ impl Store {
                     let before =
                         lift(decode::<UserRecord>(&bytes).and_then(|r| r.to_user(email.clone())))?;
                     let mut user = before.clone();
-                    let may_lose_key = change(&mut user);
+                    let loses_key_for = change(&mut user);
                     if user == before {
                         return Ok((user, None, false));
                     }
                     user.updated = now;
                     users.insert(email.as_str(), UserRecord::from_user(&user).encode_to_vec())?;
-                    let event = if may_lose_key {
+                    let event = if let Some(reason) = loses_key_for {
                         let tx = KeyTx {
                             orgs,
                             keys,

@@ -299,3 +299,37 @@ pub fn watch_from(after: Option<u64>) -> WatchRevocationsRequest {
         ..Default::default()
     }
 }
+
+impl TestServer {
+    /// `n` orgs, each with an administrator and a key: (org_id, admin email).
+    pub async fn orgs_with_keys(&self, n: usize) -> Vec<(String, String)> {
+        let mut orgs = Vec::new();
+        for i in 0..n {
+            let (org_id, admin) = self.org_with_admin(&format!("Org {i}")).await;
+            self.key(&org_id, &admin).await;
+            orgs.push((org_id, admin));
+        }
+        orgs
+    }
+
+    /// Regenerates each org's key `times` times: one task (and connection) per org, all at
+    /// once, so revocations race each other.
+    pub async fn regenerate_concurrently(&self, orgs: &[(String, String)], times: usize) {
+        let mut writers = Vec::new();
+        for (org_id, admin) in orgs.iter().cloned() {
+            let mut keys = self.op_keys().await;
+            writers.push(tokio::spawn(async move {
+                for _ in 0..times {
+                    let request = RegenerateKeyRequest {
+                        org_id: org_id.clone(),
+                        actor_email: admin.clone(),
+                    };
+                    keys.regenerate_key(request).await.unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+}

@@ -169,31 +169,11 @@ async fn a_subscriber_resumes_across_a_server_restart_without_missing_anything()
 #[tokio::test]
 async fn a_stopped_subscriber_catches_up_on_ten_thousand_revocations_in_order() {
     let server = TestServer::start().await;
-    let mut orgs = Vec::new();
-    for i in 0..16 {
-        let (org_id, admin) = server.org_with_admin(&format!("Org {i}")).await;
-        server.key(&org_id, &admin).await;
-        orgs.push((org_id, admin));
-    }
+    let orgs = server.orgs_with_keys(16).await;
     let mut stream = server.watch(watch_from(None)).await.unwrap();
     assert_eq!(checkpoint(next(&mut stream).await.unwrap()).sequence, 0);
     // The subscriber now reads nothing while 10,000 revocations land.
-    let mut writers = Vec::new();
-    for (org_id, admin) in orgs {
-        let mut keys = server.op_keys().await;
-        writers.push(tokio::spawn(async move {
-            for _ in 0..625 {
-                let request = RegenerateKeyRequest {
-                    org_id: org_id.clone(),
-                    actor_email: admin.clone(),
-                };
-                keys.regenerate_key(request).await.unwrap();
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    server.regenerate_concurrently(&orgs, 625).await;
     let events = revocations_until(&mut stream, 10_000).await;
     assert_eq!(sequences(&events), (1..=10_000).collect::<Vec<_>>());
 }
@@ -201,12 +181,7 @@ async fn a_stopped_subscriber_catches_up_on_ten_thousand_revocations_in_order() 
 #[tokio::test]
 async fn concurrent_revocations_reach_every_subscriber_in_the_same_order() {
     let server = TestServer::start().await;
-    let mut orgs = Vec::new();
-    for i in 0..8 {
-        let (org_id, admin) = server.org_with_admin(&format!("Org {i}")).await;
-        server.key(&org_id, &admin).await;
-        orgs.push((org_id, admin));
-    }
+    let orgs = server.orgs_with_keys(8).await;
     let mut subscribers = Vec::new();
     for _ in 0..10 {
         let mut stream = server.watch(watch_from(None)).await.unwrap();
@@ -215,22 +190,7 @@ async fn concurrent_revocations_reach_every_subscriber_in_the_same_order() {
             revocations_until(&mut stream, 160).await
         }));
     }
-    let mut writers = Vec::new();
-    for (org_id, admin) in orgs {
-        let mut keys = server.op_keys().await;
-        writers.push(tokio::spawn(async move {
-            for _ in 0..20 {
-                let request = RegenerateKeyRequest {
-                    org_id: org_id.clone(),
-                    actor_email: admin.clone(),
-                };
-                keys.regenerate_key(request).await.unwrap();
-            }
-        }));
-    }
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    server.regenerate_concurrently(&orgs, 20).await;
     let mut seen = Vec::new();
     for subscriber in subscribers {
         seen.push(subscriber.await.unwrap());
