@@ -316,7 +316,8 @@ impl TestServer {
     /// once, so revocations race each other.
     pub async fn regenerate_concurrently(&self, orgs: &[(String, String)], times: usize) {
         let mut writers = Vec::new();
-        for (org_id, admin) in orgs.iter().cloned() {
+        for (org_id, admin) in orgs {
+            let (org_id, admin) = (org_id.clone(), admin.clone());
             let mut keys = self.op_keys().await;
             writers.push(tokio::spawn(async move {
                 for _ in 0..times {
