@@ -38,7 +38,7 @@ pub enum Command {
         data_dir: PathBuf,
     },
     /// Mint a new token for the `operator` account (server stopped): the recovery path when
-    /// the last operator token is lost. Written to <data-dir>/operator.token (mode 0600).
+    /// the last operator token is lost. Written to DATA_DIR/operator.token (mode 0600).
     OperatorToken {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
@@ -91,7 +91,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Serve Prometheus metrics at http://<addr>/metrics (off unless set).
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless set).
     #[arg(long, env = "ZSC_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 

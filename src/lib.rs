@@ -17,18 +17,26 @@
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the request size
 //!   limit, and the revocation stream (`api/watch.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers.
-//! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start.
+//! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
+//!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends.
+//! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary.
+//! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
+//!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
+//!   `domain` only, never on the server.
 //!
 //! # Architecture invariants
-//! - Only `api` and `server` know tonic; only `store` knows sled.
+//! - On the server side, only `api`, `server` and `shutdown` know tonic; only `store` knows sled.
 //! - Secrets are [`domain::Secret`]s: redacted in `Debug`, zeroed on drop, stored only as
 //!   blake3 hashes, returned once by the RPC that creates them, never logged.
 //! - A revocation is appended to the log in the same transaction as the change it records,
 //!   and no subscriber hears of it before it is durable.
 //! - A mutating RPC answers OK only after its change is flushed to disk.
 //! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
-//!   OUT_OF_RANGE.
+//!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake streams; events are
+//!   always read from the log.
+//! - Every zsc.v1 method has a row in the authorization matrix (`api/auth.rs`); a unit test
+//!   checks it against the proto.
 
 pub mod api;
 pub mod cli;
@@ -37,6 +45,7 @@ pub mod domain;
 pub mod metrics;
 pub mod proto;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod verifier;

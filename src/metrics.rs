@@ -13,7 +13,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::Shutdown;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -179,16 +180,16 @@ impl Drop for SubscriberGuard {
     }
 }
 
-/// Serves `GET /metrics` until `stop`; `scrape_values` gives (log head, database bytes).
+/// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values` gives (log head, database bytes).
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     scrape_values: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
-    stop: CancellationToken,
+    shutdown: Shutdown,
 ) {
     loop {
         let stream = tokio::select! {
-            () = stop.cancelled() => return,
+            () = shutdown.begun() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -199,6 +200,7 @@ pub async fn serve(
         };
         let metrics = metrics.clone();
         let scrape_values = scrape_values.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = if request.uri().path() == "/metrics" {
@@ -217,7 +219,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(response.expect("static parts are valid")) }
             });
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(shutdown.track(stream)), service)
                 .await;
         });
     }

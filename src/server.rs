@@ -10,8 +10,6 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{
     server::NamedService,
     transport::{Certificate, Identity, ServerTlsConfig},
@@ -28,7 +26,11 @@ use crate::proto::{
     access_service_server::AccessServiceServer, key_service_server::KeyServiceServer,
     user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
 };
+use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
+
+/// How long to wait for connections to close once they are told to, after the grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything `zsc serve` can be told.
 #[derive(Clone, Debug)]
@@ -181,7 +183,7 @@ impl Server {
             metrics_listener,
             health_listener,
         } = self;
-        let stopping = CancellationToken::new();
+        let stopping = Shutdown::default();
         let metrics = Metrics::default();
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -229,10 +231,10 @@ impl Server {
             tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "plaintext gRPC health served");
             let health_only = tonic::transport::Server::builder()
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stopping.clone().cancelled_owned(),
-                );
+                .serve_with_incoming_shutdown(stopping.incoming(listener), {
+                    let stopping = stopping.clone();
+                    async move { stopping.begun().await }
+                });
             side_tasks.push(tokio::spawn(async move {
                 if let Err(error) = health_only.await {
                     tracing::error!(%error, "health listener failed");
@@ -279,14 +281,14 @@ impl Server {
                         .set_service_status(name, ServingStatus::NotServing)
                         .await;
                 }
-                stopping.cancel();
+                stopping.begin();
             }
         };
         tracing::info!(listen = %local, "zsc serving");
-        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let serve = router.serve_with_incoming_shutdown(stopping.incoming(listener), signal);
         tokio::pin!(serve);
         let grace_expired = async {
-            stopping.cancelled().await;
+            stopping.begun().await;
             tokio::time::sleep(config.shutdown_grace).await;
         };
         let outcome = tokio::select! {
@@ -296,7 +298,9 @@ impl Server {
                 Ok(())
             }
         };
-        stopping.cancel();
+        stopping.begin();
+        // Whatever the grace period left open (long-lived streams, idle keep-alives) ends now.
+        stopping.close_all(CLOSE_WAIT).await;
         for task in side_tasks {
             let _ = task.await;
         }
@@ -307,10 +311,10 @@ impl Server {
 }
 
 /// Deletes events past both retention bounds, every `prune_interval`, until shutdown.
-async fn prune_forever(log: EventLog, config: Config, stopping: CancellationToken) {
+async fn prune_forever(log: EventLog, config: Config, stopping: Shutdown) {
     loop {
         tokio::select! {
-            () = stopping.cancelled() => return,
+            () = stopping.begun() => return,
             () = tokio::time::sleep(config.prune_interval) => {}
         }
         let keep_since = std::time::SystemTime::now() - config.event_retention_age;

@@ -78,7 +78,7 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
     Ok(caller)
 }
 
-/// The tower layer that runs [`authorize`] on every request.
+/// The tower layer that runs `authorize` on every request.
 #[derive(Clone)]
 pub struct AuthLayer {
     store: Store,

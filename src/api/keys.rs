@@ -1,30 +1,25 @@
 //! zsc.v1.KeyService: keys, validation and the revocation stream.
 
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::watch::{self, WatchConfig, WatchStream};
 use crate::domain::{Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
+use crate::shutdown::Shutdown;
 use crate::store::{EventLog, KeyMode, Store};
 
 pub struct KeyApi {
     store: Store,
     log: EventLog,
     watch: WatchConfig,
-    /// Cancelled when the server shuts down: every revocation stream ends on it.
-    shutdown: CancellationToken,
+    /// Every revocation stream ends when shutdown begins, and shutdown waits for it.
+    shutdown: Shutdown,
     metrics: Metrics,
 }
 
 impl KeyApi {
-    pub fn new(
-        store: Store,
-        watch: WatchConfig,
-        shutdown: CancellationToken,
-        metrics: Metrics,
-    ) -> Self {
+    pub fn new(store: Store, watch: WatchConfig, shutdown: Shutdown, metrics: Metrics) -> Self {
         KeyApi {
             log: EventLog::new(store.clone()),
             store,

@@ -18,12 +18,12 @@ use tokio::{
     time::{sleep_until, Instant},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::domain::{Error, OrgId, Result, RevocationEvent};
 use crate::metrics::SubscriberGuard;
 use crate::proto::{self as pb, watch_revocations_response::Event};
+use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
 /// Events read from sled per batch.
@@ -70,7 +70,7 @@ pub fn subscribe(
     log: EventLog,
     request: WatchRequest,
     config: WatchConfig,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     subscriber: SubscriberGuard,
 ) -> Result<WatchStream> {
     if let Some(theirs) = &request.store_id {
@@ -107,7 +107,7 @@ pub fn subscribe(
         last_sent: Instant::now(),
         _subscriber: subscriber,
     };
-    tokio::spawn(producer.run(request.after.is_none(), shutdown, end_tx));
+    shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
     // The producer's messages, then the status it ended with (if it ended with one).
     let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
     Ok(Box::pin(ReceiverStream::new(rx).chain(end)))
@@ -165,18 +165,13 @@ struct Producer {
 }
 
 impl Producer {
-    async fn run(
-        mut self,
-        from_head: bool,
-        shutdown: CancellationToken,
-        end: oneshot::Sender<Status>,
-    ) {
+    async fn run(mut self, from_head: bool, shutdown: Shutdown, end: oneshot::Sender<Status>) {
         if let Err(End::Status(status)) = self.serve(from_head, &shutdown).await {
             let _ = end.send(status);
         }
     }
 
-    async fn serve(&mut self, from_head: bool, shutdown: &CancellationToken) -> Result<(), End> {
+    async fn serve(&mut self, from_head: bool, shutdown: &Shutdown) -> Result<(), End> {
         let mut head = self.log.watch_head();
         if from_head {
             // Sent at once: a client's streaming call returns only when the first message arrives.
@@ -191,7 +186,7 @@ impl Producer {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return Err(self.goodbye().await),
+                () = shutdown.begun() => return Err(self.goodbye().await),
                 () = gone.closed() => return Err(End::Gone),
                 changed = head.changed() => {
                     if changed.is_err() {

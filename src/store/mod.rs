@@ -2,16 +2,16 @@
 //!
 //! Trees (keys -> values):
 //! - `meta`: store id, log head, operator count, "initialised" marker
-//! - `orgs`: org_id -> [`records::OrgRecord`] (including the hash of its active key)
+//! - `orgs`: org_id -> `OrgRecord` (including the hash of its active key)
 //! - `org_names`: folded name -> org_id (uniqueness)
-//! - `users`: email -> [`records::UserRecord`]; `org_users`: org_id \0 email -> () (listing)
-//! - `keys`: blake3(key) -> [`records::KeyRecord`]
-//! - `accounts`: name -> [`records::AccountRecord`]; `tokens`: blake3(token) -> name
-//! - `events`: big-endian sequence -> [`records::EventRecord`]
+//! - `users`: email -> `UserRecord`; `org_users`: org_id \0 email -> () (listing)
+//! - `keys`: blake3(key) -> `KeyRecord`
+//! - `accounts`: name -> `AccountRecord`; `tokens`: blake3(token) -> name
+//! - `events`: big-endian sequence -> `EventRecord`
 //!
 //! Every mutation is one sled transaction over the trees it touches (so no crash leaves half a
 //! change, and a revocation is logged atomically with the change it records), followed by a
-//! shared flush ([`durability`]) before it returns.
+//! shared flush (`durability.rs`) before it returns.
 
 mod accounts;
 mod backup;

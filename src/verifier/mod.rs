@@ -10,7 +10,7 @@
 //! - Fail safe: while nothing has been heard from the stream for `max_staleness`, the cache is
 //!   bypassed and every verify goes to the server. A revoked key is therefore never accepted
 //!   more than `max_staleness` after its revocation, whatever the network does.
-//! - The read/invalidate race is closed by the rule in [`state`].
+//! - The read/invalidate race is closed by the rule in `state.rs`.
 
 mod state;
 mod watcher;

@@ -225,3 +225,46 @@ async fn an_oversized_request_is_resource_exhausted_and_the_server_keeps_serving
     };
     expect_code(users.create_org(under).await, Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn shutdown_reports_not_serving_and_its_wait_is_bounded() {
+    let grace = std::time::Duration::from_secs(1);
+    let mut server = TestServer::start_with(tempfile::tempdir().unwrap(), move |d| {
+        let mut config = test_config(d);
+        config.shutdown_grace = grace;
+        config
+    })
+    .await;
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+    let mut health = HealthClient::new(server.channel().await);
+    // A health watch is a stream that never ends by itself: shutdown must not wait for it forever.
+    let mut watch = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(async move {
+        server.shutdown().await;
+        server
+    });
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing
+    );
+    let server = stopping.await.unwrap();
+    assert!(
+        started.elapsed() < grace * 5,
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // Everything was flushed: the data dir opens again at once.
+    drop(TestServer::start_with(server.stop().await, test_config).await);
+}
