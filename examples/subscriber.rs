@@ -20,6 +20,9 @@ struct Args {
     service: String,
     #[arg(long, env = "ZSC_URL", default_value = "http://127.0.0.1:50051")]
     url: String,
+    /// CA certificate (PEM) to trust when the URL is https://.
+    #[arg(long, env = "ZSC_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
     /// A consumer service-account token.
     #[arg(long, env = "ZSC_TOKEN", hide_env_values = true)]
     token: String,
@@ -42,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let service = args.service.clone();
     let mut config = VerifierConfig::new(&args.url, &args.token);
+    config.tls_ca = args.tls_ca.as_deref().map(std::fs::read).transpose()?;
     config.on_revocation = Some(Arc::new(move |r: &Revocation| {
         println!(
             "{service}: dropped key {} of org {} (owner {}): {} at sequence {}{}",

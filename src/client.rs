@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::Interceptor,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, ClientTlsConfig, Endpoint},
     Request, Status,
 };
 
@@ -39,14 +39,19 @@ impl std::fmt::Debug for Bearer {
     }
 }
 
-/// A lazily connecting channel with HTTP/2 keepalive, so a dead peer is noticed within seconds.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// An endpoint with sensible timeouts and HTTP/2 keepalive (so a dead peer is noticed within
+/// seconds). `tls_ca` is the PEM of the CA to trust for an `https://` URL.
+pub fn endpoint(url: &str, tls_ca: Option<&[u8]>) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(2))
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    if let Some(pem) = tls_ca {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    Ok(endpoint)
 }
 
 /// `zsc health-check`: exit 0 when the server reports SERVING for `service`.
@@ -59,15 +64,8 @@ pub async fn health_check(
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
     let outcome = async {
-        let mut endpoint =
-            Endpoint::from_shared(url.to_owned())?.connect_timeout(Duration::from_secs(3));
-        if let Some(ca) = tls_ca {
-            let pem = std::fs::read(ca)?;
-            endpoint = endpoint.tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-            )?;
-        }
+        let pem = tls_ca.map(std::fs::read).transpose()?;
+        let endpoint = endpoint(url, pem.as_deref())?;
         let mut client = HealthClient::new(endpoint.connect().await?);
         let request = HealthCheckRequest {
             service: service.to_owned(),

@@ -45,6 +45,8 @@ pub struct VerifierConfig {
     pub url: String,
     /// A consumer (or operator) service-account token.
     pub token: String,
+    /// PEM of the CA to trust when `url` is `https://`.
+    pub tls_ca: Option<Vec<u8>>,
     /// How long the cache may be trusted without hearing from the stream.
     pub max_staleness: Duration,
     /// Keys cached at most.
@@ -62,6 +64,7 @@ impl VerifierConfig {
         VerifierConfig {
             url: url.into(),
             token: token.into(),
+            tls_ca: None,
             max_staleness: Duration::from_secs(2),
             cache_capacity: NonZeroUsize::new(100_000).expect("non-zero"),
             revoked_capacity: 100_000,
@@ -151,11 +154,12 @@ impl Shared {
 }
 
 impl Verifier {
-    /// Starts the Verifier; the stream connects in the background (the cache is bypassed
-    /// until it has).
+    /// Starts the Verifier (inside a tokio runtime); the stream connects in the background
+    /// (the cache is bypassed until it has).
     pub fn start(config: VerifierConfig) -> Result<Self, Status> {
-        let channel = crate::client::channel(&config.url)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let channel = crate::client::endpoint(&config.url, config.tls_ca.as_deref())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .connect_lazy();
         let client = KeyServiceClient::with_interceptor(channel, Bearer::new(&config.token)?);
         let hash_key: [u8; 32] = rand::random();
         let shared = Arc::new(Shared {

@@ -22,6 +22,8 @@ pub struct TestServer {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Set when the config asked for a plaintext health listener.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// The CA to trust, when the server serves TLS: clients then use https.
+    pub tls_ca: Option<Vec<u8>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<zsc::domain::Result<()>>>,
 }
@@ -68,6 +70,7 @@ impl TestServer {
             operator_token,
             metrics_addr,
             health_addr,
+            tls_ca: None,
             stop: Some(stop),
             task: Some(task),
         }
@@ -99,15 +102,15 @@ impl TestServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls_ca {
+            Some(_) => format!("https://127.0.0.1:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect")
+        let endpoint = zsc::client::endpoint(&self.url(), self.tls_ca.as_deref()).unwrap();
+        endpoint.connect().await.expect("connect")
     }
 
     pub async fn users(&self, token: &str) -> UserServiceClient<Authed> {

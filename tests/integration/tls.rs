@@ -60,13 +60,18 @@ async fn tls_server(pki: &Pki, mutual: bool) -> TestServer {
         key: pki.path("server.key"),
         client_ca: mutual.then(|| pki.path("ca.pem")),
     };
-    TestServer::start_with(tempfile::tempdir().unwrap(), move |d: &Path| {
+    let mut server = TestServer::start_with(tempfile::tempdir().unwrap(), move |d: &Path| {
         let mut config = test_config(d);
         config.tls = Some(files);
         config.health_listen = Some("127.0.0.1:0".parse().unwrap());
         config
     })
-    .await
+    .await;
+    // Mutual TLS needs a client certificate the shared helpers do not carry.
+    if !mutual {
+        server.tls_ca = Some(pki.ca.clone().into_bytes());
+    }
+    server
 }
 
 async fn list_orgs(channel: Channel, token: &str) -> Result<ListOrgsResponse, tonic::Status> {
@@ -231,4 +236,38 @@ async fn mutual_tls_requires_a_client_certificate() {
     );
     let without = grpcurl(&["-cacert", ca.to_str().unwrap(), &addr, "list"]).await;
     assert!(!without.status.success());
+}
+
+#[tokio::test]
+async fn the_verifier_follows_revocations_over_tls() {
+    let pki = pki();
+    let server = tls_server(&pki, false).await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let mut config = zsc::verifier::VerifierConfig::new(server.url(), desk);
+    config.tls_ca = Some(pki.ca.clone().into_bytes());
+    let verifier = zsc::verifier::Verifier::start(config).unwrap();
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !verifier.stats().fresh {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the TLS stream never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(!verifier.verify(&admin, &key).await.unwrap().cached);
+    assert!(verifier.verify(&admin, &key).await.unwrap().cached);
+    server.regenerate(&org_id, &admin).await;
+    while verifier.stats().applied_sequence != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revocation never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        verifier.verify(&admin, &key).await,
+        Err(zsc::verifier::VerifyError::Rejected)
+    ));
 }
