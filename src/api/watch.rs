@@ -172,13 +172,15 @@ impl Producer {
     }
 
     async fn serve(&mut self, from_head: bool, shutdown: &Shutdown) -> Result<(), End> {
+        // Subscribed before reading the head, so no change after the cursor was chosen is missed.
         let mut head = self.log.watch_head();
         if from_head {
             // Sent at once: a client's streaming call returns only when the first message arrives.
             self.checkpoint().await?;
-        } else {
-            let target = *head.borrow_and_update();
-            self.catch_up(target).await?;
+        }
+        let target = *head.borrow_and_update();
+        let unsent = self.catch_up(target).await?;
+        if !from_head || unsent {
             self.checkpoint().await?;
         }
         // Notices a subscriber that went away at once, not at the next send.
