@@ -70,8 +70,10 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         .map_or(&[][..], |(_, roles)| *roles);
     if !allowed.contains(&caller.role) {
         return Err(Error::PermissionDenied(format!(
-            "service account {} ({:?}) may not call {path}",
-            caller.name, caller.role
+            "service account {} ({}) may not call {path}",
+            caller.name,
+            crate::proto::Role::try_from(caller.role.code())
+                .map_or("ROLE_UNKNOWN", |r| r.as_str_name())
         ))
         .into());
     }
