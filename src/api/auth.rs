@@ -49,6 +49,20 @@ fn is_open(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
 
+/// The open methods this server actually serves.
+const OPEN_METHODS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Whether `path` is a method this server serves. Metrics label anything else "unknown", so a
+/// client cannot grow their label sets without bound by inventing paths.
+pub fn is_known_method(path: &str) -> bool {
+    OPEN_METHODS.contains(&path) || MATRIX.iter().any(|(p, _)| *p == path)
+}
+
 /// Checks the caller of `path`; the [`Caller`] is what handlers and logs see.
 pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result<Caller, Status> {
     let header = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {

@@ -117,7 +117,12 @@ impl Finish {
     fn done(self, code: Code) {
         let seconds = self.started.elapsed().as_secs_f64();
         let code = code_name(code);
-        self.metrics.rpc(&self.method, &code, seconds);
+        let method = if super::auth::is_known_method(&self.method) {
+            self.method.as_str()
+        } else {
+            "unknown"
+        };
+        self.metrics.rpc(method, &code, seconds);
         tracing::info!(parent: &self.span, code = %code, latency_ms = seconds * 1e3, "rpc");
     }
 }

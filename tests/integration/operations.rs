@@ -105,6 +105,32 @@ async fn metrics_are_served_for_prometheus() {
     assert_eq!(sample(&response, "zsc_revocation_head_sequence"), 1.0);
     assert!(sample(&response, "zsc_database_size_bytes") > 0.0);
 
+    // Invented method paths are counted under one label, not one each.
+    let mut made_up = tonic::client::Grpc::new(server.channel().await);
+    made_up.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/zsc.v1.KeyService/NoSuchMethod");
+    let codec = tonic_prost::ProstCodec::<ListOrgsRequest, ListOrgsResponse>::default();
+    let mut request = tonic::Request::new(ListOrgsRequest::default());
+    let bearer = format!("Bearer {}", server.operator_token);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let status = made_up.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "no row in the matrix: refused for every role"
+    );
+    let text = scrape(addr, "/metrics").await;
+    assert!(!text.contains("NoSuchMethod"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "zsc_rpc_requests_total{method=\"unknown\",code=\"PERMISSION_DENIED\"}"
+        ),
+        1.0
+    );
+
     // A closed stream stops being counted.
     drop(stream);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
