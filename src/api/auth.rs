@@ -71,7 +71,13 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
     let token = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
+        // The scheme name is case-insensitive (RFC 9110, section 11.1).
+        .and_then(|value| {
+            value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        })
+        .map(|(_, token)| token)
         .ok_or_else(|| {
             Status::unauthenticated("authorization metadata must be \"Bearer <token>\"")
         })?;

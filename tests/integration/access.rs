@@ -212,6 +212,17 @@ async fn missing_malformed_or_unknown_tokens_are_unauthenticated() {
         basic.list_orgs(ListOrgsRequest::default()).await,
         Code::Unauthenticated,
     );
+    // The scheme is case-insensitive.
+    let token = server.operator_token.clone();
+    let mut lower = zsc::proto::user_service_client::UserServiceClient::with_interceptor(
+        server.channel().await,
+        move |mut request: tonic::Request<()>| {
+            let value = format!("bearer {token}").parse().unwrap();
+            request.metadata_mut().insert("authorization", value);
+            Ok(request)
+        },
+    );
+    lower.list_orgs(ListOrgsRequest::default()).await.unwrap();
 }
 
 #[tokio::test]
