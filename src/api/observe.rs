@@ -66,7 +66,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.uri().path().to_owned();
         // `caller` is recorded by the auth layer, which runs inside this span.
-        let span = tracing::info_span!("rpc", method = %method, caller = Empty);
+        let span = tracing::info_span!("rpc", method = %method, caller = Empty, code = Empty, latency_ms = Empty);
         let future = span.in_scope(|| inner.call(request));
         let finish = Finish {
             method,
@@ -123,7 +123,11 @@ impl Finish {
             "unknown"
         };
         self.metrics.rpc(method, &code, seconds);
-        tracing::info!(parent: &self.span, code = %code, latency_ms = seconds * 1e3, "rpc");
+        // Recorded on the span, so that tools reading spans see them too; the line shows them
+        // with the span's method and caller.
+        self.span.record("code", code.as_str());
+        self.span.record("latency_ms", seconds * 1e3);
+        tracing::info!(parent: &self.span, "rpc");
     }
 }
 
