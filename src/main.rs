@@ -4,7 +4,7 @@ use std::{path::Path, process::ExitCode};
 
 use clap::Parser;
 use zsc::cli::{Cli, Command, ServeArgs};
-use zsc::domain::{Error, Result};
+use zsc::domain::{AccountToken, Error, Result};
 use zsc::store::{self, Store, StoreOptions, OPERATOR_TOKEN_FILE};
 
 #[tokio::main]
@@ -62,12 +62,13 @@ async fn operator_token(data_dir: &Path) -> Result<()> {
             data_dir.display()
         )));
     }
-    let token = Store::open(data_dir, &StoreOptions::default())?
-        .store
-        .reset_operator_token()
-        .await?;
+    let store = Store::open(data_dir, &StoreOptions::default())?.store;
+    // The file first: were it written after the account got the token, a failed write would
+    // lose the only copy.
+    let token = AccountToken::generate();
     let path = data_dir.join(OPERATOR_TOKEN_FILE);
     store::write_token_file(&path, &token)?;
+    store.reset_operator_token(&token).await?;
     println!(
         "new operator token written to {} (mode 0600); the previous one no longer works",
         path.display()

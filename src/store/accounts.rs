@@ -32,8 +32,8 @@ impl Store {
         }
         .encode_to_vec();
         let name = account.name.as_str().as_bytes();
-        finish(
-            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(
+            |(accounts, tokens, meta)| {
                 if accounts.get(name)?.is_some() {
                     return abort(Error::AlreadyExists(format!(
                         "a service account named {} already exists",
@@ -47,9 +47,9 @@ impl Store {
                     meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
                 }
                 Ok(())
-            }),
-        )?;
-        self.sync().await?;
+            },
+        )))
+        .await?;
         Ok((account, token))
     }
 
@@ -72,7 +72,7 @@ impl Store {
     pub async fn delete_account(&self, name: &AccountName) -> Result<()> {
         let t = self.trees();
         let key = name.as_str().as_bytes();
-        finish((&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
             let Some(bytes) = accounts.get(key)? else {
                 return abort(Error::not_found(format!("service account {name} not found")));
             };
@@ -89,8 +89,7 @@ impl Store {
             accounts.remove(key)?;
             tokens.remove(record.token_hash.as_slice())?;
             Ok(())
-        }))?;
-        self.sync().await
+        }))).await
     }
 
     /// Who a bearer token belongs to.
@@ -118,15 +117,14 @@ impl Store {
 }
 
 impl Store {
-    /// Recovery when the last operator token is lost: gives the `operator` account a new token
+    /// Recovery when the last operator token is lost: gives the `operator` account `token`
     /// (creating the account if it was deleted). Its previous token stops working.
-    pub async fn reset_operator_token(&self) -> Result<AccountToken> {
+    pub async fn reset_operator_token(&self, token: &AccountToken) -> Result<()> {
         let t = self.trees();
-        let token = AccountToken::generate();
         let hash = token.hash();
         let name = super::BOOTSTRAP_OPERATOR.as_bytes();
-        finish(
-            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(
+            |(accounts, tokens, meta)| {
                 let record = match accounts.get(name)? {
                     Some(bytes) => {
                         let mut record = lift(decode::<AccountRecord>(&bytes))?;
@@ -153,9 +151,8 @@ impl Store {
                 accounts.insert(name, record.encode_to_vec())?;
                 tokens.insert(&hash.0, name)?;
                 Ok(())
-            }),
-        )?;
-        self.sync().await?;
-        Ok(token)
+            },
+        )))
+        .await
     }
 }

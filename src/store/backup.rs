@@ -13,7 +13,8 @@ use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 use prost::Message;
 
 use super::{
-    has_database, io_error, open_db, read_u64, StoreOptions, META_HEAD, META_STORE_ID, TREE_NAMES,
+    has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions, META_HEAD,
+    META_STORE_ID, TREE_NAMES,
 };
 use crate::domain::{random_base62, Error, Result};
 
@@ -75,9 +76,10 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
 
     let tmp = out.with_extension("partial");
+    // A fresh file, so 0600 holds even if an old partial file had wider permissions.
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::File::options()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .open(&tmp)
@@ -113,23 +115,41 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
     let entries = parse(&bytes)
         .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
 
-    let (_lock, db) = open_db(dir, &StoreOptions::default())?;
-    for name in TREE_NAMES {
-        let mut batch = sled::Batch::default();
-        for entry in entries.iter().filter(|e| e.tree == name) {
-            batch.insert(entry.key.as_slice(), entry.value.as_slice());
-        }
-        db.open_tree(name)
-            .map_err(Error::internal)?
-            .apply_batch(batch)
-            .map_err(Error::internal)?;
+    fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let _lock = lock_data_dir(dir)?;
+    // Built aside and moved into place only when complete and flushed: an interrupted restore
+    // leaves no database behind (so no half-restored store, and never one under the old id).
+    let staging = dir.join("db.restoring");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
     }
-    let meta = db.open_tree("meta").map_err(Error::internal)?;
     let store_id = format!("st_{}", random_base62(16));
-    meta.insert(META_STORE_ID, store_id.as_bytes())
-        .map_err(Error::internal)?;
-    let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
-    db.flush().map_err(Error::internal)?;
+    let head = {
+        let db = sled::Config::new()
+            .path(&staging)
+            .open()
+            .map_err(Error::internal)?;
+        for name in TREE_NAMES {
+            let mut batch = sled::Batch::default();
+            for entry in entries.iter().filter(|e| e.tree == name) {
+                batch.insert(entry.key.as_slice(), entry.value.as_slice());
+            }
+            if name == "meta" {
+                // A restore is a new store: no subscriber may resume across it.
+                batch.insert(META_STORE_ID, store_id.as_bytes());
+            }
+            db.open_tree(name)
+                .map_err(Error::internal)?
+                .apply_batch(batch)
+                .map_err(Error::internal)?;
+        }
+        let meta = db.open_tree("meta").map_err(Error::internal)?;
+        let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+        db.flush().map_err(Error::internal)?;
+        head
+    };
+    let target = dir.join("db");
+    fs::rename(&staging, &target).map_err(|e| io_error(&target, e))?;
     Ok(BackupReport {
         entries: entries.len() as u64,
         head,

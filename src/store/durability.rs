@@ -55,4 +55,8 @@ impl Durability {
     pub fn durable_head(&self) -> watch::Receiver<u64> {
         self.durable_head.subscribe()
     }
+
+    pub fn durable_head_now(&self) -> u64 {
+        *self.durable_head.borrow()
+    }
 }

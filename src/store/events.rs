@@ -50,7 +50,7 @@ impl EventLog {
 
     /// The highest sequence that is durable, so may be sent.
     pub fn durable_head(&self) -> u64 {
-        *self.store.durable_head().borrow()
+        self.store.inner.durability.durable_head_now()
     }
 
     /// Size of the database files on disk, in bytes.

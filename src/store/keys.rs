@@ -8,7 +8,7 @@ use sled::{transaction::TransactionalTree, Transactional};
 use super::events::append_event;
 use super::orgs::org_not_found;
 use super::records::{decode, now, KeyRecord, OrgRecord, UserRecord};
-use super::{abort, finish, lift, read_u64, Store, TxResult, META_HEAD};
+use super::{abort, finish, lift, Store, TxResult};
 use crate::domain::{
     Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent, RevocationReason, Validation,
     ZscKey, INVALID_EMAIL_OR_KEY,
@@ -99,66 +99,67 @@ impl Store {
             created: now,
         };
         let record = KeyRecord::from_info(&info).encode_to_vec();
-        let replaced = finish(
-            (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
-                |(users, orgs, keys, meta, events)| {
-                    let Some(org_bytes) = orgs.get(org_id.as_str())? else {
-                        return abort(org_not_found(org_id));
-                    };
-                    let may_hold = match users.get(actor.as_str())? {
-                        Some(bytes) => lift(
-                            decode::<UserRecord>(&bytes).and_then(|r| r.to_user(actor.clone())),
-                        )?
-                        .may_hold_key_of(org_id),
-                        None => false,
-                    };
-                    if !may_hold {
-                        return abort(Error::PermissionDenied(format!(
-                            "{actor} is not an active administrator of org {org_id}"
-                        )));
-                    }
-                    let has_key = lift(decode::<OrgRecord>(&org_bytes))?.active_key.is_some();
-                    let replaced = match (mode, has_key) {
-                        (KeyMode::New, true) => {
-                            return abort(Error::AlreadyExists(format!(
+        let replaced = self
+            .durable(finish(
+                (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
+                    |(users, orgs, keys, meta, events)| {
+                        let Some(org_bytes) = orgs.get(org_id.as_str())? else {
+                            return abort(org_not_found(org_id));
+                        };
+                        let may_hold = match users.get(actor.as_str())? {
+                            Some(bytes) => lift(
+                                decode::<UserRecord>(&bytes).and_then(|r| r.to_user(actor.clone())),
+                            )?
+                            .may_hold_key_of(org_id),
+                            None => false,
+                        };
+                        if !may_hold {
+                            return abort(Error::PermissionDenied(format!(
+                                "{actor} is not an active administrator of org {org_id}"
+                            )));
+                        }
+                        let has_key = lift(decode::<OrgRecord>(&org_bytes))?.active_key.is_some();
+                        let replaced = match (mode, has_key) {
+                            (KeyMode::New, true) => {
+                                return abort(Error::AlreadyExists(format!(
                                 "org {org_id} already has a key: use RegenerateKey to replace it"
                             )))
-                        }
-                        (KeyMode::Replace, false) => {
-                            return abort(Error::not_found(format!(
-                                "org {org_id} has no key: use GenerateKey to create one"
-                            )))
-                        }
-                        (KeyMode::New, false) => None,
-                        (KeyMode::Replace, true) => {
-                            let tx = KeyTx {
-                                orgs,
-                                keys,
-                                meta,
-                                events,
-                            };
-                            revoke_active_key(
-                                &tx,
-                                org_id,
-                                None,
-                                RevocationReason::Regenerated,
-                                now,
-                            )?
-                        }
-                    };
-                    // Re-read: revoke_active_key may have rewritten the org record.
-                    let org_bytes = orgs
-                        .get(org_id.as_str())?
-                        .expect("read in this transaction");
-                    let mut org = lift(decode::<OrgRecord>(&org_bytes))?;
-                    org.active_key = Some(hash.0.to_vec());
-                    orgs.insert(org_id.as_str(), org.encode_to_vec())?;
-                    keys.insert(&hash.0, record.as_slice())?;
-                    Ok(replaced)
-                },
-            ),
-        )?;
-        self.sync().await?;
+                            }
+                            (KeyMode::Replace, false) => {
+                                return abort(Error::not_found(format!(
+                                    "org {org_id} has no key: use GenerateKey to create one"
+                                )))
+                            }
+                            (KeyMode::New, false) => None,
+                            (KeyMode::Replace, true) => {
+                                let tx = KeyTx {
+                                    orgs,
+                                    keys,
+                                    meta,
+                                    events,
+                                };
+                                revoke_active_key(
+                                    &tx,
+                                    org_id,
+                                    None,
+                                    RevocationReason::Regenerated,
+                                    now,
+                                )?
+                            }
+                        };
+                        // Re-read: revoke_active_key may have rewritten the org record.
+                        let org_bytes = orgs
+                            .get(org_id.as_str())?
+                            .expect("read in this transaction");
+                        let mut org = lift(decode::<OrgRecord>(&org_bytes))?;
+                        org.active_key = Some(hash.0.to_vec());
+                        orgs.insert(org_id.as_str(), org.encode_to_vec())?;
+                        keys.insert(&hash.0, record.as_slice())?;
+                        Ok(replaced)
+                    },
+                ),
+            ))
+            .await?;
         Ok(GeneratedKey {
             key,
             info,
@@ -170,24 +171,25 @@ impl Store {
     pub async fn revoke_key(&self, org_id: &OrgId) -> Result<RevocationEvent> {
         let t = self.trees();
         let now = now();
-        let event = finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
-            |(orgs, keys, meta, events)| {
-                if orgs.get(org_id.as_str())?.is_none() {
-                    return abort(org_not_found(org_id));
-                }
-                let tx = KeyTx {
-                    orgs,
-                    keys,
-                    meta,
-                    events,
-                };
-                match revoke_active_key(&tx, org_id, None, RevocationReason::Revoked, now)? {
-                    Some(event) => Ok(event),
-                    None => abort(no_key(org_id)),
-                }
-            },
-        ))?;
-        self.sync().await?;
+        let event = self
+            .durable(finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
+                |(orgs, keys, meta, events)| {
+                    if orgs.get(org_id.as_str())?.is_none() {
+                        return abort(org_not_found(org_id));
+                    }
+                    let tx = KeyTx {
+                        orgs,
+                        keys,
+                        meta,
+                        events,
+                    };
+                    match revoke_active_key(&tx, org_id, None, RevocationReason::Revoked, now)? {
+                        Some(event) => Ok(event),
+                        None => abort(no_key(org_id)),
+                    }
+                },
+            )))
+            .await?;
         Ok(event)
     }
 
@@ -213,9 +215,10 @@ impl Store {
     /// cannot tell a wrong email from a revoked key or a demoted owner.
     pub fn validate_key(&self, email: &Email, key: &ZscKey) -> Result<Validation> {
         let t = self.trees();
-        // The head is read before anything else: every revocation with a sequence at or below
-        // it committed before the reads below, so they see its effect. A Verifier relies on it.
-        let sequence = read_u64(t.meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+        // The durable head, read before anything else: every revocation at or below it is
+        // committed, so the reads below see its effect; and being durable, that sequence can
+        // never be reused after a crash. A Verifier relies on both.
+        let sequence = self.inner.durability.durable_head_now();
         let hash = key.hash();
         let denied = || Error::Unauthenticated(INVALID_EMAIL_OR_KEY);
         let record = decode::<KeyRecord>(

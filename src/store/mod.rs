@@ -166,17 +166,30 @@ impl Store {
         self.inner.db.size_on_disk().map_err(Error::internal)
     }
 
-    /// Makes everything committed so far durable (shared with concurrent callers).
+    /// Makes everything committed so far durable (one flush shared with concurrent callers).
+    ///
+    /// The flush runs in a task of its own: a caller that gives up (a cancelled RPC) cannot
+    /// leave a committed revocation on disk but unannounced to subscribers.
     pub async fn sync(&self) -> Result<()> {
-        let meta = &self.inner.trees.meta;
-        self.inner
-            .durability
-            .sync(|| {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let meta = &store.inner.trees.meta;
+            let head = || {
                 Ok(read_u64(
                     meta.get(META_HEAD).map_err(Error::internal)?.as_deref(),
                 ))
-            })
-            .await
+            };
+            store.inner.durability.sync(head).await
+        })
+        .await
+        .map_err(Error::internal)?
+    }
+
+    /// Answers a mutation only once it is durable, whatever its outcome: even a refusal or a
+    /// no-op may rest on another request's change that is committed but not yet flushed.
+    async fn durable<T>(&self, outcome: Result<T>) -> Result<T> {
+        self.sync().await?;
+        outcome
     }
 
     /// Head of the revocation log as far as it is durable; changes wake subscribers.

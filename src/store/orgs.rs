@@ -33,18 +33,20 @@ impl Store {
         }
         .encode_to_vec();
         let folded = name.folded();
-        finish((&t.orgs, &t.org_names).transaction(|(orgs, org_names)| {
-            if org_names.get(folded.as_bytes())?.is_some() {
-                return abort(Error::AlreadyExists(format!(
-                    "an org named {:?} already exists",
-                    org.name
-                )));
-            }
-            org_names.insert(folded.as_bytes(), org.id.as_str().as_bytes())?;
-            orgs.insert(org.id.as_str().as_bytes(), record.as_slice())?;
-            Ok(())
-        }))?;
-        self.sync().await?;
+        self.durable(finish((&t.orgs, &t.org_names).transaction(
+            |(orgs, org_names)| {
+                if org_names.get(folded.as_bytes())?.is_some() {
+                    return abort(Error::AlreadyExists(format!(
+                        "an org named {:?} already exists",
+                        org.name
+                    )));
+                }
+                org_names.insert(folded.as_bytes(), org.id.as_str().as_bytes())?;
+                orgs.insert(org.id.as_str().as_bytes(), record.as_slice())?;
+                Ok(())
+            },
+        )))
+        .await?;
         Ok(org)
     }
 
@@ -92,8 +94,8 @@ impl Store {
         };
         let record = UserRecord::from_user(&user).encode_to_vec();
         let index = org_user_key(&user.org_id, &user.email);
-        finish(
-            (&t.orgs, &t.users, &t.org_users).transaction(|(orgs, users, org_users)| {
+        self.durable(finish((&t.orgs, &t.users, &t.org_users).transaction(
+            |(orgs, users, org_users)| {
                 if orgs.get(user.org_id.as_str())?.is_none() {
                     return abort(org_not_found(&user.org_id));
                 }
@@ -106,9 +108,9 @@ impl Store {
                 users.insert(user.email.as_str(), record.as_slice())?;
                 org_users.insert(index.as_slice(), &[])?;
                 Ok(())
-            }),
-        )?;
-        self.sync().await?;
+            },
+        )))
+        .await?;
         Ok(user)
     }
 
@@ -181,7 +183,8 @@ impl Store {
 
     /// Applies `change` to a user in one transaction. When `change` returns a reason (the user
     /// may have lost the right to hold a key) and they own the org's active key, it is revoked
-    /// for that reason. A change that changes nothing writes nothing and revokes nothing.
+    /// for that reason. A change that changes nothing writes nothing and revokes nothing (but
+    /// still waits for the flush: what it saw may be another request's change in flight).
     async fn change_user(
         &self,
         email: &Email,
@@ -189,7 +192,7 @@ impl Store {
     ) -> Result<UserChange> {
         let t = self.trees();
         let now = now();
-        let outcome = finish(
+        self.durable(finish(
             (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
                 |(users, orgs, keys, meta, events)| {
                     let Some(bytes) = users.get(email.as_str())? else {
@@ -200,7 +203,7 @@ impl Store {
                     let mut user = before.clone();
                     let loses_key_for = change(&mut user);
                     if user == before {
-                        return Ok((user, None, false));
+                        return Ok((user, None));
                     }
                     user.updated = now;
                     users.insert(email.as_str(), UserRecord::from_user(&user).encode_to_vec())?;
@@ -215,15 +218,11 @@ impl Store {
                     } else {
                         None
                     };
-                    Ok((user, event, true))
+                    Ok((user, event))
                 },
             ),
-        )?;
-        let (user, event, wrote) = outcome;
-        if wrote {
-            self.sync().await?;
-        }
-        Ok((user, event))
+        ))
+        .await
     }
 }
 

@@ -127,6 +127,8 @@ struct Shared {
     last_heard: Mutex<Option<Instant>>,
     max_staleness: Duration,
     connected: AtomicBool,
+    /// A checkpoint arrived since the stream (re)connected: every event before it is applied.
+    caught_up: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
     flushes: AtomicU64,
@@ -135,9 +137,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// The cache may be used: the stream has caught up (a checkpoint since it connected) and
+    /// was heard from within `max_staleness`. A stream replaying a backlog after a partition
+    /// is heard from constantly but is not current until its checkpoint.
     fn fresh(&self) -> bool {
         let last = *self.last_heard.lock().expect("lock poisoned");
-        last.is_some_and(|t| t.elapsed() < self.max_staleness)
+        self.caught_up.load(Ordering::Acquire)
+            && last.is_some_and(|t| t.elapsed() < self.max_staleness)
     }
 
     fn heard(&self) {
@@ -167,6 +173,7 @@ impl Verifier {
             last_heard: Mutex::new(None),
             max_staleness: config.max_staleness,
             connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             flushes: AtomicU64::new(0),

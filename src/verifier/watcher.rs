@@ -45,6 +45,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut client: Client, config: Verifie
             Err(status) => Err(status),
         };
         shared.connected.store(false, Ordering::Relaxed);
+        shared.caught_up.store(false, Ordering::Release);
         match outcome {
             Err(status) if status.code() == Code::OutOfRange => {
                 // Our cursor means nothing to this server's log: start over from its head.
@@ -101,6 +102,7 @@ async fn follow(
                 shared
                     .state()
                     .checkpoint(checkpoint.sequence, &checkpoint.store_id);
+                shared.caught_up.store(true, Ordering::Release);
                 shared.heard();
             }
             None => {}

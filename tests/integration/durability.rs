@@ -268,3 +268,47 @@ async fn shutdown_reports_not_serving_and_its_wait_is_bounded() {
     // Everything was flushed: the data dir opens again at once.
     drop(TestServer::start_with(server.stop().await, test_config).await);
 }
+
+#[tokio::test]
+async fn a_revocation_whose_caller_gives_up_still_reaches_subscribers() {
+    use zsc::domain::{Edition, Email, Name, Profile};
+    use zsc::store::{KeyMode, Store, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &StoreOptions::default())
+        .unwrap()
+        .store;
+    let org = store
+        .create_org(Name::parse("name", "Acme").unwrap(), Edition::Free)
+        .await
+        .unwrap();
+    let admin = Email::parse("email", "ada@acme.example").unwrap();
+    let name = Name::parse("display_name", "Ada").unwrap();
+    store
+        .create_user(org.id.clone(), admin.clone(), name, Profile::Administrator)
+        .await
+        .unwrap();
+    store
+        .generate_key(&org.id, &admin, KeyMode::New)
+        .await
+        .unwrap();
+    let mut head = store.durable_head();
+    assert_eq!(*head.borrow_and_update(), 0);
+
+    // The caller is gone after the first poll (as a cancelled RPC's handler is): the transaction
+    // has committed, and its flush must still happen, or subscribers would never hear of it.
+    use futures_util::FutureExt;
+    let abandoned = store.revoke_key(&org.id).now_or_never();
+    assert!(
+        abandoned.is_none(),
+        "the call was dropped after one poll, before it answered"
+    );
+    let durable = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        head.wait_for(|h| *h == 1),
+    )
+    .await;
+    assert!(
+        durable.is_ok(),
+        "the abandoned revocation never became durable and announced"
+    );
+}

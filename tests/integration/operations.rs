@@ -389,6 +389,10 @@ async fn a_backup_round_trip_keeps_everything_under_a_new_store_id() {
         restored.store_id, before.store_id,
         "a restore is a new store"
     );
+    assert!(
+        !restored_dir.path().join("db.restoring").exists(),
+        "built aside, then moved into place"
+    );
     // A restore never overwrites a database.
     assert!(zsc::store::restore(&file, restored_dir.path()).is_err());
 
