@@ -22,21 +22,26 @@ pub(super) struct KeyTx<'a> {
     pub events: &'a TransactionalTree,
 }
 
+/// The org's record inside a transaction, if the org exists.
+pub(super) fn read_org(orgs: &TransactionalTree, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {
+    match orgs.get(org_id.as_str())? {
+        Some(bytes) => lift(decode::<OrgRecord>(&bytes)).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Revokes the org's active key, if it has one (and, when `owner` is given, only if that user
-/// owns it): the key is deleted, the org forgets it, and the event is appended to the log, all
-/// in the caller's transaction.
+/// owns it): the key is deleted, `org` forgets it and is written back, and the event is
+/// appended to the log, all in the caller's transaction.
 pub(super) fn revoke_active_key(
     tx: &KeyTx<'_>,
     org_id: &OrgId,
+    org: &mut OrgRecord,
     owner: Option<&Email>,
     reason: RevocationReason,
     now: SystemTime,
 ) -> TxResult<Option<RevocationEvent>> {
-    let Some(bytes) = tx.orgs.get(org_id.as_str())? else {
-        return Ok(None);
-    };
-    let mut org = lift(decode::<OrgRecord>(&bytes))?;
-    let Some(hash) = org.active_key.take() else {
+    let Some(hash) = org.active_key.clone() else {
         return Ok(None);
     };
     let Some(key_bytes) = tx.keys.get(&hash)? else {
@@ -49,6 +54,7 @@ pub(super) fn revoke_active_key(
         return Ok(None);
     }
     tx.keys.remove(hash.as_slice())?;
+    org.active_key = None;
     tx.orgs.insert(org_id.as_str(), org.encode_to_vec())?;
     let event = RevocationEvent {
         sequence: 0,
@@ -103,7 +109,7 @@ impl Store {
             .durable(finish(
                 (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
                     |(users, orgs, keys, meta, events)| {
-                        let Some(org_bytes) = orgs.get(org_id.as_str())? else {
+                        let Some(mut org) = read_org(orgs, org_id)? else {
                             return abort(org_not_found(org_id));
                         };
                         let may_hold = match users.get(actor.as_str())? {
@@ -118,8 +124,7 @@ impl Store {
                                 "{actor} is not an active administrator of org {org_id}"
                             )));
                         }
-                        let has_key = lift(decode::<OrgRecord>(&org_bytes))?.active_key.is_some();
-                        let replaced = match (mode, has_key) {
+                        let replaced = match (mode, org.active_key.is_some()) {
                             (KeyMode::New, true) => {
                                 return abort(Error::AlreadyExists(format!(
                                 "org {org_id} already has a key: use RegenerateKey to replace it"
@@ -141,17 +146,13 @@ impl Store {
                                 revoke_active_key(
                                     &tx,
                                     org_id,
+                                    &mut org,
                                     None,
                                     RevocationReason::Regenerated,
                                     now,
                                 )?
                             }
                         };
-                        // Re-read: revoke_active_key may have rewritten the org record.
-                        let org_bytes = orgs
-                            .get(org_id.as_str())?
-                            .expect("read in this transaction");
-                        let mut org = lift(decode::<OrgRecord>(&org_bytes))?;
                         org.active_key = Some(hash.0.to_vec());
                         orgs.insert(org_id.as_str(), org.encode_to_vec())?;
                         keys.insert(&hash.0, record.as_slice())?;
@@ -174,16 +175,23 @@ impl Store {
         let event = self
             .durable(finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
                 |(orgs, keys, meta, events)| {
-                    if orgs.get(org_id.as_str())?.is_none() {
+                    let Some(mut org) = read_org(orgs, org_id)? else {
                         return abort(org_not_found(org_id));
-                    }
+                    };
                     let tx = KeyTx {
                         orgs,
                         keys,
                         meta,
                         events,
                     };
-                    match revoke_active_key(&tx, org_id, None, RevocationReason::Revoked, now)? {
+                    match revoke_active_key(
+                        &tx,
+                        org_id,
+                        &mut org,
+                        None,
+                        RevocationReason::Revoked,
+                        now,
+                    )? {
                         Some(event) => Ok(event),
                         None => abort(no_key(org_id)),
                     }

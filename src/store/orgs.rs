@@ -5,7 +5,7 @@ use std::ops::Bound;
 use prost::Message;
 use sled::Transactional;
 
-use super::keys::{revoke_active_key, KeyTx};
+use super::keys::{read_org, revoke_active_key, KeyTx};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
 use super::{abort, finish, lift, Store};
 use crate::domain::{
@@ -207,16 +207,27 @@ impl Store {
                     }
                     user.updated = now;
                     users.insert(email.as_str(), UserRecord::from_user(&user).encode_to_vec())?;
-                    let event = if let Some(reason) = loses_key_for {
-                        let tx = KeyTx {
-                            orgs,
-                            keys,
-                            meta,
-                            events,
-                        };
-                        revoke_active_key(&tx, &user.org_id, Some(email), reason, now)?
-                    } else {
-                        None
+                    let event = match loses_key_for {
+                        Some(reason) => match read_org(orgs, &user.org_id)? {
+                            Some(mut org) => {
+                                let tx = KeyTx {
+                                    orgs,
+                                    keys,
+                                    meta,
+                                    events,
+                                };
+                                revoke_active_key(
+                                    &tx,
+                                    &user.org_id,
+                                    &mut org,
+                                    Some(email),
+                                    reason,
+                                    now,
+                                )?
+                            }
+                            None => None,
+                        },
+                        None => None,
                     };
                     Ok((user, event))
                 },
