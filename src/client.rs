@@ -54,40 +54,18 @@ pub fn endpoint(url: &str, tls_ca: Option<&[u8]>) -> Result<Endpoint, tonic::tra
     Ok(endpoint)
 }
 
-/// `zsc health-check`: exit 0 when the server reports SERVING for `service`.
-pub async fn health_check(
+/// The server's gRPC health status for `service` ("" for the whole server).
+pub async fn health(
     url: &str,
     service: &str,
     tls_ca: Option<&std::path::Path>,
-) -> std::process::ExitCode {
-    use tonic_health::pb::{
-        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, Box<dyn std::error::Error>> {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let pem = tls_ca.map(std::fs::read).transpose()?;
+    let mut client = HealthClient::new(endpoint(url, pem.as_deref())?.connect().await?);
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
     };
-    let outcome = async {
-        let pem = tls_ca.map(std::fs::read).transpose()?;
-        let endpoint = endpoint(url, pem.as_deref())?;
-        let mut client = HealthClient::new(endpoint.connect().await?);
-        let request = HealthCheckRequest {
-            service: service.to_owned(),
-        };
-        let status = tokio::time::timeout(Duration::from_secs(3), client.check(request))
-            .await??
-            .into_inner()
-            .status();
-        Ok::<_, Box<dyn std::error::Error>>(status)
-    };
-    match outcome.await {
-        Ok(ServingStatus::Serving) => {
-            println!("SERVING");
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(status) => {
-            println!("{}", status.as_str_name());
-            std::process::ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("zsc health-check: {error}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let response = tokio::time::timeout(Duration::from_secs(3), client.check(request)).await??;
+    Ok(response.into_inner().status())
 }

@@ -36,7 +36,9 @@ async fn main() -> ExitCode {
             );
         }),
         Command::OperatorToken { data_dir } => operator_token(&data_dir).await,
-        Command::HealthCheck { url, service, tls_ca } => return zsc::client::health_check(&url, &service, tls_ca.as_deref()).await,
+        Command::HealthCheck { url, service, tls_ca } => {
+            return health_check(&url, &service, tls_ca.as_deref()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,4 +76,23 @@ async fn operator_token(data_dir: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// `zsc health-check`: exit 0 when the server reports SERVING, as container health checks want.
+async fn health_check(url: &str, service: &str, tls_ca: Option<&Path>) -> ExitCode {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    match zsc::client::health(url, service, tls_ca).await {
+        Ok(ServingStatus::Serving) => {
+            println!("SERVING");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("{}", status.as_str_name());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("zsc health-check: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
