@@ -198,16 +198,14 @@ impl Server {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(Error::internal)?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()
-            .map_err(Error::internal)?;
+        // Both reflection versions: grpcurl 1.8 and Python's grpcio speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
 
         let pruner = tokio::spawn(prune_forever(
             EventLog::new(store.clone()),

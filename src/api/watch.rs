@@ -231,12 +231,16 @@ impl Producer {
         self.orgs.is_empty() || self.orgs.contains(&event.org_id)
     }
 
-    async fn checkpoint(&mut self) -> Result<(), End> {
-        let checkpoint = pb::Checkpoint {
+    /// "Everything up to the cursor has been sent."
+    fn checkpoint_event(&self) -> Event {
+        Event::Checkpoint(pb::Checkpoint {
             sequence: self.cursor,
             store_id: self.log.store_id().to_owned(),
-        };
-        self.send(Event::Checkpoint(checkpoint)).await
+        })
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), End> {
+        self.send(self.checkpoint_event()).await
     }
 
     async fn send(&mut self, event: Event) -> Result<(), End> {
@@ -257,12 +261,8 @@ impl Producer {
 
     /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
     async fn goodbye(&mut self) -> End {
-        let checkpoint = pb::Checkpoint {
-            sequence: self.cursor,
-            store_id: self.log.store_id().to_owned(),
-        };
         let message = Ok(pb::WatchRevocationsResponse {
-            event: Some(Event::Checkpoint(checkpoint)),
+            event: Some(self.checkpoint_event()),
         });
         let _ = self.tx.send_timeout(message, GOODBYE).await;
         End::Status(Status::unavailable(format!(
