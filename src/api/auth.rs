@@ -92,8 +92,7 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         return Err(Error::PermissionDenied(format!(
             "service account {} ({}) may not call {path}",
             caller.name,
-            crate::proto::Role::try_from(caller.role.code())
-                .map_or("ROLE_UNKNOWN", |r| r.as_str_name())
+            super::convert::role_name(caller.role)
         ))
         .into());
     }

@@ -37,6 +37,17 @@ pub fn parse_page_token(scope: &str, token: &str) -> Result<Option<String>> {
     }
 }
 
+/// A role as the proto names it (domain codes are the proto's numbers), for messages.
+pub fn role_name(role: domain::Role) -> &'static str {
+    pb::Role::try_from(role.code()).map_or("ROLE_UNSPECIFIED", |r| r.as_str_name())
+}
+
+/// A revocation reason as the proto names it, for metric labels.
+pub fn reason_name(reason: domain::RevocationReason) -> &'static str {
+    pb::RevocationReason::try_from(reason.code())
+        .map_or("REVOCATION_REASON_UNSPECIFIED", |r| r.as_str_name())
+}
+
 fn ts(t: std::time::SystemTime) -> Option<Timestamp> {
     Some(Timestamp::from(t))
 }

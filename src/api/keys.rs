@@ -51,10 +51,7 @@ impl KeyApi {
 
 /// Logs and counts a revocation.
 pub(super) fn revoked(metrics: &Metrics, event: &RevocationEvent) {
-    metrics.revocation(
-        crate::proto::RevocationReason::try_from(event.reason.code())
-            .map_or("UNKNOWN", |r| r.as_str_name()),
-    );
+    metrics.revocation(super::convert::reason_name(event.reason));
     tracing::info!(
         sequence = event.sequence,
         key_id = %event.key_id,
