@@ -337,3 +337,49 @@ impl TestServer {
         }
     }
 }
+
+impl TestServer {
+    /// The first page of orgs, as the operator sees it.
+    pub async fn orgs(&self) -> ListOrgsResponse {
+        let request = ListOrgsRequest::default();
+        self.op_users()
+            .await
+            .list_orgs(request)
+            .await
+            .expect("list orgs")
+            .into_inner()
+    }
+
+    /// The first page of an org's users, as the operator sees it.
+    pub async fn users_of(&self, org_id: &str) -> ListUsersResponse {
+        let request = ListUsersRequest {
+            org_id: org_id.into(),
+            ..Default::default()
+        };
+        self.op_users()
+            .await
+            .list_users(request)
+            .await
+            .expect("list users")
+            .into_inner()
+    }
+
+    pub async fn accounts(&self) -> ListServiceAccountsResponse {
+        let request = ListServiceAccountsRequest {};
+        self.op_access()
+            .await
+            .list_service_accounts(request)
+            .await
+            .expect("list accounts")
+            .into_inner()
+    }
+}
+
+/// Runs the zsc binary with `args` to completion.
+pub async fn run_zsc(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args(args)
+        .output()
+        .await
+        .expect("run zsc")
+}

@@ -5,16 +5,14 @@ use std::collections::BTreeSet;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::common::run_zsc;
+
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{}/deploy/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 async fn help(subcommand: &str) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args([subcommand, "--help"])
-        .output()
-        .await
-        .unwrap();
+    let output = run_zsc(&[subcommand, "--help"]).await;
     assert!(output.status.success());
     String::from_utf8(output.stdout).unwrap()
 }

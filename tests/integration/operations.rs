@@ -345,30 +345,9 @@ async fn a_backup_round_trip_keeps_everything_under_a_new_store_id() {
         other => panic!("{other:?}"),
     };
     drop(stream);
-    let orgs_before = server
-        .op_users()
-        .await
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let users_before = server
-        .op_users()
-        .await
-        .list_users(ListUsersRequest {
-            org_id: org_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let accounts_before = server
-        .op_access()
-        .await
-        .list_service_accounts(ListServiceAccountsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let orgs_before = server.orgs().await;
+    let users_before = server.users_of(&org_id).await;
+    let accounts_before = server.accounts().await;
     let log_before = read_log(&server).await;
     let operator = server.operator_token.clone();
     let dir = server.stop().await;
@@ -399,37 +378,10 @@ async fn a_backup_round_trip_keeps_everything_under_a_new_store_id() {
     // The restored dir has no operator.token file; the old tokens (hashes) came along.
     std::fs::write(restored_dir.path().join("operator.token"), &operator).unwrap();
     let server = TestServer::start_with(restored_dir, test_config).await;
-    assert_eq!(
-        server
-            .op_users()
-            .await
-            .list_orgs(ListOrgsRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-        orgs_before
-    );
-    let users_after = server
-        .op_users()
-        .await
-        .list_users(ListUsersRequest {
-            org_id: org_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!(server.orgs().await, orgs_before);
+    let users_after = server.users_of(&org_id).await;
     assert_eq!(users_after, users_before);
-    assert_eq!(
-        server
-            .op_access()
-            .await
-            .list_service_accounts(ListServiceAccountsRequest {})
-            .await
-            .unwrap()
-            .into_inner(),
-        accounts_before
-    );
+    assert_eq!(server.accounts().await, accounts_before);
     assert_eq!(
         read_log(&server).await,
         log_before,
@@ -477,11 +429,7 @@ async fn operator_token_recovers_a_lost_token_from_the_command_line() {
     let dir = server.stop().await;
     std::fs::remove_file(dir.path().join("operator.token")).unwrap();
 
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args(["operator-token", "--data-dir", dir.path().to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
+    let output = run_zsc(&["operator-token", "--data-dir", dir.path().to_str().unwrap()]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -498,12 +446,7 @@ async fn operator_token_recovers_a_lost_token_from_the_command_line() {
 
     let server = TestServer::start_with(dir, test_config).await;
     assert_eq!(server.operator_token, new);
-    server
-        .op_users()
-        .await
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .unwrap();
+    server.orgs().await;
     let stale = server
         .users(&old)
         .await
@@ -512,15 +455,12 @@ async fn operator_token_recovers_a_lost_token_from_the_command_line() {
     expect_code(stale, Code::Unauthenticated);
 
     // While the server runs, the data dir is locked: the command fails at once.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args([
-            "operator-token",
-            "--data-dir",
-            server.dir.path().to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let output = run_zsc(&[
+        "operator-token",
+        "--data-dir",
+        server.dir.path().to_str().unwrap(),
+    ])
+    .await;
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"));
 }
@@ -528,21 +468,13 @@ async fn operator_token_recovers_a_lost_token_from_the_command_line() {
 #[tokio::test]
 async fn the_health_check_command_reports_serving() {
     let server = TestServer::start().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args(["health-check", "--url", &server.url()])
-        .output()
-        .await
-        .unwrap();
+    let output = run_zsc(&["health-check", "--url", &server.url()]).await;
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "SERVING");
-    let unknown = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args(["health-check", "--url", &server.url(), "--service", "nope"])
-        .output()
-        .await
-        .unwrap();
+    let unknown = run_zsc(&["health-check", "--url", &server.url(), "--service", "nope"]).await;
     assert!(!unknown.status.success());
 }

@@ -1,7 +1,5 @@
 //! The README's operations block, run verbatim with the real binary against a stopped data dir.
 
-use zsc::proto::ListOrgsRequest;
-
 use crate::common::*;
 
 fn block(marker: &str) -> String {
@@ -55,13 +53,7 @@ async fn the_readme_backup_restore_and_token_recovery_run_verbatim() {
         copy_tree(&entry.path(), &restored_dir.path().join(entry.file_name()));
     }
     let server = TestServer::start_with(restored_dir, test_config).await;
-    let orgs = server
-        .op_users()
-        .await
-        .list_orgs(ListOrgsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let orgs = server.orgs().await;
     assert_eq!(orgs.orgs.len(), 1);
     assert_eq!(orgs.orgs[0].name, "Acme");
 }

@@ -159,17 +159,14 @@ async fn tls_serves_verified_clients_and_grpcurl_with_cacert() {
     );
 
     // zsc health-check speaks TLS too.
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args([
-            "health-check",
-            "--url",
-            &url,
-            "--tls-ca",
-            ca.to_str().unwrap(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let output = run_zsc(&[
+        "health-check",
+        "--url",
+        &url,
+        "--tls-ca",
+        ca.to_str().unwrap(),
+    ])
+    .await;
     assert!(
         output.status.success(),
         "{}",
