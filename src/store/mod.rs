@@ -136,16 +136,9 @@ impl Store {
             .map_err(Error::internal)?
             .and_then(|v| String::from_utf8(v.to_vec()).ok())
             .ok_or_else(|| Error::internal("data dir has no store id"))?;
-        let head = read_u64(
-            trees
-                .meta
-                .get(META_HEAD)
-                .map_err(Error::internal)?
-                .as_deref(),
-        );
         let store = Store {
             inner: Arc::new(Inner {
-                durability: Durability::new(db.clone(), head),
+                durability: Durability::open(db.clone(), trees.meta.clone())?,
                 db,
                 trees,
                 store_id,
@@ -172,17 +165,9 @@ impl Store {
     /// leave a committed revocation on disk but unannounced to subscribers.
     pub async fn sync(&self) -> Result<()> {
         let store = self.clone();
-        tokio::spawn(async move {
-            let meta = &store.inner.trees.meta;
-            let head = || {
-                Ok(read_u64(
-                    meta.get(META_HEAD).map_err(Error::internal)?.as_deref(),
-                ))
-            };
-            store.inner.durability.sync(head).await
-        })
-        .await
-        .map_err(Error::internal)?
+        tokio::spawn(async move { store.inner.durability.sync().await })
+            .await
+            .map_err(Error::internal)?
     }
 
     /// Answers a mutation only once it is durable, whatever its outcome: even a refusal or a
