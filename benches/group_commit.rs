@@ -14,7 +14,7 @@
 //!
 //! `cargo bench --bench group_commit` (ZSC_BENCH_OPS, ZSC_BENCH_WRITERS to change sizes).
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use zsc::domain::{Edition, Name};
 use zsc::store::{Store, StoreOptions};
@@ -49,23 +49,14 @@ async fn store_run(writers: usize, ops: usize) -> f64 {
     ops as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn sled_run(writers: usize, ops: usize) -> f64 {
+/// One writer on raw sled: insert then flush, `ops` times.
+async fn sled_run(ops: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(sled::Config::new().path(dir.path()).open().unwrap());
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..writers)
-        .map(|w| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                for i in 0..ops / writers {
-                    db.insert(format!("{w}-{i}"), &[0u8; 64][..]).unwrap();
-                    db.flush_async().await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
+    for i in 0..ops {
+        db.insert(i.to_be_bytes(), &[0u8; 64][..]).unwrap();
+        db.flush_async().await.unwrap();
     }
     ops as f64 / started.elapsed().as_secs_f64()
 }
@@ -84,7 +75,7 @@ async fn main() {
             grouped / baseline
         );
     }
-    let raw = sled_run(1, ops / 4).await;
+    let raw = sled_run(ops / 4).await;
     println!(
         "  raw sled, 1 writer     {raw:>9.0} writes/s   {:.2}x",
         raw / baseline
