@@ -42,6 +42,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod domain;
+pub mod fault;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -269,10 +269,25 @@ impl Server {
             .add_service(KeyServiceServer::new(key_api))
             .add_service(AccessServiceServer::new(AccessApi::new(store.clone())));
 
+        // Set when the server stops because its storage failed, not because it was told to.
+        let storage_failure = Arc::new(std::sync::Mutex::new(None));
         let signal = {
             let stopping = stopping.clone();
+            let storage_failed = crate::fault::restart_needed(
+                store.clone(),
+                health.clone(),
+                names.to_vec(),
+                config.data_dir.clone(),
+            );
+            let storage_failure = storage_failure.clone();
             async move {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {},
+                    cause = storage_failed => {
+                        tracing::error!("the data dir takes writes again; stopping so that zsc restarts on a clean open");
+                        *storage_failure.lock().expect("never poisoned") = Some(cause);
+                    }
+                }
                 tracing::info!("shutting down: draining in-flight requests");
                 for name in names {
                     health
@@ -301,6 +316,12 @@ impl Server {
         stopping.close_all(CLOSE_WAIT).await;
         for task in side_tasks {
             let _ = task.await;
+        }
+        if let Some(cause) = storage_failure.lock().expect("never poisoned").take() {
+            return Err(Error::FailedPrecondition(format!(
+                "storage failed ({cause}) and cannot take writes until zsc is restarted: \
+                 restart it (acknowledged changes are on disk)"
+            )));
         }
         store.sync().await?;
         tracing::info!("stopped; database flushed");

@@ -15,7 +15,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::OutOfRange(m) => Status::out_of_range(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
-            Error::Unavailable(m) => Status::unavailable(m),
+            Error::Unavailable(m) | Error::StorageFailed(m) => Status::unavailable(m),
             // The caller learns nothing about our internals; the log gets the whole cause.
             Error::Internal(cause) => {
                 tracing::error!(error = &*cause as &dyn std::error::Error, "internal error");

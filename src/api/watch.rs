@@ -73,6 +73,7 @@ pub fn subscribe(
     shutdown: Shutdown,
     subscriber: SubscriberGuard,
 ) -> Result<WatchStream> {
+    log.check_live()?;
     if let Some(theirs) = &request.store_id {
         if theirs != log.store_id() {
             return Err(Error::OutOfRange(format!(
@@ -192,7 +193,12 @@ impl Producer {
                 () = gone.closed() => return Err(End::Gone),
                 changed = head.changed() => {
                     if changed.is_err() {
-                        return Err(self.goodbye().await);
+                        // The store faulted: its durable head will not move again.
+                        return Err(End::Status(Status::unavailable(format!(
+                            "the server's storage failed; resubscribe (on another replica, or once it \
+                             restarts) with after_sequence = {}",
+                            self.cursor
+                        ))));
                     }
                     let target = *head.borrow_and_update();
                     if self.catch_up(target).await? {

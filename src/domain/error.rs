@@ -34,6 +34,10 @@ pub enum Error {
     /// The server is shutting down.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// Storage failed (disk full, I/O error): the store refuses writes until the server
+    /// restarts. The message is for callers; the cause went to the log.
+    #[error("{0}")]
+    StorageFailed(&'static str),
     /// Storage or I/O failure. Callers see a generic message; the cause goes to the log.
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),

@@ -4,7 +4,7 @@ use prost::Message;
 use sled::Transactional;
 
 use super::records::{decode, micros, now, AccountRecord};
-use super::{abort, finish, lift, tx_u64, Store, META_OPERATORS};
+use super::{abort, lift, tx_u64, Store, META_OPERATORS};
 use crate::domain::{AccountName, AccountToken, Caller, Error, Result, Role, ServiceAccount};
 
 /// The one message for a bad bearer token, whatever was wrong with it.
@@ -32,8 +32,8 @@ impl Store {
         }
         .encode_to_vec();
         let name = account.name.as_str().as_bytes();
-        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(
-            |(accounts, tokens, meta)| {
+        self.commit(|| {
+            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
                 if accounts.get(name)?.is_some() {
                     return abort(Error::AlreadyExists(format!(
                         "a service account named {} already exists",
@@ -47,8 +47,8 @@ impl Store {
                     meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
                 }
                 Ok(())
-            },
-        )))
+            })
+        })
         .await?;
         Ok((account, token))
     }
@@ -72,7 +72,7 @@ impl Store {
     pub async fn delete_account(&self, name: &AccountName) -> Result<()> {
         let t = self.trees();
         let key = name.as_str().as_bytes();
-        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+        self.commit(|| (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
             let Some(bytes) = accounts.get(key)? else {
                 return abort(Error::not_found(format!("service account {name} not found")));
             };
@@ -89,7 +89,7 @@ impl Store {
             accounts.remove(key)?;
             tokens.remove(record.token_hash.as_slice())?;
             Ok(())
-        }))).await
+        })).await
     }
 
     /// Who a bearer token belongs to.
@@ -123,8 +123,8 @@ impl Store {
         let t = self.trees();
         let hash = token.hash();
         let name = super::BOOTSTRAP_OPERATOR.as_bytes();
-        self.durable(finish((&t.accounts, &t.tokens, &t.meta).transaction(
-            |(accounts, tokens, meta)| {
+        self.commit(|| {
+            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
                 let record = match accounts.get(name)? {
                     Some(bytes) => {
                         let mut record = lift(decode::<AccountRecord>(&bytes))?;
@@ -151,8 +151,8 @@ impl Store {
                 accounts.insert(name, record.encode_to_vec())?;
                 tokens.insert(&hash.0, name)?;
                 Ok(())
-            },
-        )))
+            })
+        })
         .await
     }
 }

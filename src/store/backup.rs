@@ -8,12 +8,12 @@
 //! A restore gets a new store id: events made after the backup are gone, so no subscriber may
 //! resume across it (its cursor is refused with OUT_OF_RANGE and it flushes its cache).
 
-use std::{fs, io::Write, os::unix::fs::OpenOptionsExt, path::Path};
+use std::{fs, path::Path};
 
 use prost::Message;
 
 use super::{
-    has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions, META_HEAD,
+    files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions, META_HEAD,
     META_STORE_ID, TREE_NAMES,
 };
 use crate::domain::{random_base62, Error, Result};
@@ -75,19 +75,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     };
     bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
 
-    let tmp = out.with_extension("partial");
-    // A fresh file, so 0600 holds even if an old partial file had wider permissions.
-    let _ = fs::remove_file(&tmp);
-    let mut file = fs::File::options()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_error(&tmp, e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(&tmp, e))?;
-    fs::rename(&tmp, out).map_err(|e| io_error(out, e))?;
+    files::write_private_file(out, &bytes)?;
 
     let meta = db.open_tree("meta").map_err(Error::internal)?;
     let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
@@ -115,7 +103,7 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
     let entries = parse(&bytes)
         .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
 
-    fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    files::create_private_dir(dir)?;
     let _lock = lock_data_dir(dir)?;
     // Built aside and moved into place only when complete and flushed: an interrupted restore
     // leaves no database behind (so no half-restored store, and never one under the old id).
@@ -148,8 +136,12 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
         db.flush().map_err(Error::internal)?;
         head
     };
+    // sled's flush is not an fsync: sync every file and the staging dir itself before the
+    // rename makes it the database, then the rename.
+    files::secure_tree(&staging)?;
     let target = dir.join("db");
     fs::rename(&staging, &target).map_err(|e| io_error(&target, e))?;
+    files::fsync_parent(&target)?;
     Ok(BackupReport {
         entries: entries.len() as u64,
         head,

@@ -1,12 +1,31 @@
-//! Group commit: a mutation answers OK only once it is on disk, and concurrent mutations
-//! share one sled flush instead of queueing a flush each.
+//! Group commit and the write fence: a mutation answers OK only once it would survive a power
+//! loss, concurrent mutations share one flush, and a storage failure stops every later write.
 //!
 //! Each writer takes a ticket *after* its transaction committed, then queues on one lock.
 //! Whoever holds the lock flushes once for every ticket issued so far; the writers behind it
 //! find their ticket already covered and return without flushing. `benches/group_commit.rs`
 //! measures the difference against a flush per write.
+//!
+//! A flush is sled's own (which on Linux ends in `sync_file_range`: it survives a process crash
+//! but neither flushes the disk's write cache nor the file's size) followed by an `fdatasync`
+//! of sled's files ([`DiskFiles`]), so one fsync covers every writer waiting on that flush.
+//!
+//! A flush or fsync that fails is never retried ("fsyncgate": after a failed fsync the page
+//! cache cannot be trusted). The store is *faulted*: every later mutation is refused with
+//! [`Error::StorageFailed`], the durable head stops (which ends every revocation stream), and
+//! the server watches [`Durability::fault`] to go NOT_SERVING and exit once it can restart.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::HashSet,
+    ffi::OsString,
+    fs::File,
+    io,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex as SyncMutex,
+    },
+};
 
 use tokio::sync::{watch, Mutex};
 
@@ -17,58 +36,173 @@ pub(super) struct Durability {
     db: sled::Db,
     /// Where the log's committed head is kept.
     meta: sled::Tree,
+    files: Arc<DiskFiles>,
     /// Tickets handed out; ticket n means "the n-th committed write wants to be durable".
     issued: AtomicU64,
     /// Highest ticket known durable. Guarded by the lock so only one flush runs at a time.
     flushed: Mutex<u64>,
     /// The highest revocation sequence known durable: what subscribers may be told about.
-    durable_head: watch::Sender<u64>,
+    /// Dropped when the store faults, so that every stream following it ends.
+    head_tx: SyncMutex<Option<watch::Sender<u64>>>,
+    head_rx: watch::Receiver<u64>,
+    /// Why the store refuses writes, once it does. Never cleared: only a restart clears it.
+    fault: watch::Sender<Option<String>>,
 }
 
 impl Durability {
     /// Everything on disk at open is durable, so the durable head starts at the committed one.
-    pub fn open(db: sled::Db, meta: sled::Tree) -> Result<Self> {
+    pub fn open(db: sled::Db, meta: sled::Tree, db_dir: &Path) -> Result<Self> {
         let head = committed_head(&meta)?;
+        let (head_tx, head_rx) = watch::channel(head);
         Ok(Durability {
             db,
             meta,
+            files: Arc::new(DiskFiles::open(db_dir)?),
             issued: AtomicU64::new(0),
             flushed: Mutex::new(0),
-            durable_head: watch::Sender::new(head),
+            head_tx: SyncMutex::new(Some(head_tx)),
+            head_rx,
+            fault: watch::Sender::new(None),
         })
     }
 
-    /// Returns once everything committed before the call is on disk.
+    /// Returns once everything committed before the call is on disk and fsynced.
     pub async fn sync(&self) -> Result<()> {
+        self.writable()?;
         let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
         let mut flushed = self.flushed.lock().await;
         if *flushed >= ticket {
             return Ok(());
         }
+        // A flush that failed while this writer queued covers nothing: never retry it.
+        self.writable()?;
         let covers = self.issued.load(Ordering::SeqCst);
         // Read before the flush, so the flush covers it.
         let head = committed_head(&self.meta)?;
-        self.db.flush_async().await.map_err(Error::internal)?;
+        if let Err(cause) = self.flush().await {
+            return Err(self.fail(&cause));
+        }
         *flushed = covers;
-        self.durable_head.send_if_modified(|durable| {
-            let advanced = head > *durable;
-            *durable = (*durable).max(head);
-            advanced
-        });
+        if let Some(head_tx) = &*self.head_tx.lock().expect("head lock is never poisoned") {
+            head_tx.send_if_modified(|durable| {
+                let advanced = head > *durable;
+                *durable = (*durable).max(head);
+                advanced
+            });
+        }
         Ok(())
     }
 
+    async fn flush(&self) -> io::Result<()> {
+        self.db.flush_async().await.map_err(io::Error::other)?;
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || files.sync())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Refuses a write once the store has faulted.
+    pub fn writable(&self) -> Result<()> {
+        match &*self.fault.borrow() {
+            None => Ok(()),
+            Some(_) => Err(refused()),
+        }
+    }
+
+    /// Faults the store: from now on it refuses writes and its durable head stands still (the
+    /// streams following it end). Returns the error for the caller that hit the failure.
+    pub fn fail(&self, cause: &dyn std::fmt::Display) -> Error {
+        let first = self.fault.send_if_modified(|fault| {
+            let first = fault.is_none();
+            if first {
+                *fault = Some(cause.to_string());
+            }
+            first
+        });
+        if first {
+            tracing::error!(
+                %cause,
+                "storage failed: refusing every change from now on; zsc exits once the data dir \
+                 takes writes again, so that its supervisor restarts it on a clean open"
+            );
+            self.head_tx
+                .lock()
+                .expect("head lock is never poisoned")
+                .take();
+        }
+        refused()
+    }
+
+    /// Why the store refuses writes, once it does.
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault.subscribe()
+    }
+
     pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.durable_head.subscribe()
+        self.head_rx.clone()
     }
 
     pub fn durable_head_now(&self) -> u64 {
-        *self.durable_head.borrow()
+        *self.head_rx.borrow()
     }
+}
+
+/// What a caller is told when the store refuses writes; the cause goes to the log.
+fn refused() -> Error {
+    Error::StorageFailed(
+        "storage cannot take writes (disk full or I/O error): this server refuses changes until \
+         it restarts; reads and validation still work",
+    )
 }
 
 fn committed_head(meta: &sled::Tree) -> Result<u64> {
     Ok(read_u64(
         meta.get(META_HEAD).map_err(Error::internal)?.as_deref(),
     ))
+}
+
+/// sled's files, made stable with `fdatasync` after each of sled's flushes.
+///
+/// sled keeps all data in `db` (whose size change `fdatasync` also makes stable) and writes
+/// values too big for a page to files in `blobs/` without syncing them, so each new blob is
+/// synced once along with its directory entry. `conf` is written once, when the database is
+/// created, and synced by [`super::fsync_tree`] at open.
+struct DiskFiles {
+    data: File,
+    blobs: PathBuf,
+    synced_blobs: SyncMutex<HashSet<OsString>>,
+}
+
+impl DiskFiles {
+    fn open(db_dir: &Path) -> Result<Self> {
+        let path = db_dir.join("db");
+        let data = File::open(&path).map_err(|e| super::io_error(&path, e))?;
+        Ok(DiskFiles {
+            data,
+            blobs: db_dir.join("blobs"),
+            synced_blobs: SyncMutex::default(),
+        })
+    }
+
+    /// Blocking: one fdatasync of the data file, plus one per blob not synced before.
+    fn sync(&self) -> io::Result<()> {
+        self.data.sync_data()?;
+        let mut synced = self
+            .synced_blobs
+            .lock()
+            .expect("blob set is never poisoned");
+        let mut new_blobs = false;
+        for entry in std::fs::read_dir(&self.blobs)? {
+            let entry = entry?;
+            if !synced.contains(&entry.file_name()) {
+                File::open(entry.path())?.sync_data()?;
+                synced.insert(entry.file_name());
+                new_blobs = true;
+            }
+        }
+        if new_blobs {
+            File::open(&self.blobs)?.sync_all()?;
+        }
+        Ok(())
+    }
 }

@@ -48,6 +48,12 @@ impl EventLog {
         self.store.durable_head()
     }
 
+    /// Fails once the store has faulted: its durable head no longer moves, so a stream's
+    /// checkpoints would claim a freshness it cannot give.
+    pub fn check_live(&self) -> Result<()> {
+        self.store.inner.durability.writable()
+    }
+
     /// The highest sequence that is durable, so may be sent.
     pub fn durable_head(&self) -> u64 {
         self.store.inner.durability.durable_head_now()
@@ -84,23 +90,49 @@ impl EventLog {
 
     /// Deletes events beyond both retention bounds: only those that are more than `keep_count`
     /// behind the head *and* older than `keep_since`. Returns how many were removed.
+    ///
+    /// Works in batches of [`PRUNE_BATCH`], each on the blocking pool and durable before the
+    /// next, so a large backlog never holds a runtime worker for long.
     pub async fn prune(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
-        let events = &self.store.trees().events;
-        let head = self.durable_head();
-        let below = head.saturating_sub(keep_count);
+        let below = self.durable_head().saturating_sub(keep_count);
         let mut removed = 0;
-        for entry in events.range(..=below.to_be_bytes()) {
+        loop {
+            let log = self.clone();
+            let batch = tokio::task::spawn_blocking(move || log.prune_batch(below, keep_since))
+                .await
+                .map_err(Error::internal)??;
+            if batch == 0 {
+                return Ok(removed);
+            }
+            self.store.sync().await?;
+            removed += batch;
+        }
+    }
+
+    /// Removes up to [`PRUNE_BATCH`] of the oldest events at or below `below` and older than
+    /// `keep_since`, in one atomic batch. Blocking.
+    fn prune_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
+        self.store.inner.durability.writable()?;
+        let events = &self.store.trees().events;
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        for entry in events.range(..=below.to_be_bytes()).take(PRUNE_BATCH) {
             let (key, value) = entry.map_err(Error::internal)?;
             let event = decode::<EventRecord>(&value)?.to_event(read_u64(Some(&key)))?;
             if event.revoked >= keep_since {
                 break;
             }
-            events.remove(key).map_err(Error::internal)?;
-            removed += 1;
+            batch.remove(key);
+            count += 1;
         }
-        if removed > 0 {
-            self.store.sync().await?;
+        if count > 0 {
+            events
+                .apply_batch(batch)
+                .map_err(|cause| self.store.inner.durability.fail(&cause))?;
         }
-        Ok(removed)
+        Ok(count)
     }
 }
+
+/// Events removed per pruning step.
+const PRUNE_BATCH: usize = 1000;

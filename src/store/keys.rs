@@ -8,7 +8,7 @@ use sled::{transaction::TransactionalTree, Transactional};
 use super::events::append_event;
 use super::orgs::org_not_found;
 use super::records::{decode, now, KeyRecord, OrgRecord, UserRecord};
-use super::{abort, finish, lift, Store, TxResult};
+use super::{abort, lift, Store, TxResult};
 use crate::domain::{
     Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent, RevocationReason, Validation,
     ZscKey, INVALID_EMAIL_OR_KEY,
@@ -106,7 +106,7 @@ impl Store {
         };
         let record = KeyRecord::from_info(&info).encode_to_vec();
         let replaced = self
-            .durable(finish(
+            .commit(|| {
                 (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
                     |(users, orgs, keys, meta, events)| {
                         let Some(mut org) = read_org(orgs, org_id)? else {
@@ -158,8 +158,8 @@ impl Store {
                         keys.insert(&hash.0, record.as_slice())?;
                         Ok(replaced)
                     },
-                ),
-            ))
+                )
+            })
             .await?;
         Ok(GeneratedKey {
             key,
@@ -173,8 +173,8 @@ impl Store {
         let t = self.trees();
         let now = now();
         let event = self
-            .durable(finish((&t.orgs, &t.keys, &t.meta, &t.events).transaction(
-                |(orgs, keys, meta, events)| {
+            .commit(|| {
+                (&t.orgs, &t.keys, &t.meta, &t.events).transaction(|(orgs, keys, meta, events)| {
                     let Some(mut org) = read_org(orgs, org_id)? else {
                         return abort(org_not_found(org_id));
                     };
@@ -195,8 +195,8 @@ impl Store {
                         Some(event) => Ok(event),
                         None => abort(no_key(org_id)),
                     }
-                },
-            )))
+                })
+            })
             .await?;
         Ok(event)
     }

@@ -17,15 +17,15 @@ mod accounts;
 mod backup;
 mod durability;
 mod events;
+mod files;
 mod keys;
 pub use keys::{GeneratedKey, KeyMode};
 mod orgs;
 mod records;
 
 use std::{
-    fs::{self, File, TryLockError},
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    fs::{File, TryLockError},
+    os::unix::fs::OpenOptionsExt,
     path::Path,
     sync::Arc,
 };
@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::domain::{random_base62, AccountToken, Error, Result, Role};
 use durability::Durability;
+use files::io_error;
 use records::AccountRecord;
 
 pub use backup::{backup, restore, BackupReport};
@@ -138,7 +139,7 @@ impl Store {
             .ok_or_else(|| Error::internal("data dir has no store id"))?;
         let store = Store {
             inner: Arc::new(Inner {
-                durability: Durability::open(db.clone(), trees.meta.clone())?,
+                durability: Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?,
                 db,
                 trees,
                 store_id,
@@ -170,11 +171,26 @@ impl Store {
             .map_err(Error::internal)?
     }
 
-    /// Answers a mutation only once it is durable, whatever its outcome: even a refusal or a
-    /// no-op may rest on another request's change that is committed but not yet flushed.
-    async fn durable<T>(&self, outcome: Result<T>) -> Result<T> {
+    /// Runs one mutation's transaction and answers only once it is durable, whatever its
+    /// outcome: even a refusal or a no-op may rest on another request's change that is
+    /// committed but not yet flushed. Nothing runs once the store has faulted.
+    async fn commit<T>(
+        &self,
+        transaction: impl FnOnce() -> std::result::Result<T, TransactionError<Error>>,
+    ) -> Result<T> {
+        let durability = &self.inner.durability;
+        durability.writable()?;
+        let outcome = transaction().map_err(|e| match e {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(cause) => durability.fail(&cause),
+        });
         self.sync().await?;
         outcome
+    }
+
+    /// Why the store refuses writes, once it does (disk full, a failed flush or fsync).
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.inner.durability.fault()
     }
 
     /// Head of the revocation log as far as it is durable; changes wake subscribers.
@@ -202,13 +218,15 @@ const TREE_NAMES: [&str; 9] = [
 
 /// Locks the data dir and opens its sled database (creating both if needed).
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
-    fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    files::create_private_dir(dir)?;
     let lock = lock_data_dir(dir)?;
+    let db_dir = dir.join("db");
     let db = sled::Config::new()
-        .path(dir.join("db"))
+        .path(&db_dir)
         .cache_capacity(options.cache_bytes)
         .open()
         .map_err(Error::internal)?;
+    files::secure_tree(dir)?;
     Ok((lock, db))
 }
 
@@ -223,6 +241,7 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| io_error(&path, e))?;
     match file.try_lock() {
@@ -262,26 +281,11 @@ fn initialise(dir: &Path, trees: &Trees) -> Result<()> {
     )
 }
 
-/// Writes a token to a new file only its owner can read (0600 from creation, never wider).
+/// Writes a token to a new file only its owner can read (0600 from creation, never wider),
+/// durably: a token acknowledged as written survives a power loss.
 pub fn write_token_file(path: &Path, token: &AccountToken) -> Result<()> {
-    let tmp = path.with_extension("token.tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut file = File::options()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_error(&tmp, e))?;
-    file.write_all(token.expose().as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| io_error(&tmp, e))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(|e| io_error(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_error(path, e))
-}
-
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::internal(format!("{}: {e}", path.display()))
+    let contents = zeroize::Zeroizing::new(format!("{}\n", token.expose()));
+    files::write_private_file(path, contents.as_bytes())
 }
 
 type TxResult<T> = ConflictableTransactionResult<T, Error>;

@@ -7,7 +7,7 @@ use sled::Transactional;
 
 use super::keys::{read_org, revoke_active_key, KeyTx};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
-use super::{abort, finish, lift, Store};
+use super::{abort, lift, Store};
 use crate::domain::{
     Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result, RevocationEvent,
     RevocationReason, User, UserStatus,
@@ -33,8 +33,8 @@ impl Store {
         }
         .encode_to_vec();
         let folded = name.folded();
-        self.durable(finish((&t.orgs, &t.org_names).transaction(
-            |(orgs, org_names)| {
+        self.commit(|| {
+            (&t.orgs, &t.org_names).transaction(|(orgs, org_names)| {
                 if org_names.get(folded.as_bytes())?.is_some() {
                     return abort(Error::AlreadyExists(format!(
                         "an org named {:?} already exists",
@@ -44,8 +44,8 @@ impl Store {
                 org_names.insert(folded.as_bytes(), org.id.as_str().as_bytes())?;
                 orgs.insert(org.id.as_str().as_bytes(), record.as_slice())?;
                 Ok(())
-            },
-        )))
+            })
+        })
         .await?;
         Ok(org)
     }
@@ -94,8 +94,8 @@ impl Store {
         };
         let record = UserRecord::from_user(&user).encode_to_vec();
         let index = org_user_key(&user.org_id, &user.email);
-        self.durable(finish((&t.orgs, &t.users, &t.org_users).transaction(
-            |(orgs, users, org_users)| {
+        self.commit(|| {
+            (&t.orgs, &t.users, &t.org_users).transaction(|(orgs, users, org_users)| {
                 if orgs.get(user.org_id.as_str())?.is_none() {
                     return abort(org_not_found(&user.org_id));
                 }
@@ -108,8 +108,8 @@ impl Store {
                 users.insert(user.email.as_str(), record.as_slice())?;
                 org_users.insert(index.as_slice(), &[])?;
                 Ok(())
-            },
-        )))
+            })
+        })
         .await?;
         Ok(user)
     }
@@ -192,7 +192,7 @@ impl Store {
     ) -> Result<UserChange> {
         let t = self.trees();
         let now = now();
-        self.durable(finish(
+        self.commit(|| {
             (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
                 |(users, orgs, keys, meta, events)| {
                     let Some(bytes) = users.get(email.as_str())? else {
@@ -231,8 +231,8 @@ impl Store {
                     };
                     Ok((user, event))
                 },
-            ),
-        ))
+            )
+        })
         .await
     }
 }

@@ -1,0 +1,63 @@
+//! What the server does when its storage fails (disk full, read-only, a failed flush or fsync).
+//!
+//! The store has already fenced itself (`store::Store::fault`): it refuses every change, and the
+//! revocation streams have ended. Reads and validation go on. Here the server reports
+//! NOT_SERVING, and waits until the data dir takes writes again: sled 0.34 refuses every write
+//! after an I/O error until it is reopened, so recovering means a restart, and the server stops
+//! (exiting non-zero) for its supervisor to restart it on a clean open.
+
+use std::{path::PathBuf, time::Duration};
+
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::store::Store;
+
+/// How often a faulted server checks whether its data dir takes writes again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// What "takes writes again" means: room for this much more than sled needs to open and write.
+const PROBE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Completes, with the cause, once the store has faulted and the data dir takes writes again;
+/// from the fault on, every name in `names` reports NOT_SERVING. Never completes otherwise.
+pub async fn restart_needed(
+    store: Store,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    data_dir: PathBuf,
+) -> String {
+    let mut fault = store.fault();
+    let cause = fault
+        .wait_for(Option::is_some)
+        .await
+        .map(|cause| cause.clone().unwrap_or_default());
+    let Ok(cause) = cause else {
+        // The store is gone: nothing to watch.
+        return std::future::pending().await;
+    };
+    for name in names {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    while let Err(error) = probe(data_dir.clone()).await {
+        tracing::debug!(%error, "data dir still refuses writes");
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+    cause
+}
+
+/// Writes, syncs and removes a probe file in the data dir.
+async fn probe(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let path = dir.join("write-probe");
+        let result = std::fs::File::create(&path).and_then(|mut file| {
+            file.write_all(&vec![0; PROBE_BYTES])?;
+            file.sync_all()
+        });
+        let _ = std::fs::remove_file(&path);
+        result
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

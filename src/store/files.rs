@@ -1,0 +1,87 @@
+//! Files on disk: private modes, and the fsyncs that make a new or renamed file survive a power
+//! loss (a file's data is not enough: the directory entry naming it must be synced too).
+//!
+//! The data dir holds every email and every key and token hash, so it is 0700 and what is in
+//! it 0600, whatever the umask; an existing data dir is tightened when it is opened.
+
+use std::{
+    fs::{self, DirBuilder, File},
+    io::Write,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+use crate::domain::{Error, Result};
+
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (0700) and any missing parents, or tightens an existing one to 0700; the
+/// parent's entry for it is synced.
+pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| io_error(dir, e))?;
+    set_mode(dir, DIR_MODE)?;
+    fsync_parent(dir)
+}
+
+/// Tightens every file under `dir` to 0600 and every directory to 0700 (sled creates them
+/// under the process umask), and fsyncs each, so that what sled created is stable by name.
+pub(super) fn secure_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+        let path = entry.map_err(|e| io_error(dir, e))?.path();
+        if path.is_dir() {
+            secure_tree(&path)?;
+        } else {
+            set_mode(&path, FILE_MODE)?;
+            sync_path(&path)?;
+        }
+    }
+    set_mode(dir, DIR_MODE)?;
+    sync_path(dir)
+}
+
+/// Writes `bytes` to a new file at `path`, 0600 from creation: written aside, fsynced, renamed
+/// into place and the rename fsynced, so a crash leaves either the old file or the whole new one.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    // A fresh file, so 0600 holds even if an old partial file had wider permissions.
+    let _ = fs::remove_file(&tmp);
+    let mut file = File::options()
+        .create_new(true)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(&tmp, e))?;
+    set_mode(&tmp, FILE_MODE)?;
+    fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    fsync_parent(path)
+}
+
+/// Makes `path`'s creation, removal or rename durable by syncing the directory holding it.
+pub(super) fn fsync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_path(parent),
+        _ => sync_path(Path::new(".")),
+    }
+}
+
+fn sync_path(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error(path, e))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_error(path, e))
+}
+
+pub(super) fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("{}: {e}", path.display()))
+}
