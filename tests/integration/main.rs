@@ -3,6 +3,7 @@
 
 mod access;
 mod common;
+mod crash;
 mod deploy;
 mod durability;
 mod grpcurl;
