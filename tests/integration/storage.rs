@@ -323,6 +323,14 @@ async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restar
     let (org_id, admin, first_key) = org_with_key(&mut op, "Acme").await;
     let (_, other_admin, other_key) = org_with_key(&mut op, "Globex").await;
 
+    // A subscriber following the log from before the disk fills.
+    let mut stream = op
+        .keys
+        .watch_revocations(watch_from(None))
+        .await
+        .unwrap()
+        .into_inner();
+
     let filler = disk.fill();
     // Regenerate until the full disk refuses: each OK is acknowledged and must survive.
     let mut acknowledged = vec![first_key];
@@ -363,7 +371,20 @@ async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restar
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(health_of(&addr).await, ServingStatus::NotServing);
-    // A revocation stream would claim a freshness the store cannot give: refused.
+    // The durable head stands still, so a stream would claim a freshness the store cannot
+    // give: the open one ends UNAVAILABLE (its Verifier fails closed) and new ones are refused.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the open stream ends");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     let watch = op.keys.watch_revocations(watch_from(None)).await;
     expect_code(watch.map(|_| ()), Code::Unavailable);
 
