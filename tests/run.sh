@@ -21,7 +21,12 @@ if [ "$("$TOOLS/node_modules/.bin/buf" --version 2>/dev/null)" != "$BUF" ]; then
   npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@$BUF"
 fi
 export PATH="$TOOLS/node_modules/.bin:$PATH"
-command -v jq >/dev/null || { apt-get update -q && apt-get install -y -q jq; }
+# jq for the README walkthrough; strace, pkill (procps) and mount for the storage tests.
+missing=()
+command -v jq >/dev/null || missing+=(jq)
+command -v strace >/dev/null || missing+=(strace)
+command -v pkill >/dev/null || missing+=(procps)
+if [ ${#missing[@]} -gt 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; fi
 
 echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \
   "grpcio-tools $GRPCIO_TOOLS, $(jq --version), $(cargo --version)"
