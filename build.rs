@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/zsc/v1/user_service.proto",
     "proto/zsc/v1/key_service.proto",
     "proto/zsc/v1/access_service.proto",
+    "proto/zsc/v1/audit_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::enum_field;
 use crate::domain::{AccountName, Role};
 use crate::proto::{self as pb, access_service_server::AccessService};
@@ -23,10 +24,11 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::CreateServiceAccountRequest>,
     ) -> Result<Response<pb::CreateServiceAccountResponse>, Status> {
+        let by = caller(&request)?;
         let req = request.into_inner();
         let name = AccountName::parse(&req.name)?;
         let role = enum_field("role", req.role, Role::from_code)?;
-        let (account, token) = self.store.create_account(name, role).await?;
+        let (account, token) = self.store.create_account(&by, name, role).await?;
         tracing::info!(account = %account.name, role = ?account.role, "service account created");
         Ok(Response::new(pb::CreateServiceAccountResponse {
             account: Some(account.into()),
@@ -48,8 +50,9 @@ impl AccessService for AccessApi {
         &self,
         request: Request<pb::DeleteServiceAccountRequest>,
     ) -> Result<Response<pb::DeleteServiceAccountResponse>, Status> {
+        let by = caller(&request)?;
         let name = AccountName::parse(&request.get_ref().name)?;
-        self.store.delete_account(&name).await?;
+        self.store.delete_account(&by, &name).await?;
         tracing::info!(account = %name, "service account deleted");
         Ok(Response::new(pb::DeleteServiceAccountResponse {}))
     }

@@ -14,7 +14,7 @@ use http::{Request, Response};
 use tonic::{body::Body, Status};
 use tower::{Layer, Service};
 
-use crate::domain::{AccountToken, Caller, Error, Role};
+use crate::domain::{AccountToken, Caller, Error, OrgId, Role};
 use crate::store::Store;
 
 const OPERATOR: &[Role] = &[Role::Operator];
@@ -42,6 +42,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.AccessService/CreateServiceAccount", OPERATOR),
     ("/zsc.v1.AccessService/ListServiceAccounts", OPERATOR),
     ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
+    ("/zsc.v1.AuditService/ListAuditEvents", STAFF),
 ];
 
 /// Paths served without a token.
@@ -97,6 +98,37 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         .into());
     }
     Ok(caller)
+}
+
+/// The caller the auth layer admitted. Every zsc.v1 request has one: a handler reached without
+/// it is a wiring bug, answered INTERNAL.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            Error::internal("a zsc.v1 request reached its handler without passing the auth layer")
+                .into()
+        })
+}
+
+/// Whose audit entries `caller` may list: an operator's listing may span every org; the
+/// console's must name one org (so that the CRM shows each org its own history).
+pub fn audit_scope(caller: &Caller, org_id: Option<OrgId>) -> Result<Option<OrgId>, Status> {
+    match (caller.role, org_id) {
+        (Role::Operator, org_id) => Ok(org_id),
+        (Role::Console, Some(org_id)) => Ok(Some(org_id)),
+        (Role::Console, None) => Err(Error::invalid(
+            "org_id is required: the console lists one org's audit entries at a time",
+        )
+        .into()),
+        (Role::Consumer, _) => Err(Error::PermissionDenied(format!(
+            "service account {} (consumer) may not read the audit trail",
+            caller.name
+        ))
+        .into()),
+    }
 }
 
 /// The tower layer that runs `authorize` on every request.

@@ -85,8 +85,45 @@ impl From<domain::KeyInfo> for pb::KeyInfo {
             owner_email: info.owner.to_string(),
             key_prefix: info.key_prefix,
             create_time: ts(info.created),
+            usage: Vec::new(),
         }
     }
+}
+
+impl From<domain::KeyUsage> for pb::KeyUsage {
+    fn from(usage: domain::KeyUsage) -> Self {
+        pb::KeyUsage {
+            consumer: usage.consumer.to_string(),
+            validations: usage.validations,
+            last_validated_time: ts(usage.last_validated),
+        }
+    }
+}
+
+impl From<domain::AuditEvent> for pb::AuditEvent {
+    fn from(event: domain::AuditEvent) -> Self {
+        pb::AuditEvent {
+            sequence: event.sequence,
+            time: ts(event.time),
+            caller: event.caller.to_string(),
+            caller_role: event.caller_role.code(),
+            actor_email: event.actor.map(|a| a.to_string()).unwrap_or_default(),
+            action: event.action.code(),
+            org_id: event.org_id.map(|o| o.to_string()).unwrap_or_default(),
+            target: event.target,
+            revocation_sequence: event.revocation_sequence.unwrap_or(0),
+        }
+    }
+}
+
+/// A request's optional time bound: unset is None; a timestamp out of range is INVALID_ARGUMENT.
+pub fn time_field(field: &str, value: Option<Timestamp>) -> Result<Option<std::time::SystemTime>> {
+    value
+        .map(|t| {
+            std::time::SystemTime::try_from(t)
+                .map_err(|_| Error::invalid(format!("{field} is not a valid time")))
+        })
+        .transpose()
 }
 
 impl From<domain::ServiceAccount> for pb::ServiceAccount {

@@ -2,8 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::watch::{self, WatchConfig, WatchStream};
-use crate::domain::{Email, Error, OrgId, RevocationEvent, ZscKey};
+use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
@@ -31,13 +32,14 @@ impl KeyApi {
 
     async fn generate(
         &self,
+        by: &Caller,
         org_id: &str,
         actor_email: &str,
         mode: KeyMode,
     ) -> Result<pb::GenerateKeyResponse, Status> {
         let org_id = OrgId::parse("org_id", org_id)?;
         let actor = Email::parse("actor_email", actor_email)?;
-        let generated = self.store.generate_key(&org_id, &actor, mode).await?;
+        let generated = self.store.generate_key(by, &org_id, &actor, mode).await?;
         if let Some(event) = &generated.replaced {
             revoked(&self.metrics, event);
         }
@@ -67,9 +69,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::GenerateKeyRequest>,
     ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let by = caller(&request)?;
         let req = request.get_ref();
         Ok(Response::new(
-            self.generate(&req.org_id, &req.actor_email, KeyMode::New)
+            self.generate(&by, &req.org_id, &req.actor_email, KeyMode::New)
                 .await?,
         ))
     }
@@ -78,9 +81,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::RegenerateKeyRequest>,
     ) -> Result<Response<pb::GenerateKeyResponse>, Status> {
+        let by = caller(&request)?;
         let req = request.get_ref();
         Ok(Response::new(
-            self.generate(&req.org_id, &req.actor_email, KeyMode::Replace)
+            self.generate(&by, &req.org_id, &req.actor_email, KeyMode::Replace)
                 .await?,
         ))
     }
@@ -89,8 +93,9 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::RevokeKeyRequest>,
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
+        let by = caller(&request)?;
         let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
-        let event = self.store.revoke_key(&org_id).await?;
+        let event = self.store.revoke_key(&by, &org_id).await?;
         revoked(&self.metrics, &event);
         Ok(Response::new(pb::RevokeKeyResponse {
             event: Some(event.into()),
@@ -102,18 +107,24 @@ impl KeyService for KeyApi {
         request: Request<pb::GetKeyInfoRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
         let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
-        Ok(Response::new(self.store.key_info(&org_id)?.into()))
+        let info = self.store.key_info(&org_id)?;
+        let usage = self.store.key_usage(&info.key_id)?;
+        let mut info = pb::KeyInfo::from(info);
+        info.usage = usage.into_iter().map(Into::into).collect();
+        Ok(Response::new(info))
     }
 
     async fn validate_key(
         &self,
         request: Request<pb::ValidateKeyRequest>,
     ) -> Result<Response<pb::ValidateKeyResponse>, Status> {
+        let consumer = caller(&request)?.name;
         let req = request.get_ref();
         // The key's shape is checked first, offline: a typo never reaches the database.
         let parsed =
             ZscKey::parse(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
-        let outcome = parsed.and_then(|(key, email)| self.store.validate_key(&email, &key));
+        let outcome =
+            parsed.and_then(|(key, email)| self.store.validate_key(&email, &key, &consumer));
         self.metrics.validation(match &outcome {
             Ok(_) => Validation::Ok,
             Err(Error::InvalidArgument(_)) => Validation::Malformed,

@@ -2,6 +2,7 @@
 //! messages. Architecture invariant: only this module (and `server`) knows tonic.
 
 mod access;
+mod audit;
 mod auth;
 mod convert;
 mod keys;
@@ -12,6 +13,7 @@ mod users;
 mod watch;
 
 pub use access::AccessApi;
+pub use audit::AuditApi;
 pub use auth::AuthLayer;
 pub use keys::KeyApi;
 pub use limit::{RequestLimitLayer, MAX_REQUEST_BYTES};

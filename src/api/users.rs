@@ -2,6 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::caller;
 use super::convert::{enum_field, page_token, parse_page_token};
 use super::keys::revoked;
 use crate::domain::{page_limit, Edition, Email, Name, OrgId, Profile, RevocationEvent, User};
@@ -44,10 +45,11 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
+        let by = caller(&request)?;
         let req = request.into_inner();
         let name = Name::parse("name", &req.name)?;
         let edition = enum_field("edition", req.edition, Edition::from_code)?;
-        let org = self.store.create_org(name, edition).await?;
+        let org = self.store.create_org(&by, name, edition).await?;
         tracing::info!(org_id = %org.id, "org created");
         Ok(Response::new(org.into()))
     }
@@ -78,6 +80,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
+        let by = caller(&request)?;
         let req = request.into_inner();
         let org_id = OrgId::parse("org_id", &req.org_id)?;
         let email = email(&req.email)?;
@@ -85,7 +88,7 @@ impl UserService for UserApi {
         let profile = enum_field("profile", req.profile, Profile::from_code)?;
         let user = self
             .store
-            .create_user(org_id, email, display_name, profile)
+            .create_user(&by, org_id, email, display_name, profile)
             .await?;
         Ok(Response::new(user.into()))
     }
@@ -118,25 +121,28 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::UpdateUserProfileRequest>,
     ) -> Result<Response<pb::User>, Status> {
+        let by = caller(&request)?;
         let req = request.into_inner();
         let email = email(&req.email)?;
         let profile = enum_field("profile", req.profile, Profile::from_code)?;
-        Ok(self.changed(self.store.update_user_profile(&email, profile).await?))
+        Ok(self.changed(self.store.update_user_profile(&by, &email, profile).await?))
     }
 
     async fn deactivate_user(
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
+        let by = caller(&request)?;
         let email = email(&request.get_ref().email)?;
-        Ok(self.changed(self.store.deactivate_user(&email).await?))
+        Ok(self.changed(self.store.deactivate_user(&by, &email).await?))
     }
 
     async fn reactivate_user(
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
+        let by = caller(&request)?;
         let email = email(&request.get_ref().email)?;
-        Ok(self.changed(self.store.reactivate_user(&email).await?))
+        Ok(self.changed(self.store.reactivate_user(&by, &email).await?))
     }
 }

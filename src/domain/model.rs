@@ -30,6 +30,23 @@ coded_enum!(Profile { Administrator = 1, Standard = 2 });
 coded_enum!(UserStatus { Active = 1, Deactivated = 2 });
 coded_enum!(Role { Operator = 1, Console = 2, Consumer = 3 });
 coded_enum!(RevocationReason { Regenerated = 1, OwnerDeactivated = 2, OwnerDemoted = 3, Revoked = 4 });
+coded_enum!(
+    /// What a change recorded in the audit trail did.
+    AuditAction {
+        OrgCreated = 1,
+        UserCreated = 2,
+        UserProfileChanged = 3,
+        UserDeactivated = 4,
+        UserReactivated = 5,
+        KeyGenerated = 6,
+        KeyRegenerated = 7,
+        KeyRevoked = 8,
+        ServiceAccountCreated = 9,
+        ServiceAccountDeleted = 10,
+        OperatorTokenRotated = 11,
+        StoreRestored = 12,
+    }
+);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Org {
@@ -91,6 +108,65 @@ pub struct RevocationEvent {
 pub struct Caller {
     pub name: AccountName,
     pub role: Role,
+}
+
+/// The caller the audit trail names for the offline commands (`zsc operator-token`,
+/// `zsc restore`) and for the store's own first start. No service account may take the name.
+pub const CLI_CALLER: &str = "zsc-cli";
+
+impl Caller {
+    /// The offline commands, acting with an operator's power.
+    pub fn cli() -> Caller {
+        Caller {
+            name: AccountName::from_trusted(CLI_CALLER.to_owned()),
+            role: Role::Operator,
+        }
+    }
+}
+
+/// One entry of the audit trail: who changed what, when. Never a secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub sequence: u64,
+    pub time: SystemTime,
+    pub caller: AccountName,
+    pub caller_role: Role,
+    /// The administrator the console acted for, when the request named one.
+    pub actor: Option<Email>,
+    pub action: AuditAction,
+    pub org_id: Option<OrgId>,
+    /// A user's email, a key_id or a service account's name.
+    pub target: String,
+    /// The revocation this change appended to the revocation log.
+    pub revocation_sequence: Option<u64>,
+}
+
+/// Which audit entries a listing wants.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub org_id: Option<OrgId>,
+    /// Any of these (all when empty).
+    pub actions: Vec<AuditAction>,
+    /// At or after.
+    pub since: Option<SystemTime>,
+    /// Before.
+    pub until: Option<SystemTime>,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, event: &AuditEvent) -> bool {
+        (self.actions.is_empty() || self.actions.contains(&event.action))
+            && self.since.is_none_or(|since| event.time >= since)
+            && self.until.is_none_or(|until| event.time < until)
+    }
+}
+
+/// One service account's successful validations of a key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyUsage {
+    pub consumer: AccountName,
+    pub validations: u64,
+    pub last_validated: SystemTime,
 }
 
 /// A successful key validation, and the log head it was read at.

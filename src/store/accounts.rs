@@ -4,8 +4,10 @@ use prost::Message;
 use sled::Transactional;
 
 use super::records::{decode, micros, now, AccountRecord};
-use super::{abort, lift, tx_u64, Store, META_OPERATORS};
-use crate::domain::{AccountName, AccountToken, Caller, Error, Result, Role, ServiceAccount};
+use super::{abort, audit, lift, tx_u64, Store, META_OPERATORS};
+use crate::domain::{
+    AccountName, AccountToken, AuditAction, Caller, Error, Result, Role, ServiceAccount, CLI_CALLER,
+};
 
 /// The one message for a bad bearer token, whatever was wrong with it.
 const UNKNOWN_TOKEN: &str = "unknown or revoked token";
@@ -14,6 +16,7 @@ impl Store {
     /// Creates an account and its token. The token is returned here and never again.
     pub async fn create_account(
         &self,
+        by: &Caller,
         name: AccountName,
         role: Role,
     ) -> Result<(ServiceAccount, AccountToken)> {
@@ -31,23 +34,32 @@ impl Store {
             token_hash: hash.0.to_vec(),
         }
         .encode_to_vec();
+        if account.name.as_str() == CLI_CALLER {
+            return Err(Error::invalid(format!(
+                "the name {CLI_CALLER} is reserved: the audit trail names the offline commands so"
+            )));
+        }
         let name = account.name.as_str().as_bytes();
         self.commit(|| {
-            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
-                if accounts.get(name)?.is_some() {
-                    return abort(Error::AlreadyExists(format!(
-                        "a service account named {} already exists",
-                        account.name
-                    )));
-                }
-                accounts.insert(name, record.as_slice())?;
-                tokens.insert(&hash.0, name)?;
-                if role == Role::Operator {
-                    let operators = tx_u64(meta, META_OPERATORS)?;
-                    meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
-                }
-                Ok(())
-            })
+            (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(
+                |(accounts, tokens, meta, trail)| {
+                    if accounts.get(name)?.is_some() {
+                        return abort(Error::AlreadyExists(format!(
+                            "a service account named {} already exists",
+                            account.name
+                        )));
+                    }
+                    accounts.insert(name, record.as_slice())?;
+                    tokens.insert(&hash.0, name)?;
+                    if role == Role::Operator {
+                        let operators = tx_u64(meta, META_OPERATORS)?;
+                        meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
+                    }
+                    let action = AuditAction::ServiceAccountCreated;
+                    audit::append(trail, audit::entry(by, action, None, account.name.as_str()))?;
+                    Ok(())
+                },
+            )
         })
         .await?;
         Ok((account, token))
@@ -69,10 +81,10 @@ impl Store {
 
     /// Deletes an account; its token fails from the moment this returns. The last operator
     /// account cannot be deleted (that would lock every operator out).
-    pub async fn delete_account(&self, name: &AccountName) -> Result<()> {
+    pub async fn delete_account(&self, by: &Caller, name: &AccountName) -> Result<()> {
         let t = self.trees();
         let key = name.as_str().as_bytes();
-        self.commit(|| (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
+        self.commit(|| (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(|(accounts, tokens, meta, trail)| {
             let Some(bytes) = accounts.get(key)? else {
                 return abort(Error::not_found(format!("service account {name} not found")));
             };
@@ -88,6 +100,8 @@ impl Store {
             }
             accounts.remove(key)?;
             tokens.remove(record.token_hash.as_slice())?;
+            let action = AuditAction::ServiceAccountDeleted;
+            audit::append(trail, audit::entry(by, action, None, name.as_str()))?;
             Ok(())
         })).await
     }
@@ -124,34 +138,39 @@ impl Store {
         let hash = token.hash();
         let name = super::BOOTSTRAP_OPERATOR.as_bytes();
         self.commit(|| {
-            (&t.accounts, &t.tokens, &t.meta).transaction(|(accounts, tokens, meta)| {
-                let record = match accounts.get(name)? {
-                    Some(bytes) => {
-                        let mut record = lift(decode::<AccountRecord>(&bytes))?;
-                        if record.role != Role::Operator.code() {
-                            return abort(Error::FailedPrecondition(
+            (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(
+                |(accounts, tokens, meta, trail)| {
+                    let record = match accounts.get(name)? {
+                        Some(bytes) => {
+                            let mut record = lift(decode::<AccountRecord>(&bytes))?;
+                            if record.role != Role::Operator.code() {
+                                return abort(Error::FailedPrecondition(
                                 "the account named operator is not an operator; delete it first"
                                     .into(),
                             ));
+                            }
+                            tokens.remove(record.token_hash.as_slice())?;
+                            record.token_hash = hash.0.to_vec();
+                            record
                         }
-                        tokens.remove(record.token_hash.as_slice())?;
-                        record.token_hash = hash.0.to_vec();
-                        record
-                    }
-                    None => {
-                        let operators = tx_u64(meta, META_OPERATORS)?;
-                        meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
-                        AccountRecord {
-                            role: Role::Operator.code(),
-                            created_us: micros(now()),
-                            token_hash: hash.0.to_vec(),
+                        None => {
+                            let operators = tx_u64(meta, META_OPERATORS)?;
+                            meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
+                            AccountRecord {
+                                role: Role::Operator.code(),
+                                created_us: micros(now()),
+                                token_hash: hash.0.to_vec(),
+                            }
                         }
-                    }
-                };
-                accounts.insert(name, record.encode_to_vec())?;
-                tokens.insert(&hash.0, name)?;
-                Ok(())
-            })
+                    };
+                    accounts.insert(name, record.encode_to_vec())?;
+                    tokens.insert(&hash.0, name)?;
+                    let action = AuditAction::OperatorTokenRotated;
+                    let target = super::BOOTSTRAP_OPERATOR;
+                    audit::append(trail, audit::entry(&Caller::cli(), action, None, target))?;
+                    Ok(())
+                },
+            )
         })
         .await
     }

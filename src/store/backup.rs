@@ -13,8 +13,8 @@ use std::{fs, path::Path};
 use prost::Message;
 
 use super::{
-    files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions, META_HEAD,
-    META_STORE_ID, TREE_NAMES,
+    audit, files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions,
+    META_HEAD, META_STORE_ID, TREE_NAMES,
 };
 use crate::domain::{random_base62, Error, Result};
 
@@ -112,6 +112,11 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
         fs::remove_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
     }
     let store_id = format!("st_{}", random_base62(16));
+    let from_store = entries
+        .iter()
+        .find(|e| e.tree == "meta" && e.key == META_STORE_ID)
+        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+        .unwrap_or_default();
     let head = {
         let db = sled::Config::new()
             .path(&staging)
@@ -125,6 +130,13 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
             if name == "meta" {
                 // A restore is a new store: no subscriber may resume across it.
                 batch.insert(META_STORE_ID, store_id.as_bytes());
+            }
+            if name == "audit" {
+                let in_tree = entries.iter().filter(|e| e.tree == name);
+                let head = audit::head_of(in_tree.map(|e| (e.key.as_slice(), e.value.as_slice())));
+                for (key, value) in audit::restored(head, &from_store) {
+                    batch.insert(key, value);
+                }
             }
             db.open_tree(name)
                 .map_err(Error::internal)?

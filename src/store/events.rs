@@ -8,7 +8,7 @@ use sled::transaction::TransactionalTree;
 use tokio::sync::watch;
 
 use super::records::{decode, EventRecord};
-use super::{read_u64, tx_u64, Store, TxResult, META_HEAD};
+use super::{read_u64, tx_u64, Store, TxResult, META_HEAD, PRUNE_BATCH};
 use crate::domain::{Error, Result, RevocationEvent};
 
 /// Appends `event` with the next sequence number; the caller's transaction makes it atomic
@@ -133,6 +133,3 @@ impl EventLog {
         Ok(count)
     }
 }
-
-/// Events removed per pruning step.
-const PRUNE_BATCH: usize = 1000;

@@ -8,10 +8,10 @@ use sled::{transaction::TransactionalTree, Transactional};
 use super::events::append_event;
 use super::orgs::org_not_found;
 use super::records::{decode, now, KeyRecord, OrgRecord, UserRecord};
-use super::{abort, lift, Store, TxResult};
+use super::{abort, audit, lift, Store, TxResult};
 use crate::domain::{
-    Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent, RevocationReason, Validation,
-    ZscKey, INVALID_EMAIL_OR_KEY,
+    AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
+    RevocationReason, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
 };
 
 /// The trees a revocation touches, inside a transaction.
@@ -89,6 +89,7 @@ impl Store {
     /// Generates the org's key for `actor`, who must be an active administrator of the org.
     pub async fn generate_key(
         &self,
+        by: &Caller,
         org_id: &OrgId,
         actor: &Email,
         mode: KeyMode,
@@ -107,8 +108,8 @@ impl Store {
         let record = KeyRecord::from_info(&info).encode_to_vec();
         let replaced = self
             .commit(|| {
-                (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
-                    |(users, orgs, keys, meta, events)| {
+                (&t.users, &t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
+                    |(users, orgs, keys, meta, events, trail)| {
                         let Some(mut org) = read_org(orgs, org_id)? else {
                             return abort(org_not_found(org_id));
                         };
@@ -156,6 +157,12 @@ impl Store {
                         org.active_key = Some(hash.0.to_vec());
                         orgs.insert(org_id.as_str(), org.encode_to_vec())?;
                         keys.insert(&hash.0, record.as_slice())?;
+                        let action = match mode {
+                            KeyMode::New => AuditAction::KeyGenerated,
+                            KeyMode::Replace => AuditAction::KeyRegenerated,
+                        };
+                        let entry = audit::entry(by, action, Some(org_id), info.key_id.as_str());
+                        audit::append(trail, entry.acting_for(actor).revoking(replaced.as_ref()))?;
                         Ok(replaced)
                     },
                 )
@@ -169,33 +176,41 @@ impl Store {
     }
 
     /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
-    pub async fn revoke_key(&self, org_id: &OrgId) -> Result<RevocationEvent> {
+    pub async fn revoke_key(&self, by: &Caller, org_id: &OrgId) -> Result<RevocationEvent> {
         let t = self.trees();
         let now = now();
         let event = self
             .commit(|| {
-                (&t.orgs, &t.keys, &t.meta, &t.events).transaction(|(orgs, keys, meta, events)| {
-                    let Some(mut org) = read_org(orgs, org_id)? else {
-                        return abort(org_not_found(org_id));
-                    };
-                    let tx = KeyTx {
-                        orgs,
-                        keys,
-                        meta,
-                        events,
-                    };
-                    match revoke_active_key(
-                        &tx,
-                        org_id,
-                        &mut org,
-                        None,
-                        RevocationReason::Revoked,
-                        now,
-                    )? {
-                        Some(event) => Ok(event),
-                        None => abort(no_key(org_id)),
-                    }
-                })
+                (&t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
+                    |(orgs, keys, meta, events, trail)| {
+                        let Some(mut org) = read_org(orgs, org_id)? else {
+                            return abort(org_not_found(org_id));
+                        };
+                        let tx = KeyTx {
+                            orgs,
+                            keys,
+                            meta,
+                            events,
+                        };
+                        match revoke_active_key(
+                            &tx,
+                            org_id,
+                            &mut org,
+                            None,
+                            RevocationReason::Revoked,
+                            now,
+                        )? {
+                            Some(event) => {
+                                let action = AuditAction::KeyRevoked;
+                                let entry =
+                                    audit::entry(by, action, Some(org_id), event.key_id.as_str());
+                                audit::append(trail, entry.revoking(Some(&event)))?;
+                                Ok(event)
+                            }
+                            None => abort(no_key(org_id)),
+                        }
+                    },
+                )
             })
             .await?;
         Ok(event)
@@ -221,7 +236,13 @@ impl Store {
 
     /// Checks "owner email + key". Every failure is the same Unauthenticated error, so a caller
     /// cannot tell a wrong email from a revoked key or a demoted owner.
-    pub fn validate_key(&self, email: &Email, key: &ZscKey) -> Result<Validation> {
+    /// A success is counted as `consumer`'s use of the key.
+    pub fn validate_key(
+        &self,
+        email: &Email,
+        key: &ZscKey,
+        consumer: &AccountName,
+    ) -> Result<Validation> {
         let t = self.trees();
         // The durable head, read before anything else: every revocation at or below it is
         // committed, so the reads below see its effect; and being durable, that sequence can
@@ -250,6 +271,7 @@ impl Store {
             Err(Error::NotFound(_)) => return Err(denied()),
             other => other?,
         };
+        self.count_validation(&info.key_id, consumer);
         Ok(Validation {
             org,
             key_id: info.key_id,

@@ -8,12 +8,15 @@
 //! - `keys`: blake3(key) -> `KeyRecord`
 //! - `accounts`: name -> `AccountRecord`; `tokens`: blake3(token) -> name
 //! - `events`: big-endian sequence -> `EventRecord`
+//! - `audit`: the audit trail and its org index (`audit.rs`)
+//! - `usage`: key_id \0 account -> `UsageRecord`, saved validation counts (`usage.rs`)
 //!
 //! Every mutation is one sled transaction over the trees it touches (so no crash leaves half a
 //! change, and a revocation is logged atomically with the change it records), followed by a
 //! shared flush (`durability.rs`) before it returns.
 
 mod accounts;
+mod audit;
 mod backup;
 mod durability;
 mod events;
@@ -22,6 +25,7 @@ mod keys;
 pub use keys::{GeneratedKey, KeyMode};
 mod orgs;
 mod records;
+mod usage;
 
 use std::{
     fs::{File, TryLockError},
@@ -38,7 +42,7 @@ use sled::transaction::{
 use sled::Transactional;
 use tokio::sync::watch;
 
-use crate::domain::{random_base62, AccountToken, Error, Result, Role};
+use crate::domain::{random_base62, AccountToken, AuditAction, Caller, Error, Result, Role};
 use durability::Durability;
 use files::io_error;
 use records::AccountRecord;
@@ -82,6 +86,7 @@ struct Inner {
     trees: Trees,
     store_id: String,
     durability: Durability,
+    usage: usage::UsageCounters,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -96,6 +101,8 @@ struct Trees {
     accounts: sled::Tree,
     tokens: sled::Tree,
     events: sled::Tree,
+    audit: sled::Tree,
+    usage: sled::Tree,
 }
 
 /// What `Store::open` found.
@@ -121,6 +128,8 @@ impl Store {
             accounts: open("accounts")?,
             tokens: open("tokens")?,
             events: open("events")?,
+            audit: open("audit")?,
+            usage: open("usage")?,
         };
         let created = trees
             .meta
@@ -140,6 +149,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 durability: Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?,
+                usage: usage::UsageCounters::default(),
                 db,
                 trees,
                 store_id,
@@ -204,7 +214,7 @@ impl Store {
 }
 
 /// Every tree, in the order backups write them.
-const TREE_NAMES: [&str; 9] = [
+const TREE_NAMES: [&str; 11] = [
     "meta",
     "orgs",
     "org_names",
@@ -214,7 +224,12 @@ const TREE_NAMES: [&str; 9] = [
     "accounts",
     "tokens",
     "events",
+    "audit",
+    "usage",
 ];
+
+/// Log or audit entries removed per pruning step: each step is one batch on the blocking pool.
+const PRUNE_BATCH: usize = 1000;
 
 /// Locks the data dir and opens its sled database (creating both if needed).
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
@@ -269,15 +284,20 @@ fn initialise(dir: &Path, trees: &Trees) -> Result<()> {
     .encode_to_vec();
     let hash = token.hash();
     finish(
-        (&trees.meta, &trees.accounts, &trees.tokens).transaction(|(meta, accounts, tokens)| {
-            meta.insert(META_STORE_ID, store_id.as_bytes())?;
-            meta.insert(META_HEAD, &0u64.to_be_bytes())?;
-            meta.insert(META_OPERATORS, &1u64.to_be_bytes())?;
-            accounts.insert(BOOTSTRAP_OPERATOR.as_bytes(), account.as_slice())?;
-            tokens.insert(&hash.0, BOOTSTRAP_OPERATOR.as_bytes())?;
-            meta.insert(META_INITIALISED, &[1])?;
-            Ok(())
-        }),
+        (&trees.meta, &trees.accounts, &trees.tokens, &trees.audit).transaction(
+            |(meta, accounts, tokens, trail)| {
+                meta.insert(META_STORE_ID, store_id.as_bytes())?;
+                meta.insert(META_HEAD, &0u64.to_be_bytes())?;
+                meta.insert(META_OPERATORS, &1u64.to_be_bytes())?;
+                accounts.insert(BOOTSTRAP_OPERATOR.as_bytes(), account.as_slice())?;
+                tokens.insert(&hash.0, BOOTSTRAP_OPERATOR.as_bytes())?;
+                let action = AuditAction::ServiceAccountCreated;
+                let entry = audit::entry(&Caller::cli(), action, None, BOOTSTRAP_OPERATOR);
+                audit::append(trail, entry)?;
+                meta.insert(META_INITIALISED, &[1])?;
+                Ok(())
+            },
+        ),
     )
 }
 

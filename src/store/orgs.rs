@@ -7,17 +7,17 @@ use sled::Transactional;
 
 use super::keys::{read_org, revoke_active_key, KeyTx};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
-use super::{abort, lift, Store};
+use super::{abort, audit, lift, Store};
 use crate::domain::{
-    Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result, RevocationEvent,
-    RevocationReason, User, UserStatus,
+    AuditAction, Caller, Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result,
+    RevocationEvent, RevocationReason, User, UserStatus,
 };
 
 /// A user change and the revocation it caused, if any.
 pub type UserChange = (User, Option<RevocationEvent>);
 
 impl Store {
-    pub async fn create_org(&self, name: Name, edition: Edition) -> Result<Org> {
+    pub async fn create_org(&self, by: &Caller, name: Name, edition: Edition) -> Result<Org> {
         let t = self.trees();
         let org = Org {
             id: OrgId::generate(),
@@ -34,7 +34,7 @@ impl Store {
         .encode_to_vec();
         let folded = name.folded();
         self.commit(|| {
-            (&t.orgs, &t.org_names).transaction(|(orgs, org_names)| {
+            (&t.orgs, &t.org_names, &t.audit).transaction(|(orgs, org_names, trail)| {
                 if org_names.get(folded.as_bytes())?.is_some() {
                     return abort(Error::AlreadyExists(format!(
                         "an org named {:?} already exists",
@@ -43,6 +43,8 @@ impl Store {
                 }
                 org_names.insert(folded.as_bytes(), org.id.as_str().as_bytes())?;
                 orgs.insert(org.id.as_str().as_bytes(), record.as_slice())?;
+                let action = AuditAction::OrgCreated;
+                audit::append(trail, audit::entry(by, action, Some(&org.id), &org.name))?;
                 Ok(())
             })
         })
@@ -76,6 +78,7 @@ impl Store {
 
     pub async fn create_user(
         &self,
+        by: &Caller,
         org_id: OrgId,
         email: Email,
         display_name: Name,
@@ -95,20 +98,25 @@ impl Store {
         let record = UserRecord::from_user(&user).encode_to_vec();
         let index = org_user_key(&user.org_id, &user.email);
         self.commit(|| {
-            (&t.orgs, &t.users, &t.org_users).transaction(|(orgs, users, org_users)| {
-                if orgs.get(user.org_id.as_str())?.is_none() {
-                    return abort(org_not_found(&user.org_id));
-                }
-                if users.get(user.email.as_str())?.is_some() {
-                    return abort(Error::AlreadyExists(format!(
-                        "a user with email {} already exists",
-                        user.email
-                    )));
-                }
-                users.insert(user.email.as_str(), record.as_slice())?;
-                org_users.insert(index.as_slice(), &[])?;
-                Ok(())
-            })
+            (&t.orgs, &t.users, &t.org_users, &t.audit).transaction(
+                |(orgs, users, org_users, trail)| {
+                    if orgs.get(user.org_id.as_str())?.is_none() {
+                        return abort(org_not_found(&user.org_id));
+                    }
+                    if users.get(user.email.as_str())?.is_some() {
+                        return abort(Error::AlreadyExists(format!(
+                            "a user with email {} already exists",
+                            user.email
+                        )));
+                    }
+                    users.insert(user.email.as_str(), record.as_slice())?;
+                    org_users.insert(index.as_slice(), &[])?;
+                    let action = AuditAction::UserCreated;
+                    let entry = audit::entry(by, action, Some(&user.org_id), user.email.as_str());
+                    audit::append(trail, entry)?;
+                    Ok(())
+                },
+            )
         })
         .await?;
         Ok(user)
@@ -155,8 +163,13 @@ impl Store {
     }
 
     /// Changes a profile; demoting the owner of the org's key revokes it (OWNER_DEMOTED).
-    pub async fn update_user_profile(&self, email: &Email, profile: Profile) -> Result<UserChange> {
-        self.change_user(email, |user| {
+    pub async fn update_user_profile(
+        &self,
+        by: &Caller,
+        email: &Email,
+        profile: Profile,
+    ) -> Result<UserChange> {
+        self.change_user(by, email, AuditAction::UserProfileChanged, |user| {
             user.profile = profile;
             (profile != Profile::Administrator).then_some(RevocationReason::OwnerDemoted)
         })
@@ -164,8 +177,8 @@ impl Store {
     }
 
     /// Deactivates a user; deactivating the owner of the org's key revokes it (OWNER_DEACTIVATED).
-    pub async fn deactivate_user(&self, email: &Email) -> Result<UserChange> {
-        self.change_user(email, |user| {
+    pub async fn deactivate_user(&self, by: &Caller, email: &Email) -> Result<UserChange> {
+        self.change_user(by, email, AuditAction::UserDeactivated, |user| {
             user.status = UserStatus::Deactivated;
             Some(RevocationReason::OwnerDeactivated)
         })
@@ -173,8 +186,8 @@ impl Store {
     }
 
     /// Reactivates a user. A key revoked by the deactivation stays revoked.
-    pub async fn reactivate_user(&self, email: &Email) -> Result<UserChange> {
-        self.change_user(email, |user| {
+    pub async fn reactivate_user(&self, by: &Caller, email: &Email) -> Result<UserChange> {
+        self.change_user(by, email, AuditAction::UserReactivated, |user| {
             user.status = UserStatus::Active;
             None
         })
@@ -184,17 +197,20 @@ impl Store {
     /// Applies `change` to a user in one transaction. When `change` returns a reason (the user
     /// may have lost the right to hold a key) and they own the org's active key, it is revoked
     /// for that reason. A change that changes nothing writes nothing and revokes nothing (but
-    /// still waits for the flush: what it saw may be another request's change in flight).
+    /// still waits for the flush: what it saw may be another request's change in flight). A
+    /// change is audited as `action`; a no-op is not audited.
     async fn change_user(
         &self,
+        by: &Caller,
         email: &Email,
+        action: AuditAction,
         change: impl Fn(&mut User) -> Option<RevocationReason>,
     ) -> Result<UserChange> {
         let t = self.trees();
         let now = now();
         self.commit(|| {
-            (&t.users, &t.orgs, &t.keys, &t.meta, &t.events).transaction(
-                |(users, orgs, keys, meta, events)| {
+            (&t.users, &t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
+                |(users, orgs, keys, meta, events, trail)| {
                     let Some(bytes) = users.get(email.as_str())? else {
                         return abort(user_not_found(email));
                     };
@@ -229,6 +245,8 @@ impl Store {
                         },
                         None => None,
                     };
+                    let entry = audit::entry(by, action, Some(&user.org_id), email.as_str());
+                    audit::append(trail, entry.revoking(event.as_ref()))?;
                     Ok((user, event))
                 },
             )

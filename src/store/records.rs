@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use crate::domain::{
-    AccountName, Edition, Email, Error, KeyId, KeyInfo, Org, OrgId, Profile, Result,
-    RevocationEvent, RevocationReason, Role, ServiceAccount, User, UserStatus,
+    AccountName, AuditAction, AuditEvent, Edition, Email, Error, KeyId, KeyInfo, Org, OrgId,
+    Profile, Result, RevocationEvent, RevocationReason, Role, ServiceAccount, User, UserStatus,
 };
 
 #[derive(Clone, PartialEq, Message)]
@@ -190,4 +190,62 @@ impl EventRecord {
 /// returns equals what a later read returns.
 pub(super) fn now() -> SystemTime {
     from_micros(micros(SystemTime::now()))
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct AuditRecord {
+    #[prost(int64, tag = "1")]
+    pub time_us: i64,
+    #[prost(string, tag = "2")]
+    pub caller: String,
+    #[prost(int32, tag = "3")]
+    pub caller_role: i32,
+    #[prost(string, optional, tag = "4")]
+    pub actor_email: Option<String>,
+    #[prost(int32, tag = "5")]
+    pub action: i32,
+    #[prost(string, optional, tag = "6")]
+    pub org_id: Option<String>,
+    #[prost(string, tag = "7")]
+    pub target: String,
+    #[prost(uint64, optional, tag = "8")]
+    pub revocation_sequence: Option<u64>,
+}
+
+impl AuditRecord {
+    pub fn from_event(event: &AuditEvent) -> Self {
+        AuditRecord {
+            time_us: micros(event.time),
+            caller: event.caller.to_string(),
+            caller_role: event.caller_role.code(),
+            actor_email: event.actor.as_ref().map(ToString::to_string),
+            action: event.action.code(),
+            org_id: event.org_id.as_ref().map(ToString::to_string),
+            target: event.target.clone(),
+            revocation_sequence: event.revocation_sequence,
+        }
+    }
+
+    pub fn to_event(&self, sequence: u64) -> Result<AuditEvent> {
+        Ok(AuditEvent {
+            sequence,
+            time: from_micros(self.time_us),
+            caller: AccountName::from_trusted(self.caller.clone()),
+            caller_role: code("role", Role::from_code(self.caller_role))?,
+            actor: self.actor_email.clone().map(Email::from_trusted),
+            action: code("audit action", AuditAction::from_code(self.action))?,
+            org_id: self.org_id.clone().map(OrgId::from_trusted),
+            target: self.target.clone(),
+            revocation_sequence: self.revocation_sequence,
+        })
+    }
+}
+
+/// One service account's validations of one key, as last saved.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct UsageRecord {
+    #[prost(uint64, tag = "1")]
+    pub validations: u64,
+    #[prost(int64, tag = "2")]
+    pub last_us: i64,
 }

@@ -1,0 +1,220 @@
+//! The audit trail: one entry per successful change, appended inside the change's own
+//! transaction (so nothing is audited that did not happen, and nothing happens unaudited), with
+//! a gapless sequence of its own. Nothing but retention ever removes an entry.
+//!
+//! Layout of the `audit` tree:
+//! - `h` -> the head sequence (big-endian u64)
+//! - `s` + sequence -> `AuditRecord`
+//! - `o` + org_id + `\0` + sequence -> () (an org's entries, for the console's listing)
+
+use std::time::SystemTime;
+
+use prost::Message;
+use sled::transaction::TransactionalTree;
+
+use super::records::{decode, now, AuditRecord};
+use super::{read_u64, tx_u64, Store, TxResult, PRUNE_BATCH};
+use crate::domain::{
+    AuditAction, AuditEvent, AuditFilter, Caller, Email, Error, OrgId, Page, Result,
+    RevocationEvent,
+};
+
+const HEAD: &[u8] = b"h";
+const BY_SEQUENCE: u8 = b's';
+const BY_ORG: u8 = b'o';
+/// Entries one listing call may scan, whatever its filters: a page may come back short (even
+/// empty) with a token to go on.
+const SCAN_LIMIT: usize = 10_000;
+
+/// A new entry for a change `by` made; the trail gives it its sequence when appended.
+pub(super) fn entry(
+    by: &Caller,
+    action: AuditAction,
+    org_id: Option<&OrgId>,
+    target: impl Into<String>,
+) -> AuditEvent {
+    AuditEvent {
+        sequence: 0,
+        time: now(),
+        caller: by.name.clone(),
+        caller_role: by.role,
+        actor: None,
+        action,
+        org_id: org_id.cloned(),
+        target: target.into(),
+        revocation_sequence: None,
+    }
+}
+
+impl AuditEvent {
+    pub(super) fn acting_for(mut self, actor: &Email) -> Self {
+        self.actor = Some(actor.clone());
+        self
+    }
+
+    pub(super) fn revoking(mut self, event: Option<&RevocationEvent>) -> Self {
+        self.revocation_sequence = event.map(|e| e.sequence);
+        self
+    }
+}
+
+/// Appends `event` with the next audit sequence, inside the caller's transaction.
+pub(super) fn append(audit: &TransactionalTree, mut event: AuditEvent) -> TxResult<u64> {
+    event.sequence = tx_u64(audit, HEAD)? + 1;
+    audit.insert(HEAD, &event.sequence.to_be_bytes())?;
+    for (key, value) in entries(&event) {
+        audit.insert(key, value)?;
+    }
+    Ok(event.sequence)
+}
+
+/// The keys and values that store `event` (its sequence set).
+fn entries(event: &AuditEvent) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let record = AuditRecord::from_event(event).encode_to_vec();
+    let mut entries = vec![(sequence_key(event.sequence), record)];
+    if let Some(org_id) = &event.org_id {
+        entries.push((org_key(org_id, event.sequence), Vec::new()));
+    }
+    entries
+}
+
+/// What a restore adds to the restored `audit` tree, whose head was `head`: one
+/// STORE_RESTORED entry and the new head.
+pub(super) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut event = entry(
+        &Caller::cli(),
+        AuditAction::StoreRestored,
+        None,
+        format!("from a backup of store {from_store}"),
+    );
+    event.sequence = head + 1;
+    let mut all = entries(&event);
+    all.push((HEAD.to_vec(), event.sequence.to_be_bytes().to_vec()));
+    all
+}
+
+/// The audit head kept in a backup's `audit` tree entries.
+pub(super) fn head_of<'a>(mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    entries
+        .find(|(key, _)| *key == HEAD)
+        .map_or(0, |(_, value)| read_u64(Some(value)))
+}
+
+fn sequence_key(sequence: u64) -> Vec<u8> {
+    [&[BY_SEQUENCE][..], &sequence.to_be_bytes()].concat()
+}
+
+fn org_prefix(org_id: &OrgId) -> Vec<u8> {
+    [&[BY_ORG][..], org_id.as_str().as_bytes(), b"\0"].concat()
+}
+
+fn org_key(org_id: &OrgId, sequence: u64) -> Vec<u8> {
+    [org_prefix(org_id), sequence.to_be_bytes().to_vec()].concat()
+}
+
+/// The sequence at the end of a `s` or `o` key.
+fn sequence_of(key: &[u8]) -> u64 {
+    read_u64(key.get(key.len().saturating_sub(8)..))
+}
+
+impl Store {
+    /// Audit entries matching `filter`, newest first, with sequences below `before`.
+    pub fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>> {
+        let audit = &self.trees().audit;
+        let before = before.unwrap_or(u64::MAX);
+        let (start, end) = match &filter.org_id {
+            Some(org_id) => (org_prefix(org_id), org_key(org_id, before)),
+            None => (vec![BY_SEQUENCE], sequence_key(before)),
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for (scanned, entry) in audit.range(start..end).rev().enumerate() {
+            let (key, _) = entry.map_err(Error::internal)?;
+            if items.len() == limit || scanned == SCAN_LIMIT {
+                return Ok(Page {
+                    items,
+                    next_after: last.map(|s: u64| s.to_string()),
+                });
+            }
+            let sequence = sequence_of(&key);
+            last = Some(sequence);
+            let event = self.audit_event(sequence)?;
+            if filter.matches(&event) {
+                items.push(event);
+            }
+        }
+        Ok(Page {
+            items,
+            next_after: None,
+        })
+    }
+
+    fn audit_event(&self, sequence: u64) -> Result<AuditEvent> {
+        let bytes = self
+            .trees()
+            .audit
+            .get(sequence_key(sequence))
+            .map_err(Error::internal)?
+            .ok_or_else(|| {
+                Error::internal(format!("audit index names a missing entry {sequence}"))
+            })?;
+        decode::<AuditRecord>(&bytes)?.to_event(sequence)
+    }
+
+    /// Deletes audit entries beyond both retention bounds (more than `keep_count` behind the
+    /// head *and* older than `keep_since`), a batch at a time off the runtime's workers.
+    pub async fn prune_audit(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
+        let head = read_u64(
+            self.trees()
+                .audit
+                .get(HEAD)
+                .map_err(Error::internal)?
+                .as_deref(),
+        );
+        let below = head.saturating_sub(keep_count);
+        let mut removed = 0;
+        loop {
+            let store = self.clone();
+            let batch =
+                tokio::task::spawn_blocking(move || store.prune_audit_batch(below, keep_since))
+                    .await
+                    .map_err(Error::internal)??;
+            if batch == 0 {
+                return Ok(removed);
+            }
+            self.sync().await?;
+            removed += batch;
+        }
+    }
+
+    fn prune_audit_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
+        self.inner.durability.writable()?;
+        let audit = &self.trees().audit;
+        let mut batch = sled::Batch::default();
+        let mut count = 0;
+        let range = audit.range(vec![BY_SEQUENCE]..=sequence_key(below));
+        for entry in range.take(PRUNE_BATCH) {
+            let (key, value) = entry.map_err(Error::internal)?;
+            let event = decode::<AuditRecord>(&value)?.to_event(sequence_of(&key))?;
+            if event.time >= keep_since {
+                break;
+            }
+            if let Some(org_id) = &event.org_id {
+                batch.remove(org_key(org_id, event.sequence));
+            }
+            batch.remove(key);
+            count += 1;
+        }
+        if count > 0 {
+            audit
+                .apply_batch(batch)
+                .map_err(|cause| self.inner.durability.fail(&cause))?;
+        }
+        Ok(count)
+    }
+}

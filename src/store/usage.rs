@@ -1,0 +1,152 @@
+//! Key usage: per key and per calling service account, how many validations succeeded and when
+//! the last one did. Counted in memory on the hot path (atomics in a sharded map: no write per
+//! validation, no lock shared by all callers), saved to the `usage` tree periodically and at
+//! shutdown, so a crash loses at most the counts since the last save.
+//!
+//! `usage` tree: key_id + `\0` + account name -> `UsageRecord` (totals as last saved).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use prost::Message;
+use tokio::sync::Mutex;
+
+use super::records::{decode, from_micros, micros, now, UsageRecord};
+use super::Store;
+use crate::domain::{AccountName, Error, KeyId, KeyUsage, Result};
+
+/// Counts not saved yet, by `usage` tree key.
+#[derive(Default)]
+pub(super) struct UsageCounters {
+    unsaved: DashMap<Vec<u8>, Counter>,
+    /// One save at a time (the periodic one and shutdown's).
+    saving: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Counter {
+    validations: AtomicU64,
+    last_us: AtomicI64,
+}
+
+fn usage_key(key_id: &KeyId, consumer: &AccountName) -> Vec<u8> {
+    [
+        key_id.as_str().as_bytes(),
+        b"\0",
+        consumer.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+fn usage_prefix(key_id: &KeyId) -> Vec<u8> {
+    [key_id.as_str().as_bytes(), b"\0"].concat()
+}
+
+impl Store {
+    /// Counts a successful validation of `key_id` by `consumer`.
+    pub(super) fn count_validation(&self, key_id: &KeyId, consumer: &AccountName) {
+        let key = usage_key(key_id, consumer);
+        let now = micros(now());
+        let unsaved = &self.inner.usage.unsaved;
+        let bump = |counter: &Counter| {
+            counter.validations.fetch_add(1, Ordering::Relaxed);
+            counter.last_us.fetch_max(now, Ordering::Relaxed);
+        };
+        match unsaved.get(&key) {
+            Some(counter) => bump(&counter),
+            None => bump(&unsaved.entry(key).or_default()),
+        }
+    }
+
+    /// Who validated `key_id`: saved totals plus what is counted since, by consumer name.
+    pub fn key_usage(&self, key_id: &KeyId) -> Result<Vec<KeyUsage>> {
+        let prefix = usage_prefix(key_id);
+        let mut usage = Vec::new();
+        for entry in self.trees().usage.scan_prefix(&prefix) {
+            let (key, value) = entry.map_err(Error::internal)?;
+            let saved = decode::<UsageRecord>(&value)?;
+            usage.push((key.to_vec(), saved.validations, saved.last_us));
+        }
+        for item in self.inner.usage.unsaved.iter() {
+            if !item.key().starts_with(&prefix) {
+                continue;
+            }
+            let validations = item.validations.load(Ordering::Relaxed);
+            let last_us = item.last_us.load(Ordering::Relaxed);
+            match usage.iter_mut().find(|(key, ..)| key == item.key()) {
+                Some((_, total, last)) => {
+                    *total += validations;
+                    *last = (*last).max(last_us);
+                }
+                None if validations > 0 => usage.push((item.key().clone(), validations, last_us)),
+                None => {}
+            }
+        }
+        let mut usage: Vec<KeyUsage> = usage
+            .into_iter()
+            .map(|(key, validations, last_us)| KeyUsage {
+                consumer: AccountName::from_trusted(
+                    String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+                ),
+                validations,
+                last_validated: from_micros(last_us),
+            })
+            .collect();
+        usage.sort_by(|a, b| b.last_validated.cmp(&a.last_validated));
+        Ok(usage)
+    }
+
+    /// Adds the counts since the last save to the saved totals, durably.
+    pub async fn save_usage(&self) -> Result<()> {
+        let _one_at_a_time = self.inner.usage.saving.lock().await;
+        let tree = &self.trees().usage;
+        let mut taken = Vec::new();
+        for item in self.inner.usage.unsaved.iter() {
+            let validations = item.validations.swap(0, Ordering::Relaxed);
+            if validations > 0 {
+                taken.push((
+                    item.key().clone(),
+                    validations,
+                    item.last_us.load(Ordering::Relaxed),
+                ));
+            }
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let saved = self.merge_usage(tree, &taken);
+        let saved = match saved {
+            Ok(()) => self.sync().await,
+            Err(error) => Err(error),
+        };
+        if saved.is_err() {
+            // Not saved: count them again, for the next save (or the next process) to try.
+            for (key, validations, _) in &taken {
+                if let Some(counter) = self.inner.usage.unsaved.get(key) {
+                    counter
+                        .validations
+                        .fetch_add(*validations, Ordering::Relaxed);
+                }
+            }
+        }
+        saved
+    }
+
+    fn merge_usage(&self, tree: &sled::Tree, taken: &[(Vec<u8>, u64, i64)]) -> Result<()> {
+        self.inner.durability.writable()?;
+        let mut batch = sled::Batch::default();
+        for (key, validations, last_us) in taken {
+            let saved = match tree.get(key).map_err(Error::internal)? {
+                Some(bytes) => decode::<UsageRecord>(&bytes)?,
+                None => UsageRecord::default(),
+            };
+            let total = UsageRecord {
+                validations: saved.validations + validations,
+                last_us: saved.last_us.max(*last_us),
+            };
+            batch.insert(key.as_slice(), total.encode_to_vec());
+        }
+        tree.apply_batch(batch)
+            .map_err(|cause| self.inner.durability.fail(&cause))
+    }
+}
