@@ -383,3 +383,59 @@ pub async fn run_zsc(args: &[&str]) -> std::process::Output {
         .await
         .expect("run zsc")
 }
+
+/// Runs the real binary with `args`, logging to a file; returns (child, log path, grpc addr).
+pub async fn spawn_zsc(
+    dir: &std::path::Path,
+    args: &[&str],
+    rust_log: &str,
+) -> (tokio::process::Child, std::path::PathBuf, String) {
+    let log_path = dir.join("zsc.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args(args)
+        .env("RUST_LOG", rust_log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find(|l| l.contains("zsc serving"))
+            .and_then(|l| {
+                let start = l.find("127.0.0.1:")?;
+                Some(
+                    l[start..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect::<String>(),
+                )
+            })
+        {
+            return (child, log_path, addr);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "zsc did not start:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap()
+}

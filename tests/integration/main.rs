@@ -7,6 +7,7 @@ mod deploy;
 mod durability;
 mod grpcurl;
 mod keys;
+mod limits;
 mod operations;
 mod python;
 mod readme;
