@@ -8,6 +8,7 @@ mod durability;
 mod grpcurl;
 mod keys;
 mod limits;
+mod logs;
 mod operations;
 mod python;
 mod readme;
