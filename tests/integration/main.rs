@@ -5,6 +5,7 @@ mod access;
 mod common;
 mod deploy;
 mod durability;
+mod example;
 mod grpcurl;
 mod keys;
 mod limits;
