@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (UserService, KeyService, AccessService, health, reflection).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a backup of a data dir to a file (server stopped).
     Backup {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
@@ -228,7 +228,7 @@ mod tests {
     fn serve(args: &[&str]) -> ServeArgs {
         let cli = Cli::try_parse_from(["zsc", "serve"].iter().chain(args)).expect("parses");
         match cli.command {
-            Command::Serve(args) => args,
+            Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }
