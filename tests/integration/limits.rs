@@ -31,6 +31,7 @@ async fn start_with(configure: impl FnOnce(&mut Config) + Send + 'static) -> Tes
 
 const FRAME_HEADERS: u8 = 0x1;
 const FRAME_RST_STREAM: u8 = 0x3;
+const FRAME_PING: u8 = 0x6;
 const FRAME_GOAWAY: u8 = 0x7;
 const REFUSED_STREAM: u32 = 0x7;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
@@ -248,6 +249,26 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_handshake_timeout()
     let (status, _) = call(&mut client, CHECK, &grpc_frame(&[]), true).await;
     assert_eq!(status, Code::Ok);
     drop(connection);
+}
+
+#[tokio::test]
+async fn a_connection_that_leaves_a_keepalive_ping_unanswered_is_closed() {
+    let server = start_with(|c| {
+        c.limits.keepalive_interval = Duration::from_millis(200);
+        c.limits.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    // The raw client reads frames but never answers a PING.
+    let mut raw = RawH2::connect(&server).await;
+    let mut pinged = false;
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(frame) = raw.frame().await {
+            pinged |= frame.kind == FRAME_PING;
+        }
+    })
+    .await
+    .expect("the server closed the connection");
+    assert!(pinged, "the server sent a PING before closing");
 }
 
 // ---- Stalled bodies and slow calls, with the h2 crate driven by hand. ----
