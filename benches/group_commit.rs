@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use zsc::domain::{Edition, Name};
+use zsc::domain::{Caller, Edition, Name};
 use zsc::store::{Store, StoreOptions};
 
 fn env(name: &str, default: usize) -> usize {
@@ -38,7 +38,10 @@ async fn store_run(writers: usize, ops: usize) -> f64 {
             tokio::spawn(async move {
                 for i in 0..ops / writers {
                     let name = Name::parse("name", &format!("org {w}-{i}")).unwrap();
-                    store.create_org(name, Edition::Free).await.unwrap();
+                    store
+                        .create_org(&Caller::cli(), name, Edition::Free)
+                        .await
+                        .unwrap();
                 }
             })
         })

@@ -2,12 +2,20 @@
 //! the admin email + ZSC key from its configuration every interval, and prints each key it
 //! drops from its cache and why.
 //!
+//! The token and the key come from the environment (ZSC_TOKEN, ZSC_KEY) or from files
+//! (--token-file, --key-file), never from the command line, which every local user can read
+//! in /proc/PID/cmdline.
+//!
 //! ```text
-//! cargo run --example subscriber -- --service desk --url http://127.0.0.1:50051 \
-//!     --token "$DESK_TOKEN" --email ada@acme.example --key "$KEY"
+//! ZSC_TOKEN="$DESK_TOKEN" ZSC_KEY="$KEY" cargo run --example subscriber -- \
+//!     --service desk --url http://127.0.0.1:50051 --email ada@acme.example
 //! ```
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use clap::Parser;
 use zsc::verifier::{Revocation, Verifier, VerifierConfig, VerifyError};
@@ -23,15 +31,15 @@ struct Args {
     /// CA certificate (PEM) to trust when the URL is https://.
     #[arg(long, env = "ZSC_TLS_CA")]
     tls_ca: Option<std::path::PathBuf>,
-    /// A consumer service-account token.
-    #[arg(long, env = "ZSC_TOKEN", hide_env_values = true)]
-    token: String,
+    /// A file holding the consumer service-account token (default: the ZSC_TOKEN variable).
+    #[arg(long, env = "ZSC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// The administrator's email the key was configured with.
     #[arg(long, env = "ZSC_EMAIL")]
     email: String,
-    /// The ZSC key this service was configured with.
-    #[arg(long, env = "ZSC_KEY", hide_env_values = true)]
-    key: String,
+    /// A file holding the ZSC key this service was configured with (default: the ZSC_KEY variable).
+    #[arg(long, env = "ZSC_KEY_FILE")]
+    key_file: Option<PathBuf>,
     /// How often to verify.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
@@ -40,11 +48,31 @@ struct Args {
     count: u64,
 }
 
+/// A secret from `file` (its first line) if given, else from the environment variable `var`.
+fn secret(
+    file: Option<&Path>,
+    var: &str,
+    flag: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    match file {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()),
+        None => std::env::var(var).map_err(|_| format!("set {var}, or pass {flag}").into()),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let token = secret(args.token_file.as_deref(), "ZSC_TOKEN", "--token-file")?;
+    let key = secret(args.key_file.as_deref(), "ZSC_KEY", "--key-file")?;
     let service = args.service.clone();
-    let mut config = VerifierConfig::new(&args.url, &args.token);
+    let mut config = VerifierConfig::new(&args.url, &token);
     config.tls_ca = args.tls_ca.as_deref().map(std::fs::read).transpose()?;
     config.on_revocation = Some(Arc::new(move |r: &Revocation| {
         println!(
@@ -63,10 +91,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
     let verifier = Verifier::start(config)?;
     // Only the first characters of the key are ever shown.
-    let shown: String = args.key.chars().take(8).collect();
+    let shown: String = key.chars().take(8).collect();
     let mut done = 0;
     loop {
-        let outcome = match verifier.verify(&args.email, &args.key).await {
+        let outcome = match verifier.verify(&args.email, &key).await {
             Ok(ok) => format!(
                 "valid for org {} ({}){}",
                 ok.org_name,

@@ -1,11 +1,19 @@
 //! The command line: `zsc serve` and the operator commands. Every `serve` flag can also be set
-//! from a ZSC_* environment variable.
+//! from a ZSC_* environment variable. The defaults are the library's constants
+//! (`server::DEFAULT_*`, `api::DEFAULT_LIMITS`), so `--help` shows exactly what `Config::new`
+//! uses.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use humantime::Duration;
 
-use crate::server::{Config, TlsFiles};
+use crate::api::{Limits, DEFAULT_LIMITS};
+use crate::domain::{Error, Result};
+use crate::server::{
+    Config, TlsFiles, DEFAULT_EVENT_RETENTION_AGE, DEFAULT_EVENT_RETENTION_COUNT,
+    DEFAULT_HEARTBEAT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_STALL_TIMEOUT,
+};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -22,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (UserService, KeyService, AccessService, health, reflection).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a backup of a data dir to a file (server stopped).
     Backup {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
@@ -59,9 +67,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on. Off loopback it needs TLS (--tls-cert) or --allow-plaintext.
     #[arg(long, env = "ZSC_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// Serve plain text on a non-loopback --listen address: bearer tokens and keys then cross
+    /// the network readable. Without it, zsc refuses to start that way.
+    #[arg(long, env = "ZSC_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
 
     /// Directory holding the database and, after the first start, operator.token (mode 0600).
     #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
@@ -71,25 +84,71 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Log a line for every successful read (ValidateKey, Get*, List*, Health/Check) too; by
+    /// default they are logged at debug level only.
+    #[arg(long, env = "ZSC_LOG_READS")]
+    pub log_reads: bool,
+
     /// How often an idle revocation stream gets a checkpoint (e.g. 1s, 500ms).
-    #[arg(long, env = "ZSC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ZSC_HEARTBEAT_INTERVAL", default_value_t = DEFAULT_HEARTBEAT.into())]
     pub heartbeat_interval: Duration,
 
     /// Keep at least this many revocation events.
-    #[arg(long, env = "ZSC_EVENT_RETENTION_COUNT", default_value_t = 1_000_000)]
+    #[arg(long, env = "ZSC_EVENT_RETENTION_COUNT", default_value_t = DEFAULT_EVENT_RETENTION_COUNT)]
     pub event_retention_count: u64,
 
     /// Keep revocation events at least this long (e.g. 7d, 12h).
-    #[arg(long, env = "ZSC_EVENT_RETENTION_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ZSC_EVENT_RETENTION_AGE", default_value_t = DEFAULT_EVENT_RETENTION_AGE.into())]
     pub event_retention_age: Duration,
 
     /// End a revocation stream whose subscriber reads nothing for this long (it resumes from its cursor).
-    #[arg(long, env = "ZSC_SUBSCRIBER_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ZSC_SUBSCRIBER_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT.into())]
     pub subscriber_stall_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests.
-    #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: Duration,
+
+    /// The largest request message, in bytes; a larger one is answered RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ZSC_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_LIMITS.max_message_bytes as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_message_size: u64,
+
+    /// Streams one HTTP/2 connection may have open at once; a client's streams beyond it are refused.
+    #[arg(long, env = "ZSC_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_LIMITS.max_concurrent_streams,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// Open connections per listener; a connection beyond it is closed as soon as it is accepted.
+    #[arg(long, env = "ZSC_MAX_CONNECTIONS", default_value_t = DEFAULT_LIMITS.max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
+    /// Close a connection (GOAWAY) whose client makes the server reset this many streams for errors.
+    #[arg(long, env = "ZSC_MAX_LOCAL_ERROR_RESETS", default_value_t = DEFAULT_LIMITS.max_local_error_resets as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_local_error_resets: u64,
+
+    /// A call that has not started its response within this is answered DEADLINE_EXCEEDED
+    /// (unary calls; a stream, once started, is not limited).
+    #[arg(long, env = "ZSC_REQUEST_TIMEOUT", default_value_t = DEFAULT_LIMITS.request_timeout.into())]
+    pub request_timeout: Duration,
+
+    /// A request body that sends nothing for this long is ended DEADLINE_EXCEEDED.
+    #[arg(long, env = "ZSC_BODY_READ_TIMEOUT", default_value_t = DEFAULT_LIMITS.body_read_timeout.into())]
+    pub body_read_timeout: Duration,
+
+    /// A new connection that has not sent its TLS handshake or HTTP/2 preface within this is closed.
+    #[arg(long, env = "ZSC_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_LIMITS.handshake_timeout.into())]
+    pub handshake_timeout: Duration,
+
+    /// HTTP/2 PING interval on a connection...
+    #[arg(long, env = "ZSC_KEEPALIVE_INTERVAL", default_value_t = DEFAULT_LIMITS.keepalive_interval.into())]
+    pub keepalive_interval: Duration,
+
+    /// ...and how long a PING may go unanswered before the connection is closed.
+    #[arg(long, env = "ZSC_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT_LIMITS.keepalive_timeout.into())]
+    pub keepalive_timeout: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (off unless set).
     #[arg(long, env = "ZSC_METRICS_LISTEN")]
@@ -113,13 +172,36 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> Config {
+    /// The server's config; refuses plain text on a non-loopback address unless allowed.
+    pub fn config(&self) -> Result<Config> {
+        let tls = self.tls_cert.is_some() && self.tls_key.is_some();
+        if !tls && !self.allow_plaintext && !self.listen.ip().is_loopback() {
+            return Err(Error::FailedPrecondition(format!(
+                "refusing to serve plain text on {}, a non-loopback address: bearer tokens and keys \
+                 would cross the network readable. Give --tls-cert and --tls-key, or listen on \
+                 loopback, or pass --allow-plaintext (ZSC_ALLOW_PLAINTEXT=true) if something else \
+                 encrypts the traffic",
+                self.listen
+            )));
+        }
         let mut config = Config::new(&self.data_dir);
-        config.watch.heartbeat = self.heartbeat_interval;
-        config.watch.stall_timeout = self.subscriber_stall_timeout;
+        config.watch.heartbeat = self.heartbeat_interval.into();
+        config.watch.stall_timeout = self.subscriber_stall_timeout.into();
         config.event_retention_count = self.event_retention_count;
-        config.event_retention_age = self.event_retention_age;
-        config.shutdown_grace = self.shutdown_grace;
+        config.event_retention_age = self.event_retention_age.into();
+        config.shutdown_grace = self.shutdown_grace.into();
+        config.log_reads = self.log_reads;
+        config.limits = Limits {
+            max_message_bytes: count(self.max_message_size),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_connections: count(self.max_connections),
+            max_local_error_resets: count(self.max_local_error_resets),
+            request_timeout: self.request_timeout.into(),
+            body_read_timeout: self.body_read_timeout.into(),
+            handshake_timeout: self.handshake_timeout.into(),
+            keepalive_interval: self.keepalive_interval.into(),
+            keepalive_timeout: self.keepalive_timeout.into(),
+        };
         config.metrics_listen = self.metrics_listen;
         config.health_listen = self.health_listen;
         config.tls = match (&self.tls_cert, &self.tls_key) {
@@ -130,6 +212,48 @@ impl ServeArgs {
             }),
             _ => None,
         };
-        config
+        Ok(config)
+    }
+}
+
+/// A count from the command line, saturated to what this machine can address.
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["zsc", "serve"].iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Serve(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_library_defaults() {
+        let config = serve(&["--data-dir", "d"]).config().unwrap();
+        // Debug shows every field, so a default that drifts from Config::new shows up here.
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::new("d")));
+    }
+
+    #[test]
+    fn plain_text_off_loopback_needs_tls_or_an_explicit_allow() {
+        for listen in ["0.0.0.0:50051", "[::]:50051", "10.1.2.3:50051"] {
+            let error = serve(&["--listen", listen]).config().unwrap_err();
+            assert!(error.to_string().contains("--allow-plaintext"), "{error}");
+            serve(&["--listen", listen, "--allow-plaintext"])
+                .config()
+                .unwrap();
+            serve(&["--listen", listen, "--tls-cert", "c", "--tls-key", "k"])
+                .config()
+                .unwrap();
+        }
+        for listen in ["127.0.0.1:0", "127.0.0.2:50051", "[::1]:50051"] {
+            serve(&["--listen", listen]).config().unwrap();
+        }
     }
 }

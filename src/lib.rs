@@ -14,8 +14,8 @@
 //! - [`store`]: sled. One transaction per mutation, group-committed flushes, the revocation
 //!   log ([`store::EventLog`]).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
-//!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the request size
-//!   limit, and the revocation stream (`api/watch.rs`).
+//!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
+//!   their defaults (`api/limit.rs`), and the revocation stream (`api/watch.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers.
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends.

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     };
     zsc::telemetry::init(log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Backup { data_dir, out } => store::backup(&data_dir, &out).map(|report| {
             println!(
                 "backed up {} entries (revocation log head {}, store {}) to {}",
@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let server = zsc::server::Server::open(args.config())?;
+    let server = zsc::server::Server::open(args.config()?)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", args.listen)))?;

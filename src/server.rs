@@ -18,7 +18,7 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::api::{
-    AccessApi, AuthLayer, KeyApi, ObserveLayer, RequestLimitLayer, UserApi, WatchConfig,
+    AccessApi, AuthLayer, KeyApi, Limits, ObserveLayer, RequestLimitLayer, UserApi, WatchConfig,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};
@@ -26,11 +26,20 @@ use crate::proto::{
     access_service_server::AccessServiceServer, key_service_server::KeyServiceServer,
     user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
 };
-use crate::shutdown::Shutdown;
+use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
+use crate::telemetry::Throttle;
 
 /// How long to wait for connections to close once they are told to, after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+// The defaults of `zsc serve`, written once: its flags show these, and `Config::new` uses them.
+// The limits' defaults are `api::DEFAULT_LIMITS`.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_EVENT_RETENTION_COUNT: u64 = 1_000_000;
+pub const DEFAULT_EVENT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything `zsc serve` can be told.
 #[derive(Clone, Debug)]
@@ -52,6 +61,11 @@ pub struct Config {
     pub health_listen: Option<SocketAddr>,
     /// Serve TLS (and, with a client CA, require client certificates).
     pub tls: Option<TlsFiles>,
+    /// What one client may take: connections, streams, message size, timeouts.
+    pub limits: Limits,
+    /// Log a line for every successful read call too (by default only mutations, failures
+    /// and slow calls get one; reads are logged at debug level).
+    pub log_reads: bool,
 }
 
 /// PEM files for TLS.
@@ -86,16 +100,18 @@ impl Config {
             data_dir: data_dir.into(),
             store: StoreOptions::default(),
             watch: WatchConfig {
-                heartbeat: Duration::from_secs(1),
-                stall_timeout: Duration::from_secs(30),
+                heartbeat: DEFAULT_HEARTBEAT,
+                stall_timeout: DEFAULT_STALL_TIMEOUT,
             },
-            event_retention_count: 1_000_000,
-            event_retention_age: Duration::from_secs(7 * 24 * 3600),
+            event_retention_count: DEFAULT_EVENT_RETENTION_COUNT,
+            event_retention_age: DEFAULT_EVENT_RETENTION_AGE,
             prune_interval: Duration::from_secs(60),
-            shutdown_grace: Duration::from_secs(10),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_listen: None,
             health_listen: None,
             tls: None,
+            limits: Limits::default(),
+            log_reads: false,
         }
     }
 }
@@ -130,7 +146,12 @@ impl Server {
     /// Opens the data dir (creating it and the operator token on first start). Fails at once
     /// if another process has it open.
     pub fn open(config: Config) -> Result<Server> {
-        let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(TlsFiles::load)
+            .transpose()?
+            .map(|tls| tls.timeout(config.limits.handshake_timeout));
         let metrics_listener = bind(config.metrics_listen, "metrics")?;
         let health_listener = bind(config.health_listen, "health")?;
         let opened = Store::open(&config.data_dir, &config.store)?;
@@ -185,6 +206,13 @@ impl Server {
         } = self;
         let stopping = Shutdown::default();
         let metrics = Metrics::default();
+        let limits = &config.limits;
+        let connection_limits = ConnectionLimits {
+            max_connections: limits.max_connections,
+            handshake_timeout: limits.handshake_timeout,
+        };
+        // One budget for every line a client can cause at will.
+        let refusals = Throttle::default();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let names = [
@@ -204,8 +232,16 @@ impl Server {
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection().build_v1().map_err(Error::internal)?;
-        let reflection_v1alpha = reflection().build_v1alpha().map_err(Error::internal)?;
+        let max_message = limits.max_message_bytes;
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(Error::internal)?
+            .max_decoding_message_size(max_message);
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(Error::internal)?
+            .max_decoding_message_size(max_message);
+        let health_service = health_service.max_decoding_message_size(max_message);
 
         let pruner = tokio::spawn(prune_forever(
             EventLog::new(store.clone()),
@@ -213,7 +249,10 @@ impl Server {
             stopping.clone(),
         ));
 
-        let mut side_tasks = vec![pruner];
+        let mut side_tasks = vec![
+            pruner,
+            tokio::spawn(report_refusals(refusals.clone(), stopping.clone())),
+        ];
         if let Some(listener) = into_tokio(metrics_listener)? {
             let log = EventLog::new(store.clone());
             let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
@@ -227,12 +266,16 @@ impl Server {
         }
         if let Some(listener) = into_tokio(health_listener)? {
             tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "plaintext gRPC health served");
-            let health_only = tonic::transport::Server::builder()
+            let health_only = grpc_server(limits)
+                .layer(RequestLimitLayer::new(limits))
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(stopping.incoming(listener), {
-                    let stopping = stopping.clone();
-                    async move { stopping.begun().await }
-                });
+                .serve_with_incoming_shutdown(
+                    stopping.incoming(listener, connection_limits, refusals.clone()),
+                    {
+                        let stopping = stopping.clone();
+                        async move { stopping.begun().await }
+                    },
+                );
             side_tasks.push(tokio::spawn(async move {
                 if let Err(error) = health_only.await {
                     tracing::error!(%error, "health listener failed");
@@ -241,13 +284,16 @@ impl Server {
         }
 
         let local = listener.local_addr().map_err(Error::internal)?;
+        // Observe outermost, so that what the limits and auth refuse is logged and counted.
         let layers = ServiceBuilder::new()
-            .layer(RequestLimitLayer)
-            .layer(ObserveLayer::new(metrics.clone()))
+            .layer(ObserveLayer::new(
+                metrics.clone(),
+                refusals.clone(),
+                config.log_reads,
+            ))
+            .layer(RequestLimitLayer::new(limits))
             .layer(AuthLayer::new(store.clone()));
-        let mut builder = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        let mut builder = grpc_server(limits);
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(Error::internal)?;
         }
@@ -262,12 +308,15 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(UserServiceServer::new(UserApi::new(
-                store.clone(),
-                metrics.clone(),
-            )))
-            .add_service(KeyServiceServer::new(key_api))
-            .add_service(AccessServiceServer::new(AccessApi::new(store.clone())));
+            .add_service(
+                UserServiceServer::new(UserApi::new(store.clone(), metrics.clone()))
+                    .max_decoding_message_size(max_message),
+            )
+            .add_service(KeyServiceServer::new(key_api).max_decoding_message_size(max_message))
+            .add_service(
+                AccessServiceServer::new(AccessApi::new(store.clone()))
+                    .max_decoding_message_size(max_message),
+            );
 
         // Set when the server stops because its storage failed, not because it was told to.
         let storage_failure = Arc::new(std::sync::Mutex::new(None));
@@ -298,7 +347,10 @@ impl Server {
             }
         };
         tracing::info!(listen = %local, "zsc serving");
-        let serve = router.serve_with_incoming_shutdown(stopping.incoming(listener), signal);
+        let serve = router.serve_with_incoming_shutdown(
+            stopping.incoming(listener, connection_limits, refusals.clone()),
+            signal,
+        );
         tokio::pin!(serve);
         let grace_expired = async {
             stopping.begun().await;
@@ -317,6 +369,7 @@ impl Server {
         for task in side_tasks {
             let _ = task.await;
         }
+        refusals.report();
         if let Some(cause) = storage_failure.lock().expect("never poisoned").take() {
             return Err(Error::FailedPrecondition(format!(
                 "storage failed ({cause}) and cannot take writes until zsc is restarted: \
@@ -326,6 +379,26 @@ impl Server {
         store.sync().await?;
         tracing::info!("stopped; database flushed");
         outcome
+    }
+}
+
+/// A tonic server with the HTTP/2 limits set: tonic leaves hyper's stream limit and h2's
+/// reset-flood guard off unless told, and keepalive off.
+fn grpc_server(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+}
+
+/// Says, every second until shutdown, how many refusal lines the throttle left out.
+async fn report_refusals(refusals: Throttle, stopping: Shutdown) {
+    loop {
+        tokio::select! {
+            () = stopping.begun() => return,
+            () = tokio::time::sleep(Throttle::REPORT_EVERY) => refusals.report(),
+        }
     }
 }
 

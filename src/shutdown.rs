@@ -7,11 +7,17 @@
 //! keep-alive scrape), so after the grace period [`Shutdown::close_all`] makes every tracked
 //! connection fail its next read or write and waits until all of them and all stream tasks are
 //! gone: `Server::run` returns with nothing still holding the store.
+//!
+//! The connection limits live here too, since this is where connections are accepted: at most
+//! `max_connections` per listener (one accepted beyond it is closed at once), and a new
+//! connection must send its first bytes (the HTTP/2 preface, or the TLS ClientHello) within
+//! `handshake_timeout` or it is closed.
 
 use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -20,6 +26,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Sleep,
 };
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{
@@ -27,6 +35,21 @@ use tokio_util::{
     task::{task_tracker::TaskTrackerToken, TaskTracker},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::telemetry::Throttle;
+
+/// The HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"): reading this many bytes
+/// ends a connection's handshake deadline. Over TLS the ClientHello is longer than this.
+const PREFACE_BYTES: usize = 24;
+/// How long accepting pauses after an error such as EMFILE, which would otherwise repeat at once.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What a listener lets in.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+}
 
 #[derive(Clone, Default)]
 pub struct Shutdown {
@@ -56,21 +79,74 @@ impl Shutdown {
         self.tracker.spawn(task);
     }
 
-    /// The listener's connections, tracked.
+    /// The listener's connections, tracked and limited. Accept errors (EMFILE, a connection
+    /// reset before it was accepted) are logged and skipped, so that they never end serving.
     pub fn incoming(
         &self,
         listener: TcpListener,
+        limits: ConnectionLimits,
+        refusals: Throttle,
     ) -> impl Stream<Item = io::Result<Tracked>> + Send + 'static {
         let this = self.clone();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
         TcpListenerStream::new(listener)
-            .map(move |accepted| accepted.map(|stream| this.track(stream)))
+            .then(move |accepted| {
+                let refusals = refusals.clone();
+                let admitted = accepted.map(|stream| (stream, slots.clone().try_acquire_owned()));
+                async move {
+                    match admitted {
+                        Ok((stream, Ok(slot))) => Some((stream, slot)),
+                        Ok((stream, Err(_))) => {
+                            if refusals.allow() {
+                                let peer = stream.peer_addr().ok();
+                                tracing::info!(
+                                    ?peer,
+                                    max_connections = limits.max_connections,
+                                    "connection refused: at the connection limit"
+                                );
+                            }
+                            None
+                        }
+                        Err(error) => {
+                            if refusals.allow() {
+                                tracing::warn!(%error, "accepting a connection failed");
+                            }
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                            None
+                        }
+                    }
+                }
+            })
+            .filter_map(move |admitted| {
+                let tracked = admitted.map(|(stream, slot)| {
+                    Ok(this.track_limited(stream, slot, limits.handshake_timeout))
+                });
+                async move { tracked }
+            })
     }
 
+    /// A connection that is only tracked (no limits): for the metrics endpoint.
     pub fn track(&self, stream: TcpStream) -> Tracked {
         Tracked {
             io: stream,
             killed: Box::pin(self.kill.clone().cancelled_owned()),
+            handshake: None,
+            read: 0,
+            _slot: None,
             _token: self.tracker.token(),
+        }
+    }
+
+    fn track_limited(
+        &self,
+        stream: TcpStream,
+        slot: OwnedSemaphorePermit,
+        handshake_timeout: Duration,
+    ) -> Tracked {
+        Tracked {
+            handshake: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
+            _slot: Some(slot),
+            ..self.track(stream)
         }
     }
 
@@ -91,11 +167,17 @@ impl Shutdown {
     }
 }
 
-/// A TCP connection that fails once shutdown kills it, and counts as open until dropped.
+/// A TCP connection that fails once shutdown kills it, or when it has not sent its first bytes
+/// by its handshake deadline, and counts as open (in the tracker and in its listener's
+/// connection slots) until dropped.
 pub struct Tracked {
     io: TcpStream,
     /// Boxed so that `Tracked` is `Unpin`, as hyper and tonic require of a connection.
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Until [`PREFACE_BYTES`] have been read.
+    handshake: Option<Pin<Box<Sleep>>>,
+    read: usize,
+    _slot: Option<OwnedSemaphorePermit>,
     _token: TaskTrackerToken,
 }
 
@@ -119,7 +201,23 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.check(cx)?;
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        if let Some(deadline) = self.handshake.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no handshake within the server's handshake timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if self.handshake.is_some() {
+            self.read += buf.filled().len() - before;
+            if self.read >= PREFACE_BYTES {
+                self.handshake = None;
+            }
+        }
+        read
     }
 }
 

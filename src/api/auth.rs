@@ -186,10 +186,8 @@ where
                     tracing::Span::current().record("caller", caller.name.as_str());
                     request.extensions_mut().insert(caller);
                 }
-                Err(status) => {
-                    tracing::info!(path, code = ?status.code(), reason = status.message(), "request refused");
-                    return Box::pin(async move { Ok(status.into_http()) });
-                }
+                // Logged (at a bounded rate) and counted by the observe layer around this one.
+                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
             }
         }
         Box::pin(inner.call(request))

@@ -16,7 +16,7 @@ pub use access::AccessApi;
 pub use audit::AuditApi;
 pub use auth::AuthLayer;
 pub use keys::KeyApi;
-pub use limit::{RequestLimitLayer, MAX_REQUEST_BYTES};
+pub use limit::{Limits, RequestLimitLayer, DEFAULT_LIMITS};
 pub use observe::ObserveLayer;
 pub use users::UserApi;
 pub use watch::WatchConfig;

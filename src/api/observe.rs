@@ -1,11 +1,20 @@
-//! One span and one log line per RPC (method, caller, status code, latency), and the RPC
-//! metrics. The status of a successful call is only known from the response trailers, so the
-//! response body is watched until it ends.
+//! One span per RPC (method, caller, status code, latency), the RPC metrics, and the log line
+//! that ends a call. The status of a successful call is only known from the response trailers,
+//! so the response body is watched until it ends.
+//!
+//! Which calls get a line (at the default level), as [`Line::of`] decides:
+//! - mutations, streams, and any call slower than [`SLOW_CALL`]: always (info);
+//! - server faults (INTERNAL, UNKNOWN, DATA_LOSS): always (warn), with the status message;
+//! - every other failure is a refusal the client caused (bad token, bad input, over a limit):
+//!   info with the status message, through the shared [`Throttle`], so a flood of refused
+//!   calls writes a bounded number of lines (metrics still count every one);
+//! - successful reads (Get*, List*, ValidateKey, Health/Check): debug, or info with
+//!   `--log-reads`. At thousands of reads a second a line each would be most of their cost.
 
 use std::{
     pin::Pin,
     task::{ready, Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -16,15 +25,33 @@ use tower::{Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 
 use crate::metrics::Metrics;
+use crate::telemetry::Throttle;
+
+/// A call at least this slow is logged whatever it was.
+pub const SLOW_CALL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct ObserveLayer {
+    log: LogPolicy,
+}
+
+/// What decides whether a finished call gets a line.
+#[derive(Clone)]
+struct LogPolicy {
     metrics: Metrics,
+    refusals: Throttle,
+    log_reads: bool,
 }
 
 impl ObserveLayer {
-    pub fn new(metrics: Metrics) -> Self {
-        ObserveLayer { metrics }
+    pub fn new(metrics: Metrics, refusals: Throttle, log_reads: bool) -> Self {
+        ObserveLayer {
+            log: LogPolicy {
+                metrics,
+                refusals,
+                log_reads,
+            },
+        }
     }
 }
 
@@ -34,7 +61,7 @@ impl<S> Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            metrics: self.metrics.clone(),
+            log: self.log.clone(),
         }
     }
 }
@@ -42,7 +69,7 @@ impl<S> Layer<S> for ObserveLayer {
 #[derive(Clone)]
 pub struct Observe<S> {
     inner: S,
-    metrics: Metrics,
+    log: LogPolicy,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -72,15 +99,15 @@ where
             method,
             started: Instant::now(),
             span: span.clone(),
-            metrics: self.metrics.clone(),
+            log: self.log.clone(),
         };
         Box::pin(
             async move {
                 let response = future.await?;
-                match status_of(response.headers()) {
+                match code_of(response.headers()) {
                     // Trailers-only response (an error, usually): the status is already here.
                     Some(code) => {
-                        finish.done(code);
+                        finish.done(code, || message_of(response.headers()));
                         Ok(response)
                     }
                     None => Ok(response.map(|body| {
@@ -96,7 +123,7 @@ where
     }
 }
 
-fn status_of(headers: &HeaderMap) -> Option<Code> {
+fn code_of(headers: &HeaderMap) -> Option<Code> {
     let value = headers
         .get("grpc-status")?
         .to_str()
@@ -106,28 +133,75 @@ fn status_of(headers: &HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value))
 }
 
+/// The status message of a failed call (only decoded for failures: it allocates).
+fn message_of(headers: &HeaderMap) -> String {
+    Status::from_header_map(headers)
+        .map(|status| status.message().to_owned())
+        .unwrap_or_default()
+}
+
 struct Finish {
     method: String,
     started: Instant,
     span: Span,
-    metrics: Metrics,
+    log: LogPolicy,
+}
+
+/// How a finished call is logged.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Always,
+    Fault,
+    Refusal,
+    Read,
+}
+
+impl Line {
+    fn of(method: &str, code: Code, elapsed: Duration) -> Line {
+        match code {
+            Code::Ok if elapsed >= SLOW_CALL => Line::Always,
+            Code::Ok if is_read(method) => Line::Read,
+            Code::Ok => Line::Always,
+            Code::Internal | Code::Unknown | Code::DataLoss => Line::Fault,
+            _ => Line::Refusal,
+        }
+    }
+}
+
+/// Successful calls that change nothing and are made at a high rate.
+fn is_read(method: &str) -> bool {
+    let name = method.rsplit('/').next().unwrap_or_default();
+    (method.starts_with("/zsc.v1.")
+        && (name.starts_with("Get") || name.starts_with("List") || name == "ValidateKey"))
+        || method == "/grpc.health.v1.Health/Check"
 }
 
 impl Finish {
-    fn done(self, code: Code) {
-        let seconds = self.started.elapsed().as_secs_f64();
-        let code = code_name(code);
+    fn done(self, code: Code, message: impl FnOnce() -> String) {
+        let elapsed = self.started.elapsed();
+        let seconds = elapsed.as_secs_f64();
+        let name = code_name(code);
         let method = if super::auth::is_known_method(&self.method) {
             self.method.as_str()
         } else {
             "unknown"
         };
-        self.metrics.rpc(method, &code, seconds);
+        self.log.metrics.rpc(method, &name, seconds);
         // Recorded on the span, so that tools reading spans see them too; the line shows them
         // with the span's method and caller.
-        self.span.record("code", code.as_str());
+        self.span.record("code", name.as_str());
         self.span.record("latency_ms", seconds * 1e3);
-        tracing::info!(parent: &self.span, "rpc");
+        match Line::of(&self.method, code, elapsed) {
+            Line::Always => tracing::info!(parent: &self.span, "rpc"),
+            Line::Read if self.log.log_reads => tracing::info!(parent: &self.span, "rpc"),
+            Line::Read => tracing::debug!(parent: &self.span, "rpc"),
+            Line::Fault => tracing::warn!(parent: &self.span, reason = message(), "rpc failed"),
+            Line::Refusal => {
+                if self.log.refusals.allow() {
+                    tracing::info!(parent: &self.span, reason = message(), "rpc refused");
+                }
+            }
+        }
     }
 }
 
@@ -154,7 +228,7 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // The client went away before the response ended.
             if let Some(finish) = this.project().finish.take() {
-                finish.done(Code::Cancelled);
+                finish.done(Code::Cancelled, || "the client went away".to_owned());
             }
         }
     }
@@ -170,16 +244,17 @@ impl HttpBody for ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
-        let code = match &frame {
-            Some(Ok(frame)) => frame
-                .trailers_ref()
-                .map(|t| status_of(t).unwrap_or(Code::Unknown)),
-            Some(Err(status)) => Some(status.code()),
-            None => Some(Code::Unknown),
+        let ended = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                let code = code_of(trailers).unwrap_or(Code::Unknown);
+                (code, message_of(trailers))
+            }),
+            Some(Err(status)) => Some((status.code(), status.message().to_owned())),
+            None => Some((Code::Unknown, String::new())),
         };
-        if let Some(code) = code {
+        if let Some((code, message)) = ended {
             if let Some(finish) = this.finish.take() {
-                finish.done(code);
+                finish.done(code, || message);
             }
         }
         Poll::Ready(frame)
@@ -196,6 +271,44 @@ impl HttpBody for ObservedBody {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::{Line, SLOW_CALL};
+    use tonic::Code;
+
+    #[test]
+    fn reads_are_quiet_and_mutations_streams_and_slow_calls_are_not() {
+        let fast = Duration::from_millis(1);
+        for read in [
+            "/zsc.v1.KeyService/ValidateKey",
+            "/zsc.v1.KeyService/GetKeyInfo",
+            "/zsc.v1.UserService/ListOrgs",
+            "/zsc.v1.UserService/GetUser",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert_eq!(Line::of(read, Code::Ok, fast), Line::Read, "{read}");
+            assert_eq!(Line::of(read, Code::Ok, SLOW_CALL), Line::Always, "{read}");
+            assert_eq!(
+                Line::of(read, Code::Unauthenticated, fast),
+                Line::Refusal,
+                "{read}"
+            );
+        }
+        for other in [
+            "/zsc.v1.KeyService/RegenerateKey",
+            "/zsc.v1.UserService/DeactivateUser",
+            "/zsc.v1.AccessService/DeleteServiceAccount",
+            "/zsc.v1.KeyService/WatchRevocations",
+            "/grpc.health.v1.Health/Watch",
+        ] {
+            assert_eq!(Line::of(other, Code::Ok, fast), Line::Always, "{other}");
+        }
+        assert_eq!(
+            Line::of("/zsc.v1.KeyService/GetKeyInfo", Code::Internal, fast),
+            Line::Fault
+        );
+    }
+
     #[test]
     fn codes_are_spelled_as_the_spec_does() {
         assert_eq!(super::code_name(tonic::Code::Ok), "OK");

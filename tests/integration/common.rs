@@ -374,12 +374,3 @@ impl TestServer {
             .into_inner()
     }
 }
-
-/// Runs the zsc binary with `args` to completion.
-pub async fn run_zsc(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args(args)
-        .output()
-        .await
-        .expect("run zsc")
-}

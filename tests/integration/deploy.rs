@@ -1,11 +1,14 @@
 //! deploy/: no container engine runs here, so every manifest is parsed and every flag and
-//! environment variable it hands zsc is checked against the binary's own `--help`.
+//! environment variable it hands zsc is checked against the binary's own `--help`; then zsc
+//! is run with exactly those arguments and that environment, to show that each serves TLS
+//! (zsc refuses plain text off loopback): it gets as far as reading the certificate, which
+//! is not on this machine.
 
 use std::collections::BTreeSet;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::common::run_zsc;
+use crate::process::run_zsc;
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{}/deploy/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -41,6 +44,30 @@ fn assert_known(help: &str, flags: &BTreeSet<String>, envs: &BTreeSet<String>, f
             "{file}: {env} is not read by zsc serve"
         );
     }
+}
+
+async fn serves_tls(args: &[&str], envs: &[(String, String)], file: &str) {
+    let mut words = args
+        .iter()
+        .copied()
+        .chain(envs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]));
+    assert!(
+        !words.any(|w| w.contains("allow-plaintext") || w.contains("ALLOW_PLAINTEXT")),
+        "{file} allows plain text"
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args(args)
+        .env_clear()
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{file}: {stderr}");
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("tls.crt"),
+        "{file}: zsc should have stopped only at the missing certificate: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -118,6 +145,16 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
         container["securityContext"]["readOnlyRootFilesystem"],
         Yaml::Boolean(true)
     ));
+    let env_values: Vec<(String, String)> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let value = e["value"].as_str().unwrap();
+            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+        })
+        .collect();
+    serves_tls(&args, &env_values, "kubernetes.yaml").await;
 }
 
 #[tokio::test]
@@ -147,10 +184,14 @@ async fn the_dockerfile_is_multi_stage_non_root_with_a_grpc_health_check() {
     // ENV (with its continuation lines) names variables zsc serve reads.
     let joined = dockerfile.replace("\\\n", " ");
     let env_line = joined.lines().find(|l| l.starts_with("ENV ")).expect("ENV");
-    let envs: BTreeSet<String> = env_line[4..]
+    let env_values: Vec<(String, String)> = env_line[4..]
         .split_whitespace()
-        .map(|kv| kv.split('=').next().unwrap().to_owned())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
         .collect();
+    let envs: BTreeSet<String> = env_values.iter().map(|(k, _)| k.clone()).collect();
     assert!(envs.contains("ZSC_DATA_DIR"));
     assert_known(
         &help("serve").await,
@@ -169,6 +210,19 @@ async fn the_dockerfile_is_multi_stage_non_root_with_a_grpc_health_check() {
         .filter(|w| !w.trim().is_empty() && w.trim() != "," && !w.contains('[') && !w.contains(']'))
         .collect();
     assert_eq!(&words[..2], ["zsc", "health-check"]);
+    // It checks the plain-text health listener the image opens.
+    let health_listen = env_values
+        .iter()
+        .find(|(k, _)| k == "ZSC_HEALTH_LISTEN")
+        .map(|(_, v)| v.as_str())
+        .expect("a health listener");
+    assert!(
+        words.contains(&format!("http://{health_listen}").as_str()),
+        "{words:?}"
+    );
+    let cmd_line = joined.lines().find(|l| l.starts_with("CMD ")).expect("CMD");
+    assert!(cmd_line.contains("\"serve\""));
+    serves_tls(&["serve"], &env_values, "Dockerfile").await;
     assert_known(
         &help("health-check").await,
         &flags(words.iter().copied()),
@@ -186,12 +240,36 @@ async fn the_systemd_unit_is_hardened_and_passes_only_real_flags() {
     let mut words = exec.split_whitespace();
     assert_eq!(words.next(), Some("/usr/local/bin/zsc"));
     assert_eq!(words.next(), Some("serve"));
-    let envs = directives
+    let env_values: Vec<(String, String)> = directives
         .iter()
         .filter(|(k, _)| *k == "Environment")
-        .map(|(_, v)| v.split('=').next().unwrap().to_owned())
+        .map(|(_, v)| {
+            let (k, v) = v.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
         .collect();
-    assert_known(&help("serve").await, &flags(words), &envs, "zsc.service");
+    let envs = env_values.iter().map(|(k, _)| k.clone()).collect();
+    let words: Vec<&str> = words.collect();
+    assert_known(
+        &help("serve").await,
+        &flags(words.iter().copied()),
+        &envs,
+        "zsc.service",
+    );
+    // The certificate and key come in as systemd credentials.
+    let credentials: Vec<&str> = directives
+        .iter()
+        .filter(|(k, _)| *k == "LoadCredential")
+        .map(|(_, v)| v.split(':').next().unwrap())
+        .collect();
+    assert_eq!(credentials, ["tls.crt", "tls.key"]);
+    let expanded: Vec<String> = words
+        .iter()
+        .map(|w| w.replace("${CREDENTIALS_DIRECTORY}", "/nonexistent/credentials"))
+        .collect();
+    let mut args = vec!["serve"];
+    args.extend(expanded.iter().map(String::as_str));
+    serves_tls(&args, &env_values, "zsc.service").await;
     for (key, expected) in [
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),

@@ -266,24 +266,31 @@ async fn shutdown_reports_not_serving_and_its_wait_is_bounded() {
 
 #[tokio::test]
 async fn a_revocation_whose_caller_gives_up_still_reaches_subscribers() {
-    use zsc::domain::{Edition, Email, Name, Profile};
+    use zsc::domain::{Caller, Edition, Email, Name, Profile};
     use zsc::store::{KeyMode, Store, StoreOptions};
+    let by = Caller::cli();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &StoreOptions::default())
         .unwrap()
         .store;
     let org = store
-        .create_org(Name::parse("name", "Acme").unwrap(), Edition::Free)
+        .create_org(&by, Name::parse("name", "Acme").unwrap(), Edition::Free)
         .await
         .unwrap();
     let admin = Email::parse("email", "ada@acme.example").unwrap();
     let name = Name::parse("display_name", "Ada").unwrap();
     store
-        .create_user(org.id.clone(), admin.clone(), name, Profile::Administrator)
+        .create_user(
+            &by,
+            org.id.clone(),
+            admin.clone(),
+            name,
+            Profile::Administrator,
+        )
         .await
         .unwrap();
     store
-        .generate_key(&org.id, &admin, KeyMode::New)
+        .generate_key(&by, &org.id, &admin, KeyMode::New)
         .await
         .unwrap();
     let mut head = store.durable_head();
@@ -292,7 +299,7 @@ async fn a_revocation_whose_caller_gives_up_still_reaches_subscribers() {
     // The caller is gone after the first poll (as a cancelled RPC's handler is): the transaction
     // has committed, and its flush must still happen, or subscribers would never hear of it.
     use futures_util::FutureExt;
-    let abandoned = store.revoke_key(&org.id).now_or_never();
+    let abandoned = store.revoke_key(&by, &org.id).now_or_never();
     assert!(
         abandoned.is_none(),
         "the call was dropped after one poll, before it answered"

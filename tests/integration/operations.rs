@@ -7,7 +7,7 @@ use tonic::Code;
 use zsc::proto::*;
 
 use crate::common::*;
-use crate::process::{sigterm, spawn_zsc};
+use crate::process::{run_zsc, sigterm, spawn_zsc};
 
 async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

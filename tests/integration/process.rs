@@ -125,3 +125,12 @@ pub fn operator_token(data_dir: &Path) -> String {
         .trim()
         .to_owned()
 }
+
+/// Runs the zsc binary with `args` to completion.
+pub async fn run_zsc(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args(args)
+        .output()
+        .await
+        .expect("run zsc")
+}

@@ -9,6 +9,7 @@ use zsc::proto::{user_service_client::UserServiceClient, *};
 use zsc::server::TlsFiles;
 
 use crate::common::*;
+use crate::process::run_zsc;
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -267,4 +268,29 @@ async fn the_verifier_follows_revocations_over_tls() {
         verifier.verify(&admin, &key).await,
         Err(zsc::verifier::VerifyError::Rejected)
     ));
+}
+
+#[tokio::test]
+async fn plain_text_on_a_non_loopback_address_is_refused_at_once_unless_allowed() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        run_zsc(&[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+    )
+    .await
+    .expect("exits at once");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("plain text") && stderr.contains("--allow-plaintext"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing was created before refusing");
 }
