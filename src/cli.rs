@@ -11,8 +11,9 @@ use humantime::Duration;
 use crate::api::{Limits, DEFAULT_LIMITS};
 use crate::domain::{Error, Result};
 use crate::server::{
-    Config, TlsFiles, DEFAULT_EVENT_RETENTION_AGE, DEFAULT_EVENT_RETENTION_COUNT,
-    DEFAULT_HEARTBEAT, DEFAULT_SHUTDOWN_GRACE, DEFAULT_STALL_TIMEOUT,
+    Config, TlsFiles, DEFAULT_AUDIT_RETENTION_AGE, DEFAULT_AUDIT_RETENTION_COUNT,
+    DEFAULT_EVENT_RETENTION_AGE, DEFAULT_EVENT_RETENTION_COUNT, DEFAULT_HEARTBEAT,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_STALL_TIMEOUT, DEFAULT_USAGE_SAVE_INTERVAL,
 };
 use crate::telemetry::LogFormat;
 
@@ -100,6 +101,18 @@ pub struct ServeArgs {
     /// Keep revocation events at least this long (e.g. 7d, 12h).
     #[arg(long, env = "ZSC_EVENT_RETENTION_AGE", default_value_t = DEFAULT_EVENT_RETENTION_AGE.into())]
     pub event_retention_age: Duration,
+
+    /// Keep at least this many audit entries.
+    #[arg(long, env = "ZSC_AUDIT_RETENTION_COUNT", default_value_t = DEFAULT_AUDIT_RETENTION_COUNT)]
+    pub audit_retention_count: u64,
+
+    /// Keep audit entries at least this long (e.g. 365d).
+    #[arg(long, env = "ZSC_AUDIT_RETENTION_AGE", default_value_t = DEFAULT_AUDIT_RETENTION_AGE.into())]
+    pub audit_retention_age: Duration,
+
+    /// How often key usage counted in memory is saved; a crash loses at most this long of counts.
+    #[arg(long, env = "ZSC_USAGE_SAVE_INTERVAL", default_value_t = DEFAULT_USAGE_SAVE_INTERVAL.into())]
+    pub usage_save_interval: Duration,
 
     /// End a revocation stream whose subscriber reads nothing for this long (it resumes from its cursor).
     #[arg(long, env = "ZSC_SUBSCRIBER_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT.into())]
@@ -189,6 +202,9 @@ impl ServeArgs {
         config.watch.stall_timeout = self.subscriber_stall_timeout.into();
         config.event_retention_count = self.event_retention_count;
         config.event_retention_age = self.event_retention_age.into();
+        config.audit_retention_count = self.audit_retention_count;
+        config.audit_retention_age = self.audit_retention_age.into();
+        config.usage_save_interval = self.usage_save_interval.into();
         config.shutdown_grace = self.shutdown_grace.into();
         config.log_reads = self.log_reads;
         config.limits = Limits {

@@ -18,13 +18,15 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::api::{
-    AccessApi, AuthLayer, KeyApi, Limits, ObserveLayer, RequestLimitLayer, UserApi, WatchConfig,
+    AccessApi, AuditApi, AuthLayer, KeyApi, Limits, ObserveLayer, RequestLimitLayer, UserApi,
+    WatchConfig,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::proto::{
-    access_service_server::AccessServiceServer, key_service_server::KeyServiceServer,
-    user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
+    access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
+    key_service_server::KeyServiceServer, user_service_server::UserServiceServer,
+    FILE_DESCRIPTOR_SET,
 };
 use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
@@ -40,6 +42,9 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_EVENT_RETENTION_COUNT: u64 = 1_000_000;
 pub const DEFAULT_EVENT_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_AUDIT_RETENTION_COUNT: u64 = 1_000_000;
+pub const DEFAULT_AUDIT_RETENTION_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const DEFAULT_USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything `zsc serve` can be told.
 #[derive(Clone, Debug)]
@@ -51,8 +56,15 @@ pub struct Config {
     pub event_retention_count: u64,
     /// ...and at least the events of this long ago; older ones beyond both bounds are pruned.
     pub event_retention_age: Duration,
+    /// Keep at least this many audit entries...
+    pub audit_retention_count: u64,
+    /// ...and at least the entries of this long ago; older ones beyond both bounds are pruned.
+    pub audit_retention_age: Duration,
     /// How often the pruner runs.
     pub prune_interval: Duration,
+    /// How often key usage counted in memory is saved (and at shutdown): a crash loses at
+    /// most this long of counts.
+    pub usage_save_interval: Duration,
     /// How long shutdown waits for in-flight RPCs before giving up on them.
     pub shutdown_grace: Duration,
     /// Where to serve Prometheus metrics (`/metrics`), if anywhere.
@@ -105,7 +117,10 @@ impl Config {
             },
             event_retention_count: DEFAULT_EVENT_RETENTION_COUNT,
             event_retention_age: DEFAULT_EVENT_RETENTION_AGE,
+            audit_retention_count: DEFAULT_AUDIT_RETENTION_COUNT,
+            audit_retention_age: DEFAULT_AUDIT_RETENTION_AGE,
             prune_interval: Duration::from_secs(60),
+            usage_save_interval: DEFAULT_USAGE_SAVE_INTERVAL,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             metrics_listen: None,
             health_listen: None,
@@ -220,6 +235,7 @@ impl Server {
             <UserServiceServer<UserApi> as NamedService>::NAME,
             <KeyServiceServer<KeyApi> as NamedService>::NAME,
             <AccessServiceServer<AccessApi> as NamedService>::NAME,
+            <AuditServiceServer<AuditApi> as NamedService>::NAME,
         ];
         for name in names {
             health
@@ -244,13 +260,18 @@ impl Server {
         let health_service = health_service.max_decoding_message_size(max_message);
 
         let pruner = tokio::spawn(prune_forever(
-            EventLog::new(store.clone()),
+            store.clone(),
             config.clone(),
             stopping.clone(),
         ));
 
         let mut side_tasks = vec![
             pruner,
+            tokio::spawn(save_usage_forever(
+                store.clone(),
+                config.usage_save_interval,
+                stopping.clone(),
+            )),
             tokio::spawn(report_refusals(refusals.clone(), stopping.clone())),
         ];
         if let Some(listener) = into_tokio(metrics_listener)? {
@@ -316,6 +337,10 @@ impl Server {
             .add_service(
                 AccessServiceServer::new(AccessApi::new(store.clone()))
                     .max_decoding_message_size(max_message),
+            )
+            .add_service(
+                AuditServiceServer::new(AuditApi::new(store.clone()))
+                    .max_decoding_message_size(max_message),
             );
 
         // Set when the server stops because its storage failed, not because it was told to.
@@ -376,6 +401,7 @@ impl Server {
                  restart it (acknowledged changes are on disk)"
             )));
         }
+        store.save_usage().await?;
         store.sync().await?;
         tracing::info!("stopped; database flushed");
         outcome
@@ -402,18 +428,43 @@ async fn report_refusals(refusals: Throttle, stopping: Shutdown) {
     }
 }
 
-/// Deletes events past both retention bounds, every `prune_interval`, until shutdown.
-async fn prune_forever(log: EventLog, config: Config, stopping: Shutdown) {
+/// Deletes revocation events and audit entries past their retention bounds, every
+/// `prune_interval`, until shutdown.
+async fn prune_forever(store: Store, config: Config, stopping: Shutdown) {
+    let log = EventLog::new(store.clone());
     loop {
         tokio::select! {
             () = stopping.begun() => return,
             () = tokio::time::sleep(config.prune_interval) => {}
         }
-        let keep_since = std::time::SystemTime::now() - config.event_retention_age;
+        let now = std::time::SystemTime::now();
+        let keep_since = now - config.event_retention_age;
         match log.prune(config.event_retention_count, keep_since).await {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "pruned revocation events past retention"),
             Err(error) => tracing::error!(%error, "pruning the revocation log failed"),
+        }
+        let keep_since = now - config.audit_retention_age;
+        match store
+            .prune_audit(config.audit_retention_count, keep_since)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
+            Err(error) => tracing::error!(%error, "pruning the audit trail failed"),
+        }
+    }
+}
+
+/// Saves the key usage counted in memory every `interval` until shutdown (which saves last).
+async fn save_usage_forever(store: Store, interval: Duration, stopping: Shutdown) {
+    loop {
+        tokio::select! {
+            () = stopping.begun() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = store.save_usage().await {
+            tracing::error!(%error, "saving key usage failed");
         }
     }
 }

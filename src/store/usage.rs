@@ -92,7 +92,7 @@ impl Store {
                 last_validated: from_micros(last_us),
             })
             .collect();
-        usage.sort_by(|a, b| b.last_validated.cmp(&a.last_validated));
+        usage.sort_by_key(|u| std::cmp::Reverse(u.last_validated));
         Ok(usage)
     }
 
