@@ -12,9 +12,10 @@ use std::{fs, path::Path};
 
 use prost::Message;
 
+use super::tables::{Table, Trees};
 use super::{
     audit, files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions,
-    META_HEAD, META_STORE_ID, TREE_NAMES,
+    META_HEAD, META_STORE_ID,
 };
 use crate::domain::{random_base62, Error, Result};
 
@@ -50,15 +51,15 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
         )));
     }
     let (_lock, db) = open_db(dir, &StoreOptions::default())?;
+    let trees = Trees::open(&db)?;
     let mut bytes = MAGIC.to_vec();
     let mut digest = blake3::Hasher::new();
     let mut entries = 0u64;
-    for name in TREE_NAMES {
-        let tree = db.open_tree(name).map_err(Error::internal)?;
-        for item in tree.iter() {
+    for &table in Table::ALL {
+        for item in trees.get(table).iter() {
             let (key, value) = item.map_err(Error::internal)?;
             let entry = Entry {
-                tree: name.to_owned(),
+                tree: table.name().to_owned(),
                 key: key.to_vec(),
                 value: value.to_vec(),
             }
@@ -77,9 +78,15 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
 
     files::write_private_file(out, &bytes)?;
 
-    let meta = db.open_tree("meta").map_err(Error::internal)?;
-    let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
-    let store_id = meta
+    let head = read_u64(
+        trees
+            .meta
+            .get(META_HEAD)
+            .map_err(Error::internal)?
+            .as_deref(),
+    );
+    let store_id = trees
+        .meta
         .get(META_STORE_ID)
         .map_err(Error::internal)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
@@ -114,7 +121,7 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
     let store_id = format!("st_{}", random_base62(16));
     let from_store = entries
         .iter()
-        .find(|e| e.tree == "meta" && e.key == META_STORE_ID)
+        .find(|e| e.table == Table::Meta && e.key == META_STORE_ID)
         .map(|e| String::from_utf8_lossy(&e.value).into_owned())
         .unwrap_or_default();
     let head = {
@@ -122,29 +129,36 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
             .path(&staging)
             .open()
             .map_err(Error::internal)?;
-        for name in TREE_NAMES {
+        let trees = Trees::open(&db)?;
+        for &table in Table::ALL {
             let mut batch = sled::Batch::default();
-            for entry in entries.iter().filter(|e| e.tree == name) {
+            let in_table = || entries.iter().filter(move |e| e.table == table);
+            for entry in in_table() {
                 batch.insert(entry.key.as_slice(), entry.value.as_slice());
             }
-            if name == "meta" {
+            match table {
                 // A restore is a new store: no subscriber may resume across it.
-                batch.insert(META_STORE_ID, store_id.as_bytes());
-            }
-            if name == "audit" {
-                let in_tree = entries.iter().filter(|e| e.tree == name);
-                let head = audit::head_of(in_tree.map(|e| (e.key.as_slice(), e.value.as_slice())));
-                for (key, value) in audit::restored(head, &from_store) {
-                    batch.insert(key, value);
+                Table::Meta => batch.insert(META_STORE_ID, store_id.as_bytes()),
+                Table::Audit => {
+                    let head = audit::head_of(in_table().map(|e| (&e.key[..], &e.value[..])));
+                    for (key, value) in audit::restored(head, &from_store) {
+                        batch.insert(key, value);
+                    }
                 }
+                _ => {}
             }
-            db.open_tree(name)
-                .map_err(Error::internal)?
+            trees
+                .get(table)
                 .apply_batch(batch)
                 .map_err(Error::internal)?;
         }
-        let meta = db.open_tree("meta").map_err(Error::internal)?;
-        let head = read_u64(meta.get(META_HEAD).map_err(Error::internal)?.as_deref());
+        let head = read_u64(
+            trees
+                .meta
+                .get(META_HEAD)
+                .map_err(Error::internal)?
+                .as_deref(),
+        );
         db.flush().map_err(Error::internal)?;
         head
     };
@@ -161,8 +175,15 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
     })
 }
 
+/// One key of one table, read back from a backup.
+struct Restored {
+    table: Table,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
 /// Checks the magic, every entry, the count and the digest.
-fn parse(bytes: &[u8]) -> std::result::Result<Vec<Entry>, &'static str> {
+fn parse(bytes: &[u8]) -> std::result::Result<Vec<Restored>, &'static str> {
     let mut rest = bytes.strip_prefix(MAGIC).ok_or("wrong header")?;
     let mut digest = blake3::Hasher::new();
     let mut entries = Vec::new();
@@ -183,10 +204,12 @@ fn parse(bytes: &[u8]) -> std::result::Result<Vec<Entry>, &'static str> {
             }
             return Ok(entries);
         }
-        if !TREE_NAMES.contains(&entry.tree.as_str()) {
-            return Err("unknown tree");
-        }
+        let table = Table::from_name(&entry.tree).ok_or("unknown tree")?;
         digest.update(&before[..before.len() - rest.len()]);
-        entries.push(entry);
+        entries.push(Restored {
+            table,
+            key: entry.key,
+            value: entry.value,
+        });
     }
 }

@@ -1,15 +1,6 @@
 //! Storage: every entity and the revocation log in one embedded sled database.
 //!
-//! Trees (keys -> values):
-//! - `meta`: store id, log head, operator count, "initialised" marker
-//! - `orgs`: org_id -> `OrgRecord` (including the hash of its active key)
-//! - `org_names`: folded name -> org_id (uniqueness)
-//! - `users`: email -> `UserRecord`; `org_users`: org_id \0 email -> () (listing)
-//! - `keys`: blake3(key) -> `KeyRecord`
-//! - `accounts`: name -> `AccountRecord`; `tokens`: blake3(token) -> name
-//! - `events`: big-endian sequence -> `EventRecord`
-//! - `audit`: the audit trail and its org index (`audit.rs`)
-//! - `usage`: key_id \0 account -> `UsageRecord`, saved validation counts (`usage.rs`)
+//! The trees and what each holds are listed once, in `tables.rs`.
 //!
 //! Every mutation is one sled transaction over the trees it touches (so no crash leaves half a
 //! change, and a revocation is logged atomically with the change it records), followed by a
@@ -25,6 +16,8 @@ mod keys;
 pub use keys::{GeneratedKey, KeyMode};
 mod orgs;
 mod records;
+mod revocation;
+mod tables;
 mod usage;
 
 use std::{
@@ -46,6 +39,7 @@ use crate::domain::{random_base62, AccountToken, AuditAction, Caller, Error, Res
 use durability::Durability;
 use files::io_error;
 use records::AccountRecord;
+use tables::Trees;
 
 pub use backup::{backup, restore, BackupReport};
 pub use events::EventLog;
@@ -91,20 +85,6 @@ struct Inner {
     _lock: File,
 }
 
-struct Trees {
-    meta: sled::Tree,
-    orgs: sled::Tree,
-    org_names: sled::Tree,
-    users: sled::Tree,
-    org_users: sled::Tree,
-    keys: sled::Tree,
-    accounts: sled::Tree,
-    tokens: sled::Tree,
-    events: sled::Tree,
-    audit: sled::Tree,
-    usage: sled::Tree,
-}
-
 /// What `Store::open` found.
 pub struct Opened {
     pub store: Store,
@@ -117,20 +97,7 @@ impl Store {
     /// `operator` account, whose token is written to `dir/operator.token` (mode 0600).
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Opened> {
         let (lock, db) = open_db(dir, options)?;
-        let open = |name: &str| db.open_tree(name).map_err(Error::internal);
-        let trees = Trees {
-            meta: open("meta")?,
-            orgs: open("orgs")?,
-            org_names: open("org_names")?,
-            users: open("users")?,
-            org_users: open("org_users")?,
-            keys: open("keys")?,
-            accounts: open("accounts")?,
-            tokens: open("tokens")?,
-            events: open("events")?,
-            audit: open("audit")?,
-            usage: open("usage")?,
-        };
+        let trees = Trees::open(&db)?;
         let created = trees
             .meta
             .get(META_INITIALISED)
@@ -212,21 +179,6 @@ impl Store {
         &self.inner.trees
     }
 }
-
-/// Every tree, in the order backups write them.
-const TREE_NAMES: [&str; 11] = [
-    "meta",
-    "orgs",
-    "org_names",
-    "users",
-    "org_users",
-    "keys",
-    "accounts",
-    "tokens",
-    "events",
-    "audit",
-    "usage",
-];
 
 /// Log or audit entries removed per pruning step: each step is one batch on the blocking pool.
 const PRUNE_BATCH: usize = 1000;
