@@ -5,8 +5,8 @@ use std::ops::Bound;
 use prost::Message;
 use sled::Transactional;
 
-use super::keys::{read_org, revoke_active_key, KeyTx};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
+use super::revocation::{org_not_found, read_org, revoke_active_key, KeyTx};
 use super::{abort, audit, lift, Store};
 use crate::domain::{
     AuditAction, Caller, Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result,
@@ -287,10 +287,6 @@ fn org_user_key(org_id: &OrgId, email: &Email) -> Vec<u8> {
 
 fn utf8(bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(Error::internal)
-}
-
-pub(super) fn org_not_found(id: &OrgId) -> Error {
-    Error::not_found(format!("org {id} not found"))
 }
 
 pub(super) fn user_not_found(email: &Email) -> Error {
