@@ -2,6 +2,7 @@
 //! through the generated clients. One binary, so the suite links once.
 
 mod access;
+mod bad_input;
 mod common;
 mod deploy;
 mod durability;
