@@ -4,6 +4,9 @@
 //!
 //! Every zsc RPC takes exactly one request message, so limiting the request body to one
 //! message plus its 5-byte gRPC frame header limits the message.
+//!
+//! The same wrapper follows the body's gRPC framing ([`super::framing`]): a body that ends
+//! without a whole message is answered INVALID_ARGUMENT, as bad input, not INTERNAL.
 
 use std::{
     pin::Pin,
@@ -16,8 +19,16 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{body::Body, Status};
 use tower::{Layer, Service};
 
+use super::framing::Framing;
+
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const GRPC_FRAME_HEADER: usize = 5;
+
+/// The methods whose request is a stream, which may hold no message at all: only reflection's.
+const STREAMED_REQUESTS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 #[derive(Clone, Copy, Default)]
 pub struct RequestLimitLayer;
@@ -48,10 +59,13 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let may_be_empty = STREAMED_REQUESTS.contains(&request.uri().path());
         let request = request.map(|body| {
             Body::new(LimitedBody {
                 inner: body,
                 remaining: MAX_REQUEST_BYTES + GRPC_FRAME_HEADER,
+                framing: Framing::default(),
+                may_be_empty,
             })
         });
         self.inner.call(request)
@@ -63,6 +77,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         remaining: usize,
+        framing: Framing,
+        may_be_empty: bool,
     }
 }
 
@@ -84,12 +100,22 @@ impl HttpBody for LimitedBody {
                 )))));
             }
             *this.remaining -= len;
+            this.framing.feed(data.map_or(&[][..], |d| &d[..]));
+        }
+        if frame.is_none() {
+            if let Some(why) = this.framing.incomplete(*this.may_be_empty) {
+                // Once: the next poll ends the body.
+                *this.may_be_empty = true;
+                *this.framing = Framing::default();
+                return Poll::Ready(Some(Err(Status::invalid_argument(why))));
+            }
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // An incomplete body still has its error to give.
+        self.inner.is_end_stream() && self.framing.incomplete(self.may_be_empty).is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod convert;
+mod framing;
 mod keys;
 mod limit;
 mod observe;

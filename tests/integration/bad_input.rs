@@ -262,7 +262,23 @@ async fn every_rpc_answers_bad_input_with_its_exact_status_and_changes_nothing()
             ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} rows:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    // Bodies whose gRPC framing is broken, sent with a raw HTTP/2 client.
+    let mut rows = cases.len();
+    for rpc in &rpcs {
+        for (what, body) in [
+            ("no message", vec![]),
+            ("a message cut short", vec![0, 0, 0, 0, 5, 0x0a]),
+            ("a whole message and half another", vec![0, 0, 0, 0, 0, 0, 0]),
+        ] {
+            rows += 1;
+            let (code, message) = post_raw(&server, rpc, body).await;
+            if code != INVALID {
+                failures.push(format!("{rpc} / {what}: expected InvalidArgument, got {code:?} ({message})"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {rows} rows:\n{}", failures.len(), failures.join("\n"));
+    println!("{rows} bad requests, each with its expected status");
 
     // Nothing changed, and the server serves: health, and a valid call.
     assert_eq!(state(&server).await, before);
@@ -355,4 +371,53 @@ async fn names_that_only_look_alike_are_refused_or_collide() {
     };
     expect_code(users.create_user(same).await, Code::AlreadyExists);
     assert_eq!(server.orgs().await.orgs.len(), 2);
+}
+
+/// Posts `body` to `method` as it is, gRPC framing included (or not): a raw HTTP/2 client.
+/// Returns the grpc-status and grpc-message.
+async fn post_raw(server: &TestServer, method: &str, body: Vec<u8>) -> (Code, String) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{}/zsc.v1.{method}", server.url()))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {}", server.operator_token))
+        .body(tonic::body::Body::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+        .unwrap();
+    let response = server.channel().await.oneshot(request).await.unwrap();
+    let mut fields = response.headers().clone();
+    let collected = response.into_body().collect().await.unwrap();
+    fields.extend(collected.trailers().cloned().unwrap_or_default());
+    let status = Status::from_header_map(&fields).expect("a grpc-status");
+    (status.code(), status.message().to_owned())
+}
+
+#[tokio::test]
+async fn a_body_without_a_whole_message_is_invalid_argument() {
+    let server = TestServer::start().await;
+    for method in ["UserService/GetOrg", "KeyService/WatchRevocations"] {
+        for (what, body) in [
+            ("no message", vec![]),
+            ("half a frame header", vec![0, 0, 0]),
+            ("a message cut short", vec![0, 0, 0, 0, 5, 0x0a]),
+            (
+                "a whole message and half another",
+                vec![0, 0, 0, 0, 0, 0, 0],
+            ),
+        ] {
+            let (code, message) = post_raw(&server, method, body).await;
+            assert_eq!(code, INVALID, "{method} / {what}: {message}");
+            assert!(message.starts_with("request body "), "{message}");
+        }
+    }
+    // The gRPC spec says a compressed flag without a grpc-encoding MUST be INTERNAL.
+    let (code, _) = post_raw(&server, "UserService/GetOrg", vec![1, 0, 0, 0, 0]).await;
+    assert_eq!(code, Code::Internal);
+    // A whole empty message is an empty request: GetOrg needs its org_id.
+    let (code, message) = post_raw(&server, "UserService/GetOrg", vec![0, 0, 0, 0, 0]).await;
+    assert_eq!((code, message.as_str()), (INVALID, "org_id is required"));
 }

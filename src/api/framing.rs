@@ -1,0 +1,92 @@
+//! gRPC's message framing of a request body, followed byte by byte so that a body that ends
+//! without a whole message is the caller's bad input (INVALID_ARGUMENT) rather than tonic's
+//! INTERNAL ("Missing request message.", "Unexpected EOF decoding stream."), which would count a
+//! broken client as a server fault.
+//!
+//! A frame is a 1-byte compressed flag, a 4-byte big-endian length, then that many bytes.
+
+const HEADER: usize = 5;
+
+#[derive(Default)]
+pub struct Framing {
+    header: [u8; HEADER],
+    /// Bytes of the current frame's header seen so far.
+    header_seen: usize,
+    /// Bytes of the current message still to come.
+    message_left: usize,
+    /// Frames whose header was seen.
+    messages: usize,
+}
+
+impl Framing {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let n = self.message_left.min(data.len());
+                self.message_left -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (HEADER - self.header_seen).min(data.len());
+            self.header[self.header_seen..self.header_seen + n].copy_from_slice(&data[..n]);
+            self.header_seen += n;
+            data = &data[n..];
+            if self.header_seen == HEADER {
+                let len = [
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ];
+                self.message_left = u32::from_be_bytes(len) as usize;
+                self.header_seen = 0;
+                self.messages += 1;
+            }
+        }
+    }
+
+    /// Why a body that ends here is not a request; `None` if it ends after a whole message.
+    /// `may_be_empty`: the method streams requests, so no message at all is a valid request.
+    pub fn incomplete(&self, may_be_empty: bool) -> Option<&'static str> {
+        if self.header_seen > 0 || self.message_left > 0 {
+            Some("request body ended inside a gRPC message")
+        } else if self.messages == 0 && !may_be_empty {
+            Some("request body has no gRPC message")
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing(chunks: &[&[u8]]) -> Framing {
+        let mut framing = Framing::default();
+        for chunk in chunks {
+            framing.feed(chunk);
+        }
+        framing
+    }
+
+    #[test]
+    fn whole_messages_in_any_chunking_are_complete() {
+        let body = [0, 0, 0, 0, 2, 0x0a, 0x00, 0, 0, 0, 0, 0];
+        for split in 0..=body.len() {
+            let (a, b) = body.split_at(split);
+            assert_eq!(framing(&[a, b]).incomplete(false), None, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn a_body_ending_inside_a_frame_or_without_one_is_incomplete() {
+        assert!(framing(&[]).incomplete(false).is_some());
+        assert_eq!(framing(&[]).incomplete(true), None);
+        assert!(framing(&[&[0, 0, 0]]).incomplete(true).is_some());
+        assert!(framing(&[&[0, 0, 0, 0, 5, 1]]).incomplete(true).is_some());
+        assert!(framing(&[&[0, 0, 0, 0, 1, 1, 0]])
+            .incomplete(true)
+            .is_some());
+    }
+}
