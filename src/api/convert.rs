@@ -128,4 +128,33 @@ mod tests {
         assert_eq!(page_token("orgs", None), "");
         assert_eq!(parse_page_token("orgs", "").unwrap(), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parsing_any_token_never_panics(token in "\\PC{0,64}", b64 in "[A-Za-z0-9_-]{0,64}") {
+                let _ = parse_page_token("orgs", &token);
+                let _ = parse_page_token("orgs", &b64);
+            }
+
+            #[test]
+            fn a_token_parses_to_where_it_was_made(scope in "[a-z:_0-9]{1,30}", after in "\\PC{1,80}") {
+                let token = page_token(&scope, Some(after.clone()));
+                prop_assert_eq!(parse_page_token(&scope, &token).unwrap(), Some(after));
+            }
+
+            #[test]
+            fn a_token_is_refused_by_any_other_listing(scope in "[a-z:_0-9]{1,30}", other in "[a-z:_0-9]{1,30}", after in "\\PC{1,80}") {
+                prop_assume!(scope != other);
+                let token = page_token(&scope, Some(after));
+                prop_assert!(parse_page_token(&other, &token).is_err());
+            }
+        }
+    }
 }

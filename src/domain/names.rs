@@ -351,4 +351,63 @@ mod tests {
         assert!(OrgId::parse("org_id", "org_short").is_err());
         assert!(OrgId::parse("org_id", KeyId::generate().as_str()).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use unicode_normalization::UnicodeNormalization;
+
+        use super::super::*;
+
+        /// Names made of what people type, plus the characters the rules are about.
+        fn name_like() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9 éÉüß中\u{0301}\u{0308}\u{200B}\u{202E}\u{00A0}\u{E000}\u{0378}.&-]{0,24}"
+        }
+
+        fn email_like() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9._+-]{0,12}[@]?[A-Za-z0-9.ü\u{0308}\u{200B}-]{0,16}(\\.[a-zA-Z]{2,4})?"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parsing_never_panics(raw in "\\PC{0,64}", name in name_like(), email in email_like()) {
+                for text in [&raw, &name, &email] {
+                    let _ = Name::parse("name", text);
+                    let _ = AccountName::parse(text);
+                    let _ = Email::parse("email", text);
+                }
+            }
+
+            #[test]
+            fn name_normalisation_is_idempotent(raw in name_like()) {
+                if let Ok(name) = Name::parse("name", &raw) {
+                    let again = Name::parse("name", name.as_str()).unwrap();
+                    prop_assert_eq!(again.as_str(), name.as_str());
+                    prop_assert_eq!(again.folded(), name.folded());
+                    prop_assert!(name.as_str().chars().all(|c| crate::domain::text::refused(c, true).is_none()));
+                }
+            }
+
+            #[test]
+            fn nfc_and_nfd_spellings_fold_alike(raw in name_like()) {
+                let nfd: String = raw.nfd().collect();
+                match (Name::parse("name", &raw), Name::parse("name", &nfd)) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a.folded(), b.folded()),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+                }
+            }
+
+            #[test]
+            fn email_normalisation_is_idempotent(raw in email_like()) {
+                if let Ok(email) = Email::parse("email", &raw) {
+                    let again = Email::parse("email", email.as_str()).unwrap();
+                    prop_assert_eq!(&again, &email);
+                    prop_assert!(email.as_str().is_ascii());
+                    prop_assert!(email.as_str().len() <= MAX_EMAIL_LEN);
+                }
+            }
+        }
+    }
 }
