@@ -19,3 +19,10 @@ pub use limit::{RequestLimitLayer, MAX_REQUEST_BYTES};
 pub use observe::ObserveLayer;
 pub use users::UserApi;
 pub use watch::WatchConfig;
+
+/// What the fuzz targets in `fuzz/` reach that is otherwise private to the adapters.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::convert::{page_token, parse_page_token};
+    pub use super::framing::Framing;
+}

@@ -192,6 +192,27 @@ pub(super) fn now() -> SystemTime {
     from_micros(micros(SystemTime::now()))
 }
 
+/// Every record type decoded from `bytes` and turned into its domain value: an error at worst,
+/// never a panic. For the property tests and the `records` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn decode_any(bytes: &[u8]) {
+    if let Ok(org) = decode::<OrgRecord>(bytes) {
+        let _ = org.to_org(OrgId::from_trusted("org_x".into()));
+    }
+    if let Ok(user) = decode::<UserRecord>(bytes) {
+        let _ = user.to_user(Email::from_trusted("a@b.c".into()));
+    }
+    if let Ok(key) = decode::<KeyRecord>(bytes) {
+        let _ = key.to_info();
+    }
+    if let Ok(account) = decode::<AccountRecord>(bytes) {
+        let _ = account.to_account(AccountName::from_trusted("a".into()));
+    }
+    if let Ok(event) = decode::<EventRecord>(bytes) {
+        let _ = event.to_event(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -253,32 +274,12 @@ mod tests {
             )
     }
 
-    /// Every record type decoded from `bytes` and turned into its domain value: an error at
-    /// worst, never a panic.
-    fn decode_all(bytes: &[u8]) {
-        if let Ok(org) = decode::<OrgRecord>(bytes) {
-            let _ = org.to_org(OrgId::from_trusted("org_x".into()));
-        }
-        if let Ok(user) = decode::<UserRecord>(bytes) {
-            let _ = user.to_user(Email::from_trusted("a@b.c".into()));
-        }
-        if let Ok(key) = decode::<KeyRecord>(bytes) {
-            let _ = key.to_info();
-        }
-        if let Ok(account) = decode::<AccountRecord>(bytes) {
-            let _ = account.to_account(AccountName::from_trusted("a".into()));
-        }
-        if let Ok(event) = decode::<EventRecord>(bytes) {
-            let _ = event.to_event(1);
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
         fn decoding_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            decode_all(&bytes);
+            decode_any(&bytes);
         }
 
         #[test]
@@ -286,8 +287,8 @@ mod tests {
             prop_assert_eq!(decode::<OrgRecord>(&org.encode_to_vec()).unwrap(), org.clone());
             prop_assert_eq!(decode::<UserRecord>(&user.encode_to_vec()).unwrap(), user.clone());
             prop_assert_eq!(decode::<EventRecord>(&event.encode_to_vec()).unwrap(), event.clone());
-            decode_all(&org.encode_to_vec());
-            decode_all(&user.encode_to_vec());
+            decode_any(&org.encode_to_vec());
+            decode_any(&user.encode_to_vec());
         }
 
         /// A stored code this build does not know is reported as corrupt storage, not guessed at.
