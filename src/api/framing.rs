@@ -89,4 +89,34 @@ mod tests {
             .incomplete(true)
             .is_some());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// However the body is cut into DATA frames, the verdict is the same.
+            #[test]
+            fn the_verdict_does_not_depend_on_chunking(
+                body in proptest::collection::vec(any::<u8>(), 0..40),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+            ) {
+                let mut whole = Framing::default();
+                whole.feed(&body);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut chunked = Framing::default();
+                let mut from = 0;
+                for cut in cuts.into_iter().chain([body.len()]) {
+                    chunked.feed(&body[from..cut]);
+                    from = cut;
+                }
+                prop_assert_eq!(chunked.incomplete(false), whole.incomplete(false));
+                prop_assert_eq!(chunked.incomplete(true), whole.incomplete(true));
+            }
+        }
+    }
 }

@@ -24,5 +24,4 @@ pub use watch::WatchConfig;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing {
     pub use super::convert::{page_token, parse_page_token};
-    pub use super::framing::Framing;
 }
