@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("zsc_descriptor.bin"), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Our codec makes a request that is not valid protobuf INVALID_ARGUMENT (src/proto/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::proto::codec::ZscCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

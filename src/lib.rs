@@ -15,8 +15,10 @@
 //!   log ([`store::EventLog`]).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
-//!   their defaults (`api/limit.rs`), and the revocation stream (`api/watch.rs`).
-//! - [`proto`]: the generated zsc.v1 types, clients and servers.
+//!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), and the
+//!   revocation stream (`api/watch.rs`).
+//! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
+//!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends.
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
@@ -35,6 +37,9 @@
 //! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
 //!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake streams; events are
 //!   always read from the log.
+//! - Bad input is never INTERNAL (bar the one case the gRPC spec makes so, a compressed flag
+//!   without an encoding): undecodable bytes and broken framing are INVALID_ARGUMENT;
+//!   names and emails refuse invisible characters and are kept in one normal form (`domain/text.rs`).
 //! - Every zsc.v1 method has a row in the authorization matrix (`api/auth.rs`); a unit test
 //!   checks it against the proto.
 

@@ -116,14 +116,20 @@ impl From<domain::AuditEvent> for pb::AuditEvent {
     }
 }
 
-/// A request's optional time bound: unset is None; a timestamp out of range is INVALID_ARGUMENT.
+/// A request's optional time bound: unset is None. A timestamp outside the range
+/// google.protobuf.Timestamp defines (years 1 to 9999, nanos below one second) is
+/// INVALID_ARGUMENT.
 pub fn time_field(field: &str, value: Option<Timestamp>) -> Result<Option<std::time::SystemTime>> {
-    value
-        .map(|t| {
-            std::time::SystemTime::try_from(t)
-                .map_err(|_| Error::invalid(format!("{field} is not a valid time")))
-        })
-        .transpose()
+    const MIN_SECONDS: i64 = -62_135_596_800; // 0001-01-01T00:00:00Z
+    const MAX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let Some(t) = value else { return Ok(None) };
+    let invalid = || Error::invalid(format!("{field} is not a valid timestamp"));
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(invalid());
+    }
+    std::time::SystemTime::try_from(t)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 impl From<domain::ServiceAccount> for pb::ServiceAccount {
@@ -164,5 +170,34 @@ mod tests {
         assert!(parse_page_token("orgs", "!!not base64").is_err());
         assert_eq!(page_token("orgs", None), "");
         assert_eq!(parse_page_token("orgs", "").unwrap(), None);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parsing_any_token_never_panics(token in "\\PC{0,64}", b64 in "[A-Za-z0-9_-]{0,64}") {
+                let _ = parse_page_token("orgs", &token);
+                let _ = parse_page_token("orgs", &b64);
+            }
+
+            #[test]
+            fn a_token_parses_to_where_it_was_made(scope in "[a-z:_0-9]{1,30}", after in "\\PC{1,80}") {
+                let token = page_token(&scope, Some(after.clone()));
+                prop_assert_eq!(parse_page_token(&scope, &token).unwrap(), Some(after));
+            }
+
+            #[test]
+            fn a_token_is_refused_by_any_other_listing(scope in "[a-z:_0-9]{1,30}", other in "[a-z:_0-9]{1,30}", after in "\\PC{1,80}") {
+                prop_assume!(scope != other);
+                let token = page_token(&scope, Some(after));
+                prop_assert!(parse_page_token(&other, &token).is_err());
+            }
+        }
     }
 }

@@ -11,6 +11,9 @@
 //!   stream still reading its request) is answered DEADLINE_EXCEEDED. A stream that has
 //!   started (WatchRevocations, Health/Watch) is not limited by it.
 //!
+//! The same wrapper follows the body's gRPC framing ([`super::framing`]): a body that ends
+//! without a whole message is answered INVALID_ARGUMENT, as bad input, not INTERNAL.
+//!
 //! The connection-level limits (HTTP/2 settings, the connection cap, the handshake timeout)
 //! are applied by `server` and `shutdown`.
 
@@ -27,6 +30,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tonic::{body::Body, Status};
 use tower::{Layer, Service};
+
+use super::framing::Framing;
 
 /// Every limit `zsc serve` applies; see [`DEFAULT_LIMITS`] for what each means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +79,11 @@ impl Default for Limits {
     }
 }
 
-const GRPC_FRAME_HEADER: usize = 5;
+/// The methods whose request is a stream, which may hold no message at all: only reflection's.
+const STREAMED_REQUESTS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// Enforces the per-request limits; see the module docs.
 #[derive(Clone, Copy)]
@@ -128,10 +137,12 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limits = self.limits;
+        let may_be_empty = STREAMED_REQUESTS.contains(&request.uri().path());
         let request = request.map(|body| {
             Body::new(LimitedBody {
                 inner: body,
-                frames: MessageSizes::new(limits.max_message_bytes),
+                framing: Framing::new(limits.max_message_bytes),
+                may_be_empty,
                 idle_timeout: limits.body_read_timeout,
                 idle: None,
             })
@@ -150,62 +161,12 @@ where
     }
 }
 
-/// Follows the gRPC length-prefixed framing of a request body across DATA frames, and reports
-/// a message whose declared length is over the limit as soon as its header is complete.
-#[derive(Debug)]
-struct MessageSizes {
-    max: usize,
-    header: [u8; GRPC_FRAME_HEADER],
-    header_len: usize,
-    /// Bytes of the current message still to come.
-    body_left: usize,
-}
-
-impl MessageSizes {
-    fn new(max: usize) -> Self {
-        MessageSizes {
-            max,
-            header: [0; GRPC_FRAME_HEADER],
-            header_len: 0,
-            body_left: 0,
-        }
-    }
-
-    /// Takes the next bytes of the body; `Err(declared length)` for an over-size message.
-    fn feed(&mut self, mut data: &[u8]) -> Result<(), usize> {
-        while !data.is_empty() {
-            if self.body_left > 0 {
-                let n = self.body_left.min(data.len());
-                self.body_left -= n;
-                data = &data[n..];
-                continue;
-            }
-            let n = (GRPC_FRAME_HEADER - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&data[..n]);
-            self.header_len += n;
-            data = &data[n..];
-            if self.header_len == GRPC_FRAME_HEADER {
-                self.header_len = 0;
-                let declared = u32::from_be_bytes(
-                    self.header[1..]
-                        .try_into()
-                        .expect("a frame header has 4 length bytes"),
-                ) as usize;
-                if declared > self.max {
-                    return Err(declared);
-                }
-                self.body_left = declared;
-            }
-        }
-        Ok(())
-    }
-}
-
 pin_project_lite::pin_project! {
     struct LimitedBody {
         #[pin]
         inner: Body,
-        frames: MessageSizes,
+        framing: Framing,
+        may_be_empty: bool,
         idle_timeout: Duration,
         // Armed only once the body has had to wait, so that a request whose body is already
         // here costs no timer.
@@ -243,58 +204,30 @@ impl HttpBody for LimitedBody {
             .and_then(|f| f.as_ref().ok())
             .and_then(Frame::data_ref)
         {
-            if let Err(declared) = this.frames.feed(data) {
+            if let Err(declared) = this.framing.feed(data) {
                 return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                     "request message of {declared} bytes is over the {}-byte limit",
-                    this.frames.max
+                    this.framing.max()
                 )))));
+            }
+        }
+        if frame.is_none() {
+            if let Some(why) = this.framing.incomplete(*this.may_be_empty) {
+                // Once: the next poll ends the body.
+                *this.may_be_empty = true;
+                *this.framing = Framing::new(this.framing.max());
+                return Poll::Ready(Some(Err(Status::invalid_argument(why))));
             }
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // An incomplete body still has its error to give.
+        self.inner.is_end_stream() && self.framing.incomplete(self.may_be_empty).is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::MessageSizes;
-
-    fn framed(len: u32) -> Vec<u8> {
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.resize(5 + len as usize, 7);
-        bytes
-    }
-
-    #[test]
-    fn messages_up_to_the_limit_pass_in_any_split() {
-        let body: Vec<u8> = [framed(10), framed(0), framed(10)].concat();
-        for chunk in 1..body.len() {
-            let mut sizes = MessageSizes::new(10);
-            for piece in body.chunks(chunk) {
-                assert_eq!(sizes.feed(piece), Ok(()), "chunks of {chunk}");
-            }
-        }
-    }
-
-    #[test]
-    fn an_over_size_message_is_caught_by_its_header_even_split_and_after_others() {
-        let mut body = framed(3);
-        body.extend_from_slice(&[0, 0, 0x40, 0, 0]); // declares 4 MiB, sends nothing more
-        for chunk in 1..body.len() {
-            let mut sizes = MessageSizes::new(10);
-            let outcome = body
-                .chunks(chunk)
-                .map(|piece| sizes.feed(piece))
-                .find(Result::is_err);
-            assert_eq!(outcome, Some(Err(4 * 1024 * 1024)), "chunks of {chunk}");
-        }
     }
 }

@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod auth;
 mod convert;
+mod framing;
 mod keys;
 mod limit;
 mod observe;
@@ -20,3 +21,9 @@ pub use limit::{Limits, RequestLimitLayer, DEFAULT_LIMITS};
 pub use observe::ObserveLayer;
 pub use users::UserApi;
 pub use watch::WatchConfig;
+
+/// What the fuzz targets in `fuzz/` reach that is otherwise private to the adapters.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::convert::{page_token, parse_page_token};
+}

@@ -6,6 +6,7 @@ use std::fmt;
 use rand::{distr::Alphanumeric, rngs::OsRng, Rng, TryRngCore};
 
 use super::error::{Error, Result};
+use super::text;
 
 /// Longest email accepted (RFC 5321's path limit).
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -17,26 +18,45 @@ pub const MAX_NAME_LEN: usize = 200;
 pub struct Email(String);
 
 impl Email {
+    /// A plain `local@domain` address: an ASCII local part, lower-cased, and the domain in its
+    /// IDNA ASCII form (A-labels: `bücher.example` is kept and returned as
+    /// `xn--bcher-kva.example`), so that each mailbox has exactly one spelling.
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         require_present(field, raw)?;
+        let too_long =
+            || Error::invalid(format!("{field} is longer than {MAX_EMAIL_LEN} characters"));
         if raw.len() > MAX_EMAIL_LEN {
+            return Err(too_long());
+        }
+        if let Some(refused) = text::first_refused(raw, false) {
             return Err(Error::invalid(format!(
-                "{field} is longer than {MAX_EMAIL_LEN} characters"
+                "{field} must not contain {refused}"
             )));
+        }
+        let not_an_email = || Error::invalid(format!("{field} is not an email address"));
+        let (local, domain) = raw.rsplit_once('@').ok_or_else(not_an_email)?;
+        if !local.is_ascii() {
+            return Err(Error::invalid(format!(
+                "{field} must have an ASCII local part (before the '@')"
+            )));
+        }
+        // UTS #46 with the STD3 rules: maps case and width, refuses what DNS cannot hold.
+        let domain = idna::domain_to_ascii_strict(domain).map_err(|_| not_an_email())?;
+        let address = format!("{}@{domain}", local.to_ascii_lowercase());
+        if address.len() > MAX_EMAIL_LEN {
+            return Err(too_long());
         }
         // The crate accepts RFC 5322 forms we do not want in an identity key: quoted local
         // parts, comments, display names and whitespace.
-        let plain = !raw.contains(['"', '(', ')', '<', '>', ' ', '\\'])
-            && !raw.chars().any(char::is_control);
-        let (local, domain) = raw.rsplit_once('@').unwrap_or(("", ""));
+        let plain = !local.contains(['"', '(', ')', '<', '>', '\\', '@']);
         if !plain
             || local.is_empty()
             || !domain.contains('.')
-            || !email_address::EmailAddress::is_valid(raw)
+            || !email_address::EmailAddress::is_valid(&address)
         {
-            return Err(Error::invalid(format!("{field} is not an email address")));
+            return Err(not_an_email());
         }
-        Ok(Email(raw.to_lowercase()))
+        Ok(Email(address))
     }
 
     /// For values read back from storage, which were parsed when they were written.
@@ -54,24 +74,33 @@ impl Email {
 pub struct Name(String);
 
 impl Name {
+    /// Refuses invisible, separator, private-use, unassigned and control characters and
+    /// surrounding spaces; keeps the name in NFC.
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         require_present(field, raw)?;
-        if raw.chars().count() > MAX_NAME_LEN {
+        if let Some(refused) = text::first_refused(raw, true) {
+            return Err(Error::invalid(format!(
+                "{field} must not contain {refused}"
+            )));
+        }
+        let name = text::nfc(raw);
+        if name.chars().count() > MAX_NAME_LEN {
             return Err(Error::invalid(format!(
                 "{field} is longer than {MAX_NAME_LEN} characters"
             )));
         }
-        if raw.trim() != raw || raw.chars().any(char::is_control) {
+        if name.trim() != name {
             return Err(Error::invalid(format!(
-                "{field} must not have control characters or surrounding spaces"
+                "{field} must not have surrounding spaces"
             )));
         }
-        Ok(Name(raw.to_owned()))
+        Ok(Name(name))
     }
 
-    /// The form uniqueness is checked on: org names are unique whatever their case.
+    /// The form uniqueness is checked on: org names are unique whatever their case or their
+    /// Unicode composition (the name is NFC already; lower-casing can decompose, so again).
     pub fn folded(&self) -> String {
-        self.0.to_lowercase()
+        text::nfc(&self.0.to_lowercase())
     }
 
     pub fn as_str(&self) -> &str {
@@ -243,10 +272,142 @@ mod tests {
     }
 
     #[test]
+    fn invisible_and_bidirectional_characters_are_refused_in_names() {
+        for bad in [
+            "Acme\u{200B}",
+            "Ac\u{200D}me",
+            "\u{202E}emcA",
+            "Acme\u{2066}",
+            "Acme\u{E000}",
+            "Acme\u{0378}",
+            "Acme\u{2028}Corp",
+            "Acme\u{00A0}Corp",
+            "Acme\u{3000}Corp",
+            "Acme\tCorp",
+        ] {
+            let error = Name::parse("name", bad).unwrap_err().to_string();
+            assert!(error.contains("must not contain U+"), "{bad:?}: {error}");
+        }
+        assert!(Name::parse("name", "Acme Corp").is_ok());
+        assert!(Name::parse("name", "Zoë & Søn 株式会社").is_ok());
+    }
+
+    #[test]
+    fn names_are_kept_in_nfc_and_fold_across_compositions() {
+        let composed = Name::parse("name", "Caf\u{00E9}").unwrap();
+        let decomposed = Name::parse("name", "Cafe\u{0301}").unwrap();
+        assert_eq!(decomposed.as_str(), "Caf\u{00E9}");
+        assert_eq!(composed.folded(), decomposed.folded());
+        assert_eq!(
+            Name::parse("name", "CAFE\u{0301}").unwrap().folded(),
+            composed.folded()
+        );
+        // 200 characters once composed: the limit counts what is stored.
+        let long = format!("{}{}", "e\u{0301}".repeat(100), "x".repeat(100));
+        assert!(Name::parse("name", &long).is_ok());
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_in_emails() {
+        for bad in [
+            "ada\u{200B}@acme.example",
+            "ada@acme\u{200B}.example",
+            "\u{202E}ada@acme.example",
+            "ada@acme.example\u{FEFF}",
+            "ada\u{E000}@acme.example",
+            "ada@acme.exa\u{0378}mple",
+            "ada\u{00A0}@acme.example",
+            "ada@acme.example\n",
+        ] {
+            let error = Email::parse("email", bad).unwrap_err().to_string();
+            assert!(error.contains("must not contain U+"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn email_local_parts_are_ascii_and_domains_idna() {
+        let error = Email::parse("email", "zoë@acme.example").unwrap_err();
+        assert!(error.to_string().contains("ASCII local part"), "{error}");
+        assert_eq!(
+            Email::parse("email", "Ada@Bücher.Example")
+                .unwrap()
+                .as_str(),
+            "ada@xn--bcher-kva.example"
+        );
+        // Composed or not, in A-label or U-label form: one mailbox, one spelling.
+        assert_eq!(
+            Email::parse("email", "ada@bu\u{0308}cher.example").unwrap(),
+            Email::parse("email", "ada@xn--bcher-kva.example").unwrap()
+        );
+        for bad in ["ada@ex_ample.com", "ada@-acme.example", "ada@acme..example"] {
+            assert!(Email::parse("email", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn ids_round_trip() {
         let id = OrgId::generate();
         assert_eq!(OrgId::parse("org_id", id.as_str()).unwrap(), id);
         assert!(OrgId::parse("org_id", "org_short").is_err());
         assert!(OrgId::parse("org_id", KeyId::generate().as_str()).is_err());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use unicode_normalization::UnicodeNormalization;
+
+        use super::super::*;
+
+        /// Names made of what people type, plus the characters the rules are about.
+        fn name_like() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9 éÉüß中\u{0301}\u{0308}\u{200B}\u{202E}\u{00A0}\u{E000}\u{0378}.&-]{0,24}"
+        }
+
+        fn email_like() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9._+-]{0,12}[@]?[A-Za-z0-9.ü\u{0308}\u{200B}-]{0,16}(\\.[a-zA-Z]{2,4})?"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parsing_never_panics(raw in "\\PC{0,64}", name in name_like(), email in email_like()) {
+                for text in [&raw, &name, &email] {
+                    let _ = Name::parse("name", text);
+                    let _ = AccountName::parse(text);
+                    let _ = Email::parse("email", text);
+                }
+            }
+
+            #[test]
+            fn name_normalisation_is_idempotent(raw in name_like()) {
+                if let Ok(name) = Name::parse("name", &raw) {
+                    let again = Name::parse("name", name.as_str()).unwrap();
+                    prop_assert_eq!(again.as_str(), name.as_str());
+                    prop_assert_eq!(again.folded(), name.folded());
+                    prop_assert!(name.as_str().chars().all(|c| crate::domain::text::refused(c, true).is_none()));
+                }
+            }
+
+            #[test]
+            fn nfc_and_nfd_spellings_fold_alike(raw in name_like()) {
+                let nfd: String = raw.nfd().collect();
+                match (Name::parse("name", &raw), Name::parse("name", &nfd)) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a.folded(), b.folded()),
+                    (Err(_), Err(_)) => {}
+                    (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+                }
+            }
+
+            #[test]
+            fn email_normalisation_is_idempotent(raw in email_like()) {
+                if let Ok(email) = Email::parse("email", &raw) {
+                    let again = Email::parse("email", email.as_str()).unwrap();
+                    prop_assert_eq!(&again, &email);
+                    prop_assert!(email.as_str().is_ascii());
+                    prop_assert!(email.as_str().len() <= MAX_EMAIL_LEN);
+                }
+            }
+        }
     }
 }

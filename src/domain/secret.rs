@@ -165,4 +165,42 @@ mod tests {
         let shown = format!("{key:?}");
         assert!(!shown.contains(&key.expose()[4..]), "{shown}");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn parsing_any_text_never_panics(raw in "\\PC{0,80}", key_like in "zsc_[0-9A-Za-z]{53}") {
+                let _ = ZscKey::parse(&raw);
+                let _ = AccountToken::parse(&raw);
+                let _ = ZscKey::parse(&key_like);
+            }
+
+            #[test]
+            fn a_generated_secret_parses_to_itself(_seed in any::<u8>()) {
+                let key = ZscKey::generate();
+                let parsed = ZscKey::parse(key.expose()).unwrap();
+                prop_assert_eq!(parsed.expose(), key.expose());
+                prop_assert_eq!(parsed.hash(), key.hash());
+                let token = AccountToken::generate();
+                let parsed = AccountToken::parse(token.expose()).unwrap();
+                prop_assert_eq!(parsed.expose(), token.expose());
+            }
+
+            /// CRC32 catches every single-byte change, so one mistyped character never passes.
+            #[test]
+            fn one_changed_character_is_always_caught(at in 4usize..ZscKey::LEN, with in "[0-9A-Za-z]") {
+                let key = ZscKey::generate();
+                let mut text = key.expose().to_owned();
+                prop_assume!(text[at..at + 1] != with);
+                text.replace_range(at..at + 1, &with);
+                prop_assert!(ZscKey::parse(&text).is_err());
+            }
+        }
+    }
 }

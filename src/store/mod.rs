@@ -43,6 +43,9 @@ use tables::Trees;
 
 pub use backup::{backup, restore, BackupReport};
 pub use events::EventLog;
+/// For the `records` fuzz target in `fuzz/`.
+#[cfg(feature = "fuzzing")]
+pub use records::decode_any as decode_any_record;
 
 /// The file the first operator token is written to, inside the data dir.
 pub const OPERATOR_TOKEN_FILE: &str = "operator.token";

@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod bad_input;
 mod common;
 mod crash;
 mod deploy;

@@ -9,7 +9,7 @@ use zsc::proto::*;
 use crate::common::*;
 use crate::process::{run_zsc, sigterm, spawn_zsc};
 
-async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
+pub async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: zsc\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -19,7 +19,7 @@ async fn scrape(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 /// The value of the exposition line that starts with `series` (name and labels).
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     let line = text
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
