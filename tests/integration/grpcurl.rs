@@ -122,9 +122,15 @@ async fn the_readme_walkthrough_runs_verbatim() {
     assert!(out.contains("REVOCATION_REASON_REGENERATED"), "{out}");
     // Usage: Desk's validations of the current key; the audit trail: who regenerated it.
     assert!(out.contains("\"consumer\": \"desk\""), "{out}");
-    assert!(out.contains("\"action\": \"AUDIT_ACTION_KEY_REGENERATED\""), "{out}");
+    assert!(
+        out.contains("\"action\": \"AUDIT_ACTION_KEY_REGENERATED\""),
+        "{out}"
+    );
     assert!(out.contains("\"caller\": \"crm-console\""), "{out}");
-    assert!(out.contains("\"actorEmail\": \"ada@acme.example\""), "{out}");
+    assert!(
+        out.contains("\"actorEmail\": \"ada@acme.example\""),
+        "{out}"
+    );
     assert!(out.contains("\"checkpoint\""), "{out}");
     // No secret reached the operator's terminal except through the RPCs that return it once.
     let log = read_log(&server).await;
