@@ -25,7 +25,8 @@
 //! Rows 5 and 7 are printed as not measured, with the reason.
 //!
 //! `cargo bench --bench load [-- --quick] [--subscribers 10000] [--connections N]
-//! [--in-flight N] [--rows 1,2,3,4,6] [--in-process | --target HOST:PORT --token-file F]`
+//! [--in-flight N] [--rounds N] [--window-ms MS] [--load-fraction 0.8] [--rows 1,2,3,4,6]
+//! [--in-process | --target HOST:PORT --token-file F [--server-pid PID]]`
 
 use std::{
     fmt::Write as _,
@@ -73,6 +74,8 @@ struct Options {
     in_flight: usize,
     rounds: usize,
     window: Duration,
+    /// Row 1's open-loop rate, as a fraction of Health/Check's peak (the target says 0.8).
+    load_fraction: f64,
     rows: Vec<u32>,
 }
 
@@ -91,6 +94,7 @@ impl Options {
             in_flight: 32,
             rounds: 5,
             window: Duration::from_secs(2),
+            load_fraction: 0.8,
             rows: vec![1, 2, 3, 4, 6],
         };
         let mut subscribers = None;
@@ -113,6 +117,11 @@ impl Options {
                 "--rounds" => rounds = Some(number(&value("--rounds")).max(1)),
                 "--window-ms" => {
                     window = Some(Duration::from_millis(number(&value("--window-ms")) as u64))
+                }
+                "--load-fraction" => {
+                    o.load_fraction = value("--load-fraction")
+                        .parse()
+                        .expect("--load-fraction is a number such as 0.8")
                 }
                 "--rows" => {
                     o.rows = value("--rows")
@@ -492,6 +501,9 @@ struct Window {
     latency: Histogram<u64>,
     /// Server CPU per completed call, when the server's CPU can be read.
     cpu_per_call: Option<Duration>,
+    /// Open loop: the calls took over 10% longer than the window to complete, i.e. the
+    /// machine could not keep up with the rate (latency then measures a growing queue).
+    overloaded: bool,
 }
 
 /// Closed loop: `workers` callers, each starting its next call when the last one answers,
@@ -543,6 +555,7 @@ async fn closed_loop(
         errors,
         latency,
         cpu_per_call,
+        overloaded: false,
     }
 }
 
@@ -556,13 +569,13 @@ async fn open_loop(call: &Call, rate: f64, window: Duration) -> Window {
     let calls = (rate * window.as_secs_f64()).round().max(1.0) as usize;
     let latency = Arc::new(Mutex::new(histogram()));
     let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + Duration::from_millis(5);
     let dispatch = {
         let (call, latency, errors) = (call.clone(), latency.clone(), errors.clone());
         tokio::task::spawn_blocking(move || {
             // A sleeping thread wakes up to 50 us late by default (timer slack): ask for 1 ns.
             // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
             unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
-            let start = Instant::now() + Duration::from_millis(5);
             let mut spawned = Vec::with_capacity(calls);
             let mut lag = histogram();
             for i in 0..calls {
@@ -599,12 +612,14 @@ async fn open_loop(call: &Call, rate: f64, window: Duration) -> Window {
     for task in dispatch.await.expect("dispatcher") {
         task.await.expect("call task");
     }
+    let took = start.elapsed();
     let latency = std::mem::replace(&mut *latency.lock().expect("never poisoned"), histogram());
     Window {
         rate,
         errors: errors.load(Ordering::Relaxed),
         latency,
         cpu_per_call: None,
+        overloaded: took.as_secs_f64() > 1.1 * window.as_secs_f64(),
     }
 }
 
@@ -819,13 +834,15 @@ async fn row1(
         result: verdict(ratio >= 0.95),
     });
 
-    let at = 0.8 * h;
+    let at = options.load_fraction * h;
     let (mut h50, mut h99, mut v50, mut v99) = (vec![], vec![], vec![], vec![]);
+    let mut overloaded = 0;
     for round in 0..options.rounds {
         for first in [round % 2 == 0, round % 2 != 0] {
             let call = if first { &health } else { &validate };
             let w = open_loop(call, at, options.window).await;
             errors += w.errors;
+            overloaded += usize::from(w.overloaded);
             let (p50, p99) = (
                 w.latency.value_at_quantile(0.5) as f64,
                 w.latency.value_at_quantile(0.99) as f64,
@@ -849,15 +866,24 @@ async fn row1(
     let ratio = median(&v99) / median(&h99);
     rows.push(Row {
         row: "1",
-        figure: format!("ValidateKey latency at {} (open loop)", rate(at)),
+        figure: format!(
+            "ValidateKey latency at {} = {:.0}% of the baseline's peak (open loop; {overloaded} of {} windows overloaded)",
+            rate(at),
+            options.load_fraction * 100.0,
+            2 * options.rounds
+        ),
         median: time(median(&v50)),
         p99: time(median(&v99)),
         baseline: "Health/Check, same rate".into(),
         baseline_median: time(median(&h50)),
         baseline_p99: time(median(&h99)),
         ratio: format!("{ratio:.2}x (p99)"),
-        target: "p99 <= 1.3x".into(),
-        result: verdict(ratio <= 1.3),
+        target: "p99 <= 1.3x at 80%".into(),
+        result: if options.load_fraction == 0.8 {
+            verdict(ratio <= 1.3)
+        } else {
+            "(not at 80%)".into()
+        },
     });
     if !v_cpu.is_empty() && !h_cpu.is_empty() {
         let ratio = median(&v_cpu) / median(&h_cpu);
@@ -1340,15 +1366,18 @@ async fn row6(
     let measure = async {
         let (mut alone, mut busy) = (vec![], vec![]);
         let mut revoked = 0;
+        let mut overloaded = 0;
         for round in 0..options.rounds {
             for first in [round % 2 == 0, round % 2 != 0] {
                 if first {
                     let w = open_loop(&validate, at, options.window).await;
+                    overloaded += usize::from(w.overloaded);
                     alone.push(w.latency.value_at_quantile(0.99) as f64);
                 } else {
                     let revoker = open_loop(&revoke, 100.0, options.window);
                     let (w, r) = tokio::join!(open_loop(&validate, at, options.window), revoker);
                     revoked += r.latency.len();
+                    overloaded += usize::from(w.overloaded);
                     busy.push(w.latency.value_at_quantile(0.99) as f64);
                 }
                 eprintln!(
@@ -1358,16 +1387,20 @@ async fn row6(
                 );
             }
         }
-        (alone, busy, revoked)
+        (alone, busy, revoked, overloaded)
     };
-    let (alone, busy, revoked) = tokio::select! {
+    let (alone, busy, revoked, overloaded) = tokio::select! {
         () = drain => unreachable!("the subscribers' sender lives in the caller"),
         measured = measure => measured,
     };
     let ratio = median(&busy) / median(&alone);
     rows.push(Row {
         row: "6",
-        figure: format!("ValidateKey p99 at {}, {subscribers} subscribers getting 100 revocations/s ({revoked} sent)", rate(at)),
+        figure: format!(
+            "ValidateKey p99 at {}, {subscribers} subscribers getting 100 revocations/s ({revoked} sent; {overloaded} of {} windows overloaded)",
+            rate(at),
+            2 * options.rounds
+        ),
         median: "-".into(),
         p99: time(median(&busy)),
         baseline: "no revocations (same subscribers)".into(),
