@@ -265,8 +265,9 @@ pub(crate) async fn row6(
         ));
     }
     let validate = validate_call(clients, fx.email.clone(), fx.key.clone());
-    // Half of ValidateKey's peak: room for the revocations' work on a shared machine.
-    let at = validate_peak.map_or(1000.0, |p| 0.5 * p);
+    // A fifth of ValidateKey's peak: the target names no rate, and the revocations' own work
+    // (100 x every subscriber per second) needs room on a small shared machine.
+    let at = validate_peak.map_or(1000.0, |p| 0.2 * p);
     let mut writers = Vec::new();
     for _ in 0..8 {
         writers.push(KeyServiceClient::with_interceptor(
@@ -322,6 +323,12 @@ pub(crate) async fn row6(
         baseline_p99: time(median(&alone)),
         ratio: format!("{ratio:.2}x (p99)"),
         target: "p99 <= 1.5x".into(),
-        result: if subscribers == 1000 { verdict(ratio <= 1.5) } else { format!("({subscribers} subscribers: not the target's count)") },
+        result: if overloaded > options.rounds {
+            "none: overloaded".into()
+        } else if subscribers == 1000 {
+            verdict(ratio <= 1.5)
+        } else {
+            format!("({subscribers} subscribers: not the target's count)")
+        },
     });
 }

@@ -72,57 +72,69 @@ pub(crate) async fn row1(
         result: verdict(ratio >= 0.95),
     });
 
-    let at = options.load_fraction * h;
-    let (mut h50, mut h99, mut v50, mut v99) = (vec![], vec![], vec![], vec![]);
-    let mut overloaded = 0;
-    for round in 0..options.rounds {
-        for first in [round % 2 == 0, round % 2 != 0] {
-            let call = if first { &health } else { &validate };
-            let w = open_loop(call, at, options.window).await;
-            errors += w.errors;
-            overloaded += usize::from(w.overloaded);
-            let (p50, p99) = (
-                w.latency.value_at_quantile(0.5) as f64,
-                w.latency.value_at_quantile(0.99) as f64,
-            );
-            eprintln!(
-                "row 1: open loop at {} {} p50 {} p99 {}",
-                rate(at),
-                if first { "Health/Check" } else { "ValidateKey" },
-                time(p50),
-                time(p99)
-            );
-            if first {
-                h50.push(p50);
-                h99.push(p99);
-            } else {
-                v50.push(p50);
-                v99.push(p99);
+    // The target's rate, and half the peak as well: on a small shared machine the open loop's
+    // own cost can push 80% past what client and server together sustain (counted below as
+    // overloaded windows, which get no verdict).
+    let mut fractions = vec![options.load_fraction];
+    if options.load_fraction > 0.5 {
+        fractions.push(0.5);
+    }
+    for fraction in fractions {
+        let at = fraction * h;
+        let (mut h50, mut h99, mut v50, mut v99) = (vec![], vec![], vec![], vec![]);
+        let mut overloaded = 0;
+        for round in 0..options.rounds {
+            for first in [round % 2 == 0, round % 2 != 0] {
+                let call = if first { &health } else { &validate };
+                let w = open_loop(call, at, options.window).await;
+                errors += w.errors;
+                overloaded += usize::from(w.overloaded);
+                let (p50, p99) = (
+                    w.latency.value_at_quantile(0.5) as f64,
+                    w.latency.value_at_quantile(0.99) as f64,
+                );
+                eprintln!(
+                    "row 1: open loop at {} {} p50 {} p99 {}{}",
+                    rate(at),
+                    if first { "Health/Check" } else { "ValidateKey" },
+                    time(p50),
+                    time(p99),
+                    if w.overloaded { " (overloaded)" } else { "" }
+                );
+                let (p50s, p99s) = if first {
+                    (&mut h50, &mut h99)
+                } else {
+                    (&mut v50, &mut v99)
+                };
+                p50s.push(p50);
+                p99s.push(p99);
             }
         }
+        let ratio = median(&v99) / median(&h99);
+        let windows = 2 * options.rounds;
+        rows.push(Row {
+            row: "1",
+            figure: format!(
+                "ValidateKey latency at {} = {:.0}% of the baseline's peak (open loop; {overloaded} of {windows} windows overloaded)",
+                rate(at),
+                fraction * 100.0,
+            ),
+            median: time(median(&v50)),
+            p99: time(median(&v99)),
+            baseline: "Health/Check, same rate".into(),
+            baseline_median: time(median(&h50)),
+            baseline_p99: time(median(&h99)),
+            ratio: format!("{ratio:.2}x (p99)"),
+            target: "p99 <= 1.3x at 80%".into(),
+            result: if overloaded * 2 > windows {
+                "none: overloaded".into()
+            } else if fraction == 0.8 {
+                verdict(ratio <= 1.3)
+            } else {
+                "(not at 80%)".into()
+            },
+        });
     }
-    let ratio = median(&v99) / median(&h99);
-    rows.push(Row {
-        row: "1",
-        figure: format!(
-            "ValidateKey latency at {} = {:.0}% of the baseline's peak (open loop; {overloaded} of {} windows overloaded)",
-            rate(at),
-            options.load_fraction * 100.0,
-            2 * options.rounds
-        ),
-        median: time(median(&v50)),
-        p99: time(median(&v99)),
-        baseline: "Health/Check, same rate".into(),
-        baseline_median: time(median(&h50)),
-        baseline_p99: time(median(&h99)),
-        ratio: format!("{ratio:.2}x (p99)"),
-        target: "p99 <= 1.3x at 80%".into(),
-        result: if options.load_fraction == 0.8 {
-            verdict(ratio <= 1.3)
-        } else {
-            "(not at 80%)".into()
-        },
-    });
     if !v_cpu.is_empty() && !h_cpu.is_empty() {
         let ratio = median(&v_cpu) / median(&h_cpu);
         rows.push(Row {
