@@ -12,7 +12,9 @@
 //! `make_stable` waiting for log writes that no free thread is left to do). Serialising
 //! flushes, as `store::durability` does, is therefore needed for liveness, not only speed.
 //!
-//! `cargo bench --bench group_commit` (ZSC_BENCH_OPS, ZSC_BENCH_WRITERS to change sizes).
+//! `cargo bench --bench group_commit` (ZSC_BENCH_OPS, ZSC_BENCH_WRITERS to change sizes;
+//! `-- --quick` for a tenth of the operations). The end-to-end figure through the gRPC API is
+//! row 4 of `benches/load.rs`.
 
 use std::time::Instant;
 
@@ -66,7 +68,8 @@ async fn sled_run(ops: usize) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let ops = env("ZSC_BENCH_OPS", 2000);
+    let quick = std::env::args().any(|a| a == "--quick");
+    let ops = env("ZSC_BENCH_OPS", if quick { 200 } else { 2000 });
     let writers = env("ZSC_BENCH_WRITERS", 32);
     println!("group_commit: durable writes/s ({ops} per concurrent run)");
     let baseline = store_run(1, ops / 4).await;

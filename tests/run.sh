@@ -36,3 +36,6 @@ echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c
 RELEASED_CONTRACT=0e35538950423d26733baa1a3e6e1769d184ff68
 (cd proto && buf lint && buf breaking --against "../.git#ref=$RELEASED_CONTRACT,subdir=proto")
 cargo test --locked
+# The benchmark suite (README "Performance") in its quick mode, so that it never rots: a debug build
+# on the test build's dependencies, under a minute. It prints figures and asserts nothing about times.
+cargo bench --locked --profile dev -- --quick

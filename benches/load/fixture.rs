@@ -1,0 +1,110 @@
+//! The data every row uses: an org with a key, a consumer account, and 64 orgs for the writers.
+
+use super::*;
+
+// The data the rows use
+
+pub(crate) struct Fixture {
+    pub(crate) url: String,
+    pub(crate) operator: Bearer,
+    pub(crate) consumer: Bearer,
+    pub(crate) consumer_token: String,
+    pub(crate) email: String,
+    pub(crate) key: String,
+    /// 64 orgs, each with an administrator and a key: (org_id, admin email).
+    pub(crate) orgs: Vec<(String, String)>,
+}
+
+pub(crate) async fn org_with_key(
+    channel: Channel,
+    operator: Bearer,
+    name: String,
+) -> (String, String, String) {
+    let mut users = UserServiceClient::with_interceptor(channel.clone(), operator.clone());
+    let mut keys = KeyServiceClient::with_interceptor(channel, operator);
+    let org = users
+        .create_org(CreateOrgRequest {
+            name: name.clone(),
+            edition: Edition::Enterprise as i32,
+        })
+        .await
+        .expect("create org")
+        .into_inner();
+    let email = format!(
+        "admin@{}.example.com",
+        name.to_lowercase().replace(' ', "-")
+    );
+    users
+        .create_user(CreateUserRequest {
+            org_id: org.org_id.clone(),
+            email: email.clone(),
+            display_name: "Admin".into(),
+            profile: Profile::Administrator as i32,
+        })
+        .await
+        .expect("create user");
+    let key = keys
+        .generate_key(GenerateKeyRequest {
+            org_id: org.org_id.clone(),
+            actor_email: email.clone(),
+        })
+        .await
+        .expect("generate key")
+        .into_inner()
+        .key;
+    (org.org_id, email, key)
+}
+
+pub(crate) async fn fixture(url: &str, operator_token: &str) -> Fixture {
+    let operator = Bearer::new(operator_token).expect("operator token");
+    let channel = connect(url).await;
+    // Wait until the server says SERVING.
+    let mut health = HealthClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|r| r.into_inner().status)
+        .ok()
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the server is SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = std::process::id();
+    let (_, email, key) =
+        org_with_key(channel.clone(), operator.clone(), format!("Bench {run}")).await;
+    let consumer_token = AccessServiceClient::with_interceptor(channel.clone(), operator.clone())
+        .create_service_account(CreateServiceAccountRequest {
+            name: format!("bench-{run}"),
+            role: Role::Consumer as i32,
+        })
+        .await
+        .expect("create account")
+        .into_inner()
+        .token;
+    // The 64 orgs of rows 4 and 6, created at once (their writes share flushes).
+    let made: Vec<_> = (0..64)
+        .map(|i| {
+            tokio::spawn(org_with_key(
+                channel.clone(),
+                operator.clone(),
+                format!("Bench {run} writer {i}"),
+            ))
+        })
+        .collect();
+    let mut orgs = Vec::new();
+    for task in made {
+        let (org, admin, _) = task.await.expect("setup task");
+        orgs.push((org, admin));
+    }
+    Fixture {
+        url: url.to_owned(),
+        operator,
+        consumer: Bearer::new(&consumer_token).expect("consumer token"),
+        consumer_token,
+        email,
+        key,
+        orgs,
+    }
+}

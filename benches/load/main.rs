@@ -1,0 +1,162 @@
+//! The end-to-end load generator of issue 9: one table of the hot paths' figures, each measured
+//! beside its baseline in the same run (alternating windows, median of several), because on a
+//! shared machine an absolute time alone proves nothing. Nothing here asserts a time.
+//!
+//! The server is, by default, the real binary (`zsc serve`, built by cargo for this bench) as
+//! a child process on 127.0.0.1, at the default log level, so that its RSS and CPU are its own;
+//! `--in-process` runs it inside this process instead (no log subscriber; RSS and CPU then
+//! include the client), and `--target HOST:PORT --token-file FILE [--server-pid PID]` measures
+//! a server that is already running (an operator token: the bench creates its own orgs).
+//!
+//! Rows:
+//! 1. ValidateKey vs grpc.health.v1.Health/Check on the same connections: closed-loop peak
+//!    throughput, then open-loop latency at 80% of Health/Check's peak (HDR histogram, latency
+//!    from each request's intended send time: no coordinated omission), and the server's CPU
+//!    per call.
+//! 2. The Verifier's cache hit (batches of 1,000 calls, per call) vs a remote ValidateKey (one
+//!    at a time); and the hit from 2 threads at once vs 1.
+//! 3. Revocation fan-out: from RegenerateKey's OK to receipt by every subscriber (spread over
+//!    100 connections) vs 1 subscriber before and after; server RSS per idle subscriber, and
+//!    the server CPU their heartbeats take.
+//! 4. Durable writes: RegenerateKey from 64 callers on 64 orgs vs 1 caller.
+//! 6. Interference: ValidateKey p99 (open loop) while the subscribers of row 3 receive 100
+//!    revocations/s vs alone.
+//!
+//! Rows 5 and 7 are printed as not measured, with the reason.
+//!
+//! `cargo bench --bench load [-- --quick] [--subscribers 10000] [--connections N]
+//! [--in-flight N] [--rounds N] [--window-ms MS] [--load-fraction 0.8] [--rows 1,2,3,4,6]
+//! [--in-process | --target HOST:PORT --token-file F [--server-pid PID]]`
+
+use std::{
+    fmt::Write as _,
+    future::Future,
+    path::{Path, PathBuf},
+    pin::Pin,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::FutureExt;
+use hdrhistogram::Histogram;
+use tokio::{net::TcpListener, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use zsc::client::Bearer;
+use zsc::proto::{
+    access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
+    user_service_client::UserServiceClient, watch_revocations_response::Event, *,
+};
+use zsc::verifier::{Verifier, VerifierConfig};
+
+type Authed = InterceptedService<Channel, Bearer>;
+type Keys = KeyServiceClient<Authed>;
+type Health = HealthClient<Authed>;
+type Call = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+mod fanout;
+mod fixture;
+mod measure;
+mod options;
+mod server;
+mod table;
+mod validate;
+mod verifier;
+mod writes;
+
+use fanout::*;
+use fixture::*;
+use measure::*;
+use options::*;
+use server::*;
+use table::*;
+use validate::*;
+use verifier::*;
+use writes::*;
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let options = Options::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(options));
+}
+
+async fn run(options: Options) {
+    let started = Instant::now();
+    let (server, url, token) = ServerUnderTest::start(&options).await;
+    eprintln!("load: server at {url}; setting up");
+    let fx = fixture(&url, &token).await;
+    let mut rows = Vec::new();
+    let mut validate_peak = None;
+    if options.row(1) {
+        validate_peak = Some(row1(&options, &fx, &server, &mut rows).await);
+    }
+    if options.row(2) {
+        row2(&options, &fx, &mut rows).await;
+    }
+    if options.row(4) {
+        row4(&options, &fx, &mut rows, &server).await;
+    }
+    if options.row(3) || options.row(6) {
+        rows3and6(&options, &fx, &server, validate_peak, &mut rows).await;
+    }
+    rows.push(Row::not_measured(
+        "5",
+        "ValidateKey with 1,000,000 keys; RSS; restart; backup",
+        ">= 0.9x; <= 512 MiB; <= 3 s",
+        "a 1M-key store: no bulk loader, 3M durable API calls",
+    ));
+    rows.push(Row::not_measured(
+        "7",
+        "rows 1, 3, 4 on etcd",
+        "beside sled",
+        "no etcd backend on main",
+    ));
+    rows.sort_by_key(|r| r.row);
+    let log_lines = server.log_lines();
+    let describe = server.describe();
+    server.stop().await;
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "zsc load: {} run, {} rounds of {:?} windows (alternating with the baseline; figures are medians of windows), {:.0} s in all",
+        if options.quick { "quick" } else { "full" },
+        options.rounds,
+        options.window,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "machine: {cores} cores ({}), shared by client and server (and anything else running)",
+        cpu_model()
+    );
+    println!("server: {describe}");
+    println!(
+        "client: tonic; rows 1 and 6: {} HTTP/2 connections x {} in flight (closed loop); open loop sends at fixed rate from a dispatcher thread, latency from intended send time",
+        options.connections, options.in_flight
+    );
+    if let Some(lines) = log_lines {
+        println!("server log lines written during the run: {lines}");
+    }
+    println!();
+    print_table(&rows);
+}

@@ -1,0 +1,205 @@
+//! The server under test: a child `zsc serve`, one in this process, or one already running;
+//! its RSS and CPU from /proc.
+
+use super::*;
+
+// The server under test
+
+pub(crate) enum ServerUnderTest {
+    Child {
+        child: Child,
+        log: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<zsc::domain::Result<()>>,
+        _dir: tempfile::TempDir,
+    },
+    External {
+        pid: Option<u32>,
+    },
+}
+
+impl ServerUnderTest {
+    /// Starts (or finds) the server; returns it, its URL and an operator token.
+    pub(crate) async fn start(options: &Options) -> (ServerUnderTest, String, String) {
+        if let Some(target) = &options.target {
+            let file = options
+                .token_file
+                .as_ref()
+                .expect("--target needs --token-file (an operator token)");
+            let token = std::fs::read_to_string(file).expect("read --token-file");
+            let url = if target.contains("://") {
+                target.clone()
+            } else {
+                format!("http://{target}")
+            };
+            let server = ServerUnderTest::External {
+                pid: options.server_pid,
+            };
+            return (server, url, token.trim().to_owned());
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        if options.in_process {
+            let mut config = zsc::server::Config::new(&data);
+            config.store.cache_bytes = 64 * 1024 * 1024;
+            let server = zsc::server::Server::open(config).expect("server opens");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(server.run(listener, async move {
+                let _ = stopped.await;
+            }));
+            let token = read_token(&data).await;
+            let server = ServerUnderTest::InProcess {
+                stop: Some(stop),
+                task,
+                _dir: dir,
+            };
+            return (server, url, token);
+        }
+        // A free port, handed to the child (a race with another process is possible, and
+        // would show as the child failing to start).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let log = dir.path().join("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_zsc"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            // The default log level, whatever this shell has.
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start zsc serve");
+        let token = read_token(&data).await;
+        let url = format!("http://127.0.0.1:{port}");
+        let server = ServerUnderTest::Child {
+            child,
+            log,
+            _dir: dir,
+        };
+        (server, url, token)
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            ServerUnderTest::Child { child, .. } => Some(child.id()),
+            ServerUnderTest::InProcess { .. } => Some(std::process::id()),
+            ServerUnderTest::External { pid } => *pid,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            ServerUnderTest::Child { child, .. } => format!(
+                "`zsc serve` as a child process (pid {}), default log level (RUST_LOG unset)",
+                child.id()
+            ),
+            ServerUnderTest::InProcess { .. } => {
+                "in this process (no log subscriber; RSS and CPU include the client)".into()
+            }
+            ServerUnderTest::External { pid: Some(pid) } => format!("external, pid {pid}"),
+            ServerUnderTest::External { pid: None } => {
+                "external (no --server-pid: RSS and CPU not measured)".into()
+            }
+        }
+    }
+
+    /// Resident memory, KiB.
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// CPU time used so far (user + system, all threads), at the kernel's 10 ms tick.
+    pub(crate) fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // USER_HZ is 100 on every Linux this runs on.
+        Some(Duration::from_millis(ticks * 10))
+    }
+
+    pub(crate) fn log_lines(&self) -> Option<usize> {
+        match self {
+            ServerUnderTest::Child { log, .. } => {
+                Some(std::fs::read_to_string(log).ok()?.lines().count())
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        match self {
+            ServerUnderTest::Child { mut child, .. } => {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            ServerUnderTest::InProcess { mut stop, task, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+            }
+            ServerUnderTest::External { .. } => {}
+        }
+    }
+}
+
+pub(crate) async fn read_token(data: &Path) -> String {
+    let file = data.join("operator.token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(token) = std::fs::read_to_string(&file) {
+            if !token.trim().is_empty() {
+                return token.trim().to_owned();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server wrote {}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One new HTTP/2 connection (a tonic Channel is one), retried while the server starts.
+pub(crate) async fn connect(url: &str) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let endpoint = zsc::client::endpoint(url, None).expect("valid url");
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot connect to {url}: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The shared tail of the revocation log: ONE follower per server reads each new event from the
+//! store once and encodes it once, and keeps the most recent ones in memory for every stream;
+//! ONE ticker encodes the heartbeat checkpoint once per interval for every stream at the head.
+//!
+//! Streams read the store themselves only when they are behind what the tail holds (a resume
+//! from an old cursor). The tail follows the store's durable head, so it never holds an event
+//! that is not durable; when the store faults, the head channel closes and every stream ends.
+//!
+//! The follower is the one place that learns of new events: on sled it wakes on the group
+//! commit's durable head; another backend feeds the same `EventLog` interface.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::domain::{OrgId, Result, RevocationEvent};
+use crate::proto::{self as pb, watch_revocations_response::Event};
+use crate::shutdown::Shutdown;
+use crate::store::EventLog;
+
+/// Events read from the store per batch.
+pub const BATCH: usize = 512;
+
+/// One revocation, encoded once as a whole `WatchRevocationsResponse`.
+pub struct TailEvent {
+    pub sequence: u64,
+    pub org_id: OrgId,
+    pub encoded: Bytes,
+}
+
+impl TailEvent {
+    pub fn new(event: RevocationEvent) -> TailEvent {
+        TailEvent {
+            sequence: event.sequence,
+            org_id: event.org_id.clone(),
+            encoded: encode(Event::Revocation(event.into())),
+        }
+    }
+}
+
+/// A heartbeat: the checkpoint at the tail's head, encoded once for every stream there.
+pub struct Beat {
+    pub sequence: u64,
+    pub encoded: Bytes,
+}
+
+pub fn encode(event: Event) -> Bytes {
+    pb::WatchRevocationsResponse { event: Some(event) }
+        .encode_to_vec()
+        .into()
+}
+
+/// The one checkpoint message: "everything up to `sequence` has been sent".
+pub fn checkpoint(store_id: &str, sequence: u64) -> Event {
+    Event::Checkpoint(pb::Checkpoint {
+        sequence,
+        store_id: store_id.to_owned(),
+    })
+}
+
+#[derive(Clone)]
+pub struct Tail {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    log: EventLog,
+    recent: RwLock<Recent>,
+    /// Every event up to this sequence is in `recent` (or older than its first entry). `None`
+    /// once the store has stopped (faulted): no event will come, and streams end.
+    head: watch::Sender<Option<u64>>,
+    beat: watch::Sender<Arc<Beat>>,
+}
+
+/// The newest events, in order, without gaps.
+struct Recent {
+    /// The sequence `events[0]` has, or would have when empty.
+    first: u64,
+    events: VecDeque<Arc<TailEvent>>,
+    capacity: usize,
+}
+
+impl Recent {
+    fn push(&mut self, event: TailEvent) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+            self.first += 1;
+        }
+        self.events.push_back(Arc::new(event));
+    }
+}
+
+impl Tail {
+    /// Starts the follower and the ticker; both end at shutdown.
+    pub fn start(log: EventLog, capacity: usize, heartbeat: Duration, shutdown: &Shutdown) -> Tail {
+        let durable = log.watch_head();
+        let head = *durable.borrow();
+        let first_beat = Arc::new(Beat {
+            sequence: head,
+            encoded: encode(checkpoint(log.store_id(), head)),
+        });
+        let tail = Tail {
+            shared: Arc::new(Shared {
+                recent: RwLock::new(Recent {
+                    first: head + 1,
+                    events: VecDeque::with_capacity(capacity),
+                    capacity: capacity.max(1),
+                }),
+                head: watch::Sender::new(Some(head)),
+                beat: watch::Sender::new(first_beat),
+                log,
+            }),
+        };
+        shutdown.spawn(tail.clone().follow(durable, shutdown.clone()));
+        shutdown.spawn(tail.clone().tick(heartbeat, shutdown.clone()));
+        tail
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.shared.log
+    }
+
+    /// Wakes when the tail's head moves; `None` once the store has stopped (faulted).
+    pub fn head(&self) -> watch::Receiver<Option<u64>> {
+        self.shared.head.subscribe()
+    }
+
+    /// The heartbeat checkpoint, renewed every heartbeat.
+    pub fn beat(&self) -> watch::Receiver<Arc<Beat>> {
+        self.shared.beat.subscribe()
+    }
+
+    /// Up to `limit` events after `after` (and up to the head) from memory; `None` when
+    /// `after + 1` is older than what memory holds, so the caller must read the store.
+    pub fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<TailEvent>>> {
+        let recent = self.shared.recent.read().expect("tail lock is never poisoned");
+        let skip = usize::try_from((after + 1).checked_sub(recent.first)?).ok()?;
+        Some(recent.events.iter().skip(skip).take(limit).cloned().collect())
+    }
+
+    /// Reads each new durable event once, encodes it once, and moves the head.
+    async fn follow(self, mut durable: watch::Receiver<u64>, shutdown: Shutdown) {
+        let mut cursor = self.shared.head.borrow().unwrap_or_default();
+        loop {
+            let target = *durable.borrow_and_update();
+            if let Err(error) = self.catch_up(&mut cursor, target) {
+                tracing::error!(%error, "the revocation tail could not read the log");
+            }
+            tokio::select! {
+                () = shutdown.begun() => return,
+                changed = durable.changed() => {
+                    if changed.is_err() {
+                        // The store faulted: no event will come; every stream ends.
+                        self.shared.head.send_replace(None);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn catch_up(&self, cursor: &mut u64, target: u64) -> Result<()> {
+        while *cursor < target {
+            let batch = self.shared.log.read(*cursor, target, BATCH)?;
+            let Some(last) = batch.last().map(|e| e.sequence) else {
+                // Pruned before the tail read them (only when retention is tiny): the tail
+                // starts again at the target, and streams behind it read the store.
+                self.restart_at(target);
+                *cursor = target;
+                break;
+            };
+            {
+                let mut recent = self.shared.recent.write().expect("tail lock is never poisoned");
+                for event in batch {
+                    if event.sequence != recent.first + recent.events.len() as u64 {
+                        recent.events.clear();
+                        recent.first = event.sequence;
+                    }
+                    recent.push(TailEvent::new(event));
+                }
+            }
+            *cursor = last;
+            self.shared.head.send_replace(Some(last));
+        }
+        Ok(())
+    }
+
+    fn restart_at(&self, head: u64) {
+        let mut recent = self.shared.recent.write().expect("tail lock is never poisoned");
+        recent.events.clear();
+        recent.first = head + 1;
+        drop(recent);
+        self.shared.head.send_replace(Some(head));
+    }
+
+    /// Encodes the checkpoint at the head once per heartbeat.
+    async fn tick(self, heartbeat: Duration, shutdown: Shutdown) {
+        let mut interval = tokio::time::interval(heartbeat);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.begun() => return,
+                _ = interval.tick() => {}
+            }
+            let Some(sequence) = *self.shared.head.borrow() else { return };
+            let encoded = encode(checkpoint(self.shared.log.store_id(), sequence));
+            self.shared.beat.send_replace(Arc::new(Beat { sequence, encoded }));
+        }
+    }
+}
