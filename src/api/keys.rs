@@ -2,8 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
+use super::auth::{Standing, WATCH_REVOCATIONS};
 use super::watch::{self, WatchConfig, WatchStream};
-use crate::domain::{Email, Error, OrgId, RevocationEvent, ZscKey};
+use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
@@ -134,6 +135,13 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        // Put there by the auth layer, which runs before every zsc.v1 call.
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
+        let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller);
         let request = watch::parse_request(request.into_inner())?;
         let subscriber = self.metrics.subscriber();
         let stream = watch::subscribe(
@@ -141,6 +149,7 @@ impl KeyService for KeyApi {
             request,
             self.watch.clone(),
             self.shutdown.clone(),
+            standing,
             subscriber,
         )?;
         Ok(Response::new(stream))

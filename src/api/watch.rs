@@ -5,7 +5,9 @@
 //! durable-head `watch` channel, which is a wake-up (it cannot lag or drop anything): events
 //! always come from the log. So a slow subscriber costs writers and other subscribers nothing,
 //! and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it resumes
-//! from its cursor without losing anything.
+//! from its cursor without losing anything. The subscriber's account is checked again whenever
+//! the stream wakes and at every heartbeat: the stream of an account deleted meanwhile is sent
+//! nothing more and ends UNAUTHENTICATED.
 //!
 //! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
 //! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
@@ -20,6 +22,7 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::auth::Standing;
 use crate::domain::{Error, OrgId, Result, RevocationEvent};
 use crate::metrics::SubscriberGuard;
 use crate::proto::{self as pb, watch_revocations_response::Event};
@@ -71,6 +74,7 @@ pub fn subscribe(
     request: WatchRequest,
     config: WatchConfig,
     shutdown: Shutdown,
+    standing: Standing,
     subscriber: SubscriberGuard,
 ) -> Result<WatchStream> {
     if let Some(theirs) = &request.store_id {
@@ -105,6 +109,7 @@ pub fn subscribe(
         tx,
         config,
         last_sent: Instant::now(),
+        standing,
         _subscriber: subscriber,
     };
     shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
@@ -146,6 +151,12 @@ enum End {
     Status(Status),
 }
 
+impl From<Status> for End {
+    fn from(status: Status) -> Self {
+        End::Status(status)
+    }
+}
+
 impl From<Error> for End {
     fn from(error: Error) -> Self {
         End::Status(error.into())
@@ -160,6 +171,9 @@ struct Producer {
     tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
     config: WatchConfig,
     last_sent: Instant,
+    /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
+    /// account's stream ends within one heartbeat and is sent nothing more.
+    standing: Standing,
     /// Counts this stream in the subscriber gauge while it lives.
     _subscriber: SubscriberGuard,
 }
@@ -194,13 +208,17 @@ impl Producer {
                     if changed.is_err() {
                         return Err(self.goodbye().await);
                     }
+                    self.standing.check()?;
                     let target = *head.borrow_and_update();
                     if self.catch_up(target).await? {
                         // The last event was filtered out: tell the subscriber how far it is.
                         self.checkpoint().await?;
                     }
                 }
-                () = sleep_until(self.last_sent + self.config.heartbeat) => self.checkpoint().await?,
+                () = sleep_until(self.last_sent + self.config.heartbeat) => {
+                    self.standing.check()?;
+                    self.checkpoint().await?
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ mod keys;
 mod operations;
 mod python;
 mod readme;
+mod subscribers;
 mod tls;
 mod users;
 mod verifier;
