@@ -126,6 +126,7 @@ impl KeyService for KeyApi {
             key_id: validation.key_id.to_string(),
             owner_email: validation.owner.to_string(),
             sequence: validation.sequence,
+            store_id: self.store.store_id().to_owned(),
         }))
     }
 

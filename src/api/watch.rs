@@ -60,9 +60,18 @@ pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
         .iter()
         .map(|id| OrgId::parse("org_ids", id))
         .collect::<Result<HashSet<_>>>()?;
+    let store_id = Some(req.store_id).filter(|s| !s.is_empty());
+    if let (Some(after @ 1..), None) = (req.after_sequence, &store_id) {
+        return Err(Error::invalid(format!(
+            "after_sequence {after} needs store_id (from the checkpoint it came from): a cursor is \
+             meaningful only in its own store, and without store_id a cursor from a replaced store \
+             (restore, new data dir) would silently skip that store's events; send store_id, or \
+             leave after_sequence unset to start at the head (0 reads the whole log)"
+        )));
+    }
     Ok(WatchRequest {
         after: req.after_sequence,
-        store_id: Some(req.store_id).filter(|s| !s.is_empty()),
+        store_id,
         orgs,
     })
 }

@@ -222,13 +222,14 @@ impl Verifier {
         let entry = entry_of(&email, &response);
         self.shared
             .state()
-            .admit(hash, entry.clone(), response.sequence);
+            .admit(hash, entry.clone(), response.sequence, &response.store_id);
         Ok(verified(&entry, false))
     }
 
     /// Offers a ValidateKey success obtained elsewhere (say, by the service's own client) to
     /// the cache, under the same read/invalidate rule as `verify`. Returns whether it was
-    /// cached: never for a key whose revocation was already applied.
+    /// cached: never for a key whose revocation was already applied, nor for an answer from a
+    /// store other than the one the Verifier follows.
     pub fn admit(&self, email: &str, key: &str, response: &ValidateKeyResponse) -> bool {
         let (Ok(key), Ok(email)) = (ZscKey::parse(key), Email::parse("email", email)) else {
             return false;
@@ -237,9 +238,12 @@ impl Verifier {
             return false;
         }
         let hash = self.shared.hash(&key);
-        self.shared
-            .state()
-            .admit(hash, entry_of(&email, response), response.sequence)
+        self.shared.state().admit(
+            hash,
+            entry_of(&email, response),
+            response.sequence,
+            &response.store_id,
+        )
     }
 
     pub fn stats(&self) -> VerifierStats {

@@ -3,7 +3,9 @@
 //! The read/invalidate rule: a ValidateKey success read at log head `h` may be cached only if
 //! this Verifier will see every revocation after `h`. It sees everything after `trusted_from`
 //! (the head it subscribed at, or resumed from without a gap), so `h >= trusted_from` is
-//! required; and a key_id it has already seen revoked is never cached again.
+//! required; a key_id it has already seen revoked is never cached again; and the answer must
+//! come from the store it follows (a sequence of another store, say one restored from a backup,
+//! says nothing about this one's revocations).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -60,9 +62,11 @@ impl State {
         self.cache.len()
     }
 
-    /// Offers a success read at `sequence`; returns whether it was cached.
-    pub fn admit(&mut self, hash: KeyHash, entry: Entry, sequence: u64) -> bool {
-        let trusted = self.trusted_from.is_some_and(|from| sequence >= from);
+    /// Offers a success read at `sequence` of the store `store_id`; returns whether it was
+    /// cached. Sequences of another store say nothing about this one's revocations.
+    pub fn admit(&mut self, hash: KeyHash, entry: Entry, sequence: u64, store_id: &str) -> bool {
+        let ours = self.store_id.as_deref() == Some(store_id);
+        let trusted = ours && self.trusted_from.is_some_and(|from| sequence >= from);
         if !trusted || self.revoked_ids.contains_key(&entry.key_id) {
             return false;
         }
@@ -143,9 +147,9 @@ mod tests {
     #[test]
     fn nothing_is_cached_before_the_first_checkpoint() {
         let mut state = State::new(NonZeroUsize::new(4).unwrap(), 3);
-        assert!(!state.admit([1; 32], entry("zk_1"), 100));
+        assert!(!state.admit([1; 32], entry("zk_1"), 100, "st_a"));
         state.checkpoint(10, "st_a");
-        assert!(state.admit([1; 32], entry("zk_1"), 10));
+        assert!(state.admit([1; 32], entry("zk_1"), 10, "st_a"));
     }
 
     #[test]
@@ -153,21 +157,21 @@ mod tests {
         let mut state = state();
         // The revocation (seq 12) is applied while a validation read at 11 is in flight.
         assert_eq!(state.revoke(12, "zk_1"), None);
-        assert!(!state.admit([1; 32], entry("zk_1"), 11));
+        assert!(!state.admit([1; 32], entry("zk_1"), 11, "st_a"));
         assert!(state.get(&[1; 32]).is_none());
     }
 
     #[test]
     fn a_success_read_before_the_subscription_point_is_not_cached() {
         let mut state = state();
-        assert!(!state.admit([1; 32], entry("zk_1"), 9));
+        assert!(!state.admit([1; 32], entry("zk_1"), 9, "st_a"));
     }
 
     #[test]
     fn a_revocation_evicts_the_cached_key() {
         let mut state = state();
-        assert!(state.admit([1; 32], entry("zk_1"), 10));
-        assert!(state.admit([2; 32], entry("zk_2"), 10));
+        assert!(state.admit([1; 32], entry("zk_1"), 10, "st_a"));
+        assert!(state.admit([2; 32], entry("zk_2"), 10, "st_a"));
         assert_eq!(state.revoke(11, "zk_1"), Some(entry("zk_1")));
         assert!(state.get(&[1; 32]).is_none());
         assert!(state.get(&[2; 32]).is_some());
@@ -182,14 +186,23 @@ mod tests {
         }
         // zk_11 was forgotten (capacity 3): a success read before 11 cannot be checked.
         assert_eq!(state.trusted_from, Some(11));
-        assert!(!state.admit([1; 32], entry("zk_x"), 10));
-        assert!(state.admit([1; 32], entry("zk_x"), 14));
+        assert!(!state.admit([1; 32], entry("zk_x"), 10, "st_a"));
+        assert!(state.admit([1; 32], entry("zk_x"), 14, "st_a"));
+    }
+
+    #[test]
+    fn an_answer_from_another_store_is_not_cached() {
+        let mut state = state();
+        assert!(!state.admit([1; 32], entry("zk_1"), 10, "st_b"));
+        assert!(!state.admit([1; 32], entry("zk_1"), 10, ""));
+        assert!(state.get(&[1; 32]).is_none());
+        assert!(state.admit([1; 32], entry("zk_1"), 10, "st_a"));
     }
 
     #[test]
     fn a_different_store_flushes_everything() {
         let mut state = state();
-        assert!(state.admit([1; 32], entry("zk_1"), 10));
+        assert!(state.admit([1; 32], entry("zk_1"), 10, "st_a"));
         state.checkpoint(3, "st_b");
         assert!(state.get(&[1; 32]).is_none());
         assert_eq!((state.applied, state.trusted_from), (Some(3), Some(3)));
@@ -199,7 +212,7 @@ mod tests {
     fn the_cache_is_bounded() {
         let mut state = state();
         for i in 0..10u8 {
-            state.admit([i; 32], entry(&format!("zk_{i}")), 10);
+            state.admit([i; 32], entry(&format!("zk_{i}")), 10, "st_a");
         }
         assert_eq!(state.len(), 4);
         // Evicting by LRU also forgets the key_id index, so a late revocation is harmless.

@@ -230,3 +230,27 @@ async fn a_cursor_the_server_can_no_longer_serve_flushes_the_cache() {
         Err(VerifyError::Rejected)
     ));
 }
+
+#[tokio::test]
+async fn an_answer_from_another_store_is_never_cached() {
+    let server = TestServer::start().await;
+    let other = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(600))).unwrap();
+    eventually("the stream is up", || verifier.stats().fresh).await;
+    let (org_id, admin) = other.org_with_admin("Acme").await;
+    let (key, _) = other.key(&org_id, &admin).await;
+
+    // An answer of another store (say, a restored copy): its sequence is not this log's.
+    let foreign = other.validate(&admin, &key).await.unwrap();
+    assert_ne!(Some(&foreign.store_id), verifier.stats().store_id.as_ref());
+    assert!(!verifier.admit(&admin, &key, &foreign));
+    assert_eq!(verifier.stats().cached_keys, 0);
+
+    // Control: the same kind of answer from the store it follows is cached.
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let ours = server.validate(&admin, &key).await.unwrap();
+    assert_eq!(Some(&ours.store_id), verifier.stats().store_id.as_ref());
+    assert!(verifier.admit(&admin, &key, &ours));
+}

@@ -77,7 +77,7 @@ async fn from_a_cursor_history_then_a_checkpoint_then_live() {
     for _ in 0..5 {
         server.regenerate(&org_id, &admin).await;
     }
-    let mut stream = server.watch(watch_from(Some(2))).await.unwrap();
+    let mut stream = server.watch(server.resume_from(2).await).await.unwrap();
     let history: Vec<_> = [
         next(&mut stream).await,
         next(&mut stream).await,
@@ -97,7 +97,7 @@ async fn from_a_cursor_history_then_a_checkpoint_then_live() {
         sequences(&revocations_until(&mut all, 6).await),
         (1..=6).collect::<Vec<_>>()
     );
-    let mut at_head = server.watch(watch_from(Some(6))).await.unwrap();
+    let mut at_head = server.watch(server.resume_from(6).await).await.unwrap();
     assert_eq!(checkpoint(next(&mut at_head).await.unwrap()).sequence, 6);
 }
 
@@ -268,7 +268,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
     assert_eq!(message.code(), Code::OutOfRange);
     assert!(message.message().contains("flush"), "{}", message.message());
 
-    let future = server.watch(watch_from(Some(5))).await.unwrap_err();
+    let future = server.watch(server.resume_from(5).await).await.unwrap_err();
     assert_eq!(future.code(), Code::OutOfRange);
     assert!(
         future.message().contains("beyond the head"),
@@ -300,7 +300,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pruned = server.watch(watch_from(Some(3))).await.unwrap_err();
+    let pruned = server.watch(server.resume_from(3).await).await.unwrap_err();
     assert_eq!(pruned.code(), Code::OutOfRange);
     assert!(
         pruned.message().contains("no longer retained"),
@@ -308,7 +308,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
         pruned.message()
     );
     // The oldest retained cursor still works: after 15 come 16..=20, then a checkpoint.
-    let mut ok = server.watch(watch_from(Some(15))).await.unwrap();
+    let mut ok = server.watch(server.resume_from(15).await).await.unwrap();
     assert_eq!(
         sequences(&revocations_until(&mut ok, 20).await),
         [16, 17, 18, 19, 20]
@@ -366,7 +366,7 @@ async fn a_subscriber_that_stops_reading_is_ended_and_resumes_from_its_cursor() 
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(applied < 300, "the stall ended the stream before the end");
     let mut resumed = client
-        .watch_revocations(watch_from(Some(applied)))
+        .watch_revocations(server.resume_from(applied).await)
         .await
         .unwrap()
         .into_inner();
@@ -396,4 +396,28 @@ async fn events_younger_than_the_retention_age_are_kept_whatever_the_count() {
         sequences(&read_log(&server).await),
         (1..=10).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_cursor_above_zero_without_its_store_id_is_invalid() {
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    for _ in 0..3 {
+        server.regenerate(&org_id, &admin).await;
+    }
+    // Without store_id, a cursor from a restored or replaced store would skip events silently.
+    let status = server.watch(watch_from(Some(2))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("needs store_id"),
+        "{}",
+        status.message()
+    );
+    // 0 (the whole log) and unset (the head) need none; with its store_id, 2 resumes.
+    assert_eq!(sequences(&read_log(&server).await), [1, 2, 3]);
+    let mut head = server.watch(watch_from(None)).await.unwrap();
+    assert_eq!(checkpoint(next(&mut head).await.unwrap()).sequence, 3);
+    let mut resumed = server.watch(server.resume_from(2).await).await.unwrap();
+    assert_eq!(revocation(next(&mut resumed).await.unwrap()).sequence, 3);
 }
