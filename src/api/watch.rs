@@ -12,7 +12,11 @@
 //! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
 //! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
 
-use std::{collections::HashSet, pin::Pin, time::Duration};
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use futures_util::{stream, Stream, StreamExt};
 use tokio::{
@@ -38,7 +42,8 @@ const GOODBYE: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
-    /// An idle stream gets a checkpoint this often.
+    /// Every stream gets a checkpoint at least this often (idle or not), and the subscriber's
+    /// account is checked again.
     pub heartbeat: Duration,
     /// A subscriber that reads nothing for this long is ended with RESOURCE_EXHAUSTED.
     pub stall_timeout: Duration,
@@ -117,7 +122,7 @@ pub fn subscribe(
         orgs: request.orgs,
         tx,
         config,
-        last_sent: Instant::now(),
+        last_checkpoint: Instant::now(),
         standing,
         _subscriber: subscriber,
     };
@@ -179,7 +184,8 @@ struct Producer {
     orgs: HashSet<OrgId>,
     tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
     config: WatchConfig,
-    last_sent: Instant,
+    /// When the last checkpoint was sent: the next is due a heartbeat later, events or not.
+    last_checkpoint: Instant,
     /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
     /// account's stream ends within one heartbeat and is sent nothing more.
     standing: Standing,
@@ -213,6 +219,16 @@ impl Producer {
                 biased;
                 () = shutdown.begun() => return Err(self.goodbye().await),
                 () = gone.closed() => return Err(End::Gone),
+                // Before a wake-up: a stream busy with events still gets its checkpoints.
+                () = sleep_until(self.last_checkpoint + self.config.heartbeat) => {
+                    self.standing.check()?;
+                    // Read the clock, then the head, then send up to it: the checkpoint then
+                    // says "everything acknowledged by server_time has been sent".
+                    let server_time = SystemTime::now();
+                    let target = *head.borrow_and_update();
+                    self.catch_up(target).await?;
+                    self.send(self.checkpoint_event(server_time, target)).await?;
+                }
                 changed = head.changed() => {
                     if changed.is_err() {
                         return Err(self.goodbye().await);
@@ -223,10 +239,6 @@ impl Producer {
                         // The last event was filtered out: tell the subscriber how far it is.
                         self.checkpoint().await?;
                     }
-                }
-                () = sleep_until(self.last_sent + self.config.heartbeat) => {
-                    self.standing.check()?;
-                    self.checkpoint().await?
                 }
             }
         }
@@ -258,23 +270,35 @@ impl Producer {
         self.orgs.is_empty() || self.orgs.contains(&event.org_id)
     }
 
-    /// "Everything up to the cursor has been sent."
-    fn checkpoint_event(&self) -> Event {
+    /// "Everything up to the cursor has been sent; at `server_time` the durable head was
+    /// `durable_head`." The head must be read after the clock.
+    fn checkpoint_event(&self, server_time: SystemTime, durable_head: u64) -> Event {
         Event::Checkpoint(pb::Checkpoint {
             sequence: self.cursor,
             store_id: self.log.store_id().to_owned(),
+            server_time: Some(server_time.into()),
+            durable_head,
         })
     }
 
+    /// A checkpoint of where the stream is now (the head may be ahead of it).
+    fn checkpoint_now(&self) -> Event {
+        let server_time = SystemTime::now();
+        self.checkpoint_event(server_time, self.log.durable_head())
+    }
+
     async fn checkpoint(&mut self) -> Result<(), End> {
-        self.send(self.checkpoint_event()).await
+        self.send(self.checkpoint_now()).await
     }
 
     async fn send(&mut self, event: Event) -> Result<(), End> {
+        let is_checkpoint = matches!(event, Event::Checkpoint(_));
         let message = Ok(pb::WatchRevocationsResponse { event: Some(event) });
         match self.tx.send_timeout(message, self.config.stall_timeout).await {
             Ok(()) => {
-                self.last_sent = Instant::now();
+                if is_checkpoint {
+                    self.last_checkpoint = Instant::now();
+                }
                 Ok(())
             }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Gone),
@@ -289,7 +313,7 @@ impl Producer {
     /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
     async fn goodbye(&mut self) -> End {
         let message = Ok(pb::WatchRevocationsResponse {
-            event: Some(self.checkpoint_event()),
+            event: Some(self.checkpoint_now()),
         });
         let _ = self.tx.send_timeout(message, GOODBYE).await;
         End::Status(Status::unavailable(format!(

@@ -421,3 +421,79 @@ async fn a_cursor_above_zero_without_its_store_id_is_invalid() {
     let mut resumed = server.watch(server.resume_from(2).await).await.unwrap();
     assert_eq!(revocation(next(&mut resumed).await.unwrap()).sequence, 3);
 }
+
+#[tokio::test]
+async fn checkpoints_carry_the_servers_time_and_durable_head() {
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    server.regenerate(&org_id, &admin).await;
+    let before = std::time::SystemTime::now();
+    let mut stream = server.watch(watch_from(None)).await.unwrap();
+    let first = checkpoint(next(&mut stream).await.unwrap());
+    let after = std::time::SystemTime::now();
+    let stamped =
+        std::time::SystemTime::try_from(first.server_time.expect("server_time set")).unwrap();
+    // One machine, one clock: the stamp falls between the two readings around the call.
+    assert!(before <= stamped && stamped <= after, "{stamped:?}");
+    assert_eq!((first.sequence, first.durable_head), (1, 1));
+}
+
+#[tokio::test]
+async fn a_stream_busy_with_events_still_gets_a_checkpoint_every_heartbeat() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |d| {
+        let mut config = test_config(d);
+        config.watch.heartbeat = Duration::from_millis(300);
+        config
+    })
+    .await;
+    let orgs = server.orgs_with_keys(4).await;
+    let mut stream = server.watch(watch_from(None)).await.unwrap();
+    checkpoint(next(&mut stream).await.unwrap());
+    // Four writers revoke without a pause (at most 1,000 each) until the subscriber has seen
+    // three complete checkpoints among the events: a checkpoint is due every heartbeat, not
+    // only after a heartbeat without events.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (org_id, admin) in orgs {
+        let (stop, mut keys) = (stop.clone(), server.op_keys().await);
+        writers.push(tokio::spawn(async move {
+            for _ in 0..1_000 {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let request = RegenerateKeyRequest {
+                    org_id: org_id.clone(),
+                    actor_email: admin.clone(),
+                };
+                keys.regenerate_key(request).await.unwrap();
+            }
+            true
+        }));
+    }
+    let mut complete = 0;
+    let mut last = 0;
+    while complete < 3 {
+        match next(&mut stream).await.unwrap() {
+            Event::Revocation(event) => last = event.sequence,
+            Event::Checkpoint(c) => {
+                assert!(c.sequence >= last);
+                if c.sequence > 0 && c.sequence >= c.durable_head {
+                    complete += 1;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        assert!(
+            !writer.await.unwrap(),
+            "a writer finished its 1,000 revocations before three checkpoints came"
+        );
+    }
+}
