@@ -88,6 +88,8 @@ impl Config {
             watch: WatchConfig {
                 heartbeat: Duration::from_secs(1),
                 stall_timeout: Duration::from_secs(30),
+                max_subscribers: crate::api::DEFAULT_MAX_SUBSCRIBERS,
+                max_subscribers_per_account: crate::api::DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT,
             },
             event_retention_count: 1_000_000,
             event_retention_age: Duration::from_secs(7 * 24 * 3600),

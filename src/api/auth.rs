@@ -126,6 +126,11 @@ impl Standing {
         }
     }
 
+    /// The caller as it was authenticated when the call began.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
     /// Whether the caller may still make this call, by the same matrix as at its start.
     pub fn check(&self) -> Result<(), Status> {
         let now = match self.store.holder_of(self.caller.token) {

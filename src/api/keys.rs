@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::{Standing, WATCH_REVOCATIONS};
+use super::subscribers::Subscribers;
 use super::watch::{self, WatchConfig, WatchStream};
 use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
@@ -14,6 +15,8 @@ pub struct KeyApi {
     store: Store,
     log: EventLog,
     watch: WatchConfig,
+    /// The subscriber caps.
+    subscribers: Subscribers,
     /// Every revocation stream ends when shutdown begins, and shutdown waits for it.
     shutdown: Shutdown,
     metrics: Metrics,
@@ -22,6 +25,7 @@ pub struct KeyApi {
 impl KeyApi {
     pub fn new(store: Store, watch: WatchConfig, shutdown: Shutdown, metrics: Metrics) -> Self {
         KeyApi {
+            subscribers: Subscribers::new(watch.max_subscribers, watch.max_subscribers_per_account),
             log: EventLog::new(store.clone()),
             store,
             watch,
@@ -144,14 +148,16 @@ impl KeyService for KeyApi {
             .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
         let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller);
         let request = watch::parse_request(request.into_inner())?;
-        let subscriber = self.metrics.subscriber();
+        let slot = self
+            .subscribers
+            .admit(&standing.caller().name, self.metrics.subscriber())?;
         let stream = watch::subscribe(
             self.log.clone(),
             request,
             self.watch.clone(),
             self.shutdown.clone(),
             standing,
-            subscriber,
+            slot,
         )?;
         Ok(Response::new(stream))
     }

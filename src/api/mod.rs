@@ -8,6 +8,7 @@ mod keys;
 mod limit;
 mod observe;
 mod status;
+mod subscribers;
 mod users;
 mod watch;
 
@@ -16,5 +17,6 @@ pub use auth::AuthLayer;
 pub use keys::KeyApi;
 pub use limit::{RequestLimitLayer, MAX_REQUEST_BYTES};
 pub use observe::ObserveLayer;
+pub use subscribers::{DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT};
 pub use users::UserApi;
 pub use watch::WatchConfig;

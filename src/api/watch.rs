@@ -27,16 +27,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::auth::Standing;
+use super::subscribers::{Holding, Slot};
 use crate::domain::{Error, OrgId, Result, RevocationEvent};
-use crate::metrics::SubscriberGuard;
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
 /// Events read from sled per batch.
 const BATCH: usize = 512;
-/// Messages buffered between a producer and tonic.
-const CHANNEL: usize = 64;
+/// Messages buffered between a producer and tonic. Small: what a stalled subscriber holds is
+/// this, plus one encoded chunk in hyper and hyper's HTTP/2 send buffer (README, "Subscriber
+/// caps"); a reader that keeps up never fills it.
+const CHANNEL: usize = 16;
 /// How long the goodbye checkpoint may wait for a subscriber at shutdown.
 const GOODBYE: Duration = Duration::from_millis(200);
 
@@ -47,6 +49,10 @@ pub struct WatchConfig {
     pub heartbeat: Duration,
     /// A subscriber that reads nothing for this long is ended with RESOURCE_EXHAUSTED.
     pub stall_timeout: Duration,
+    /// Revocation streams open at once, in all and per service account (RESOURCE_EXHAUSTED past
+    /// either).
+    pub max_subscribers: usize,
+    pub max_subscribers_per_account: usize,
 }
 
 pub type WatchStream =
@@ -89,7 +95,7 @@ pub fn subscribe(
     config: WatchConfig,
     shutdown: Shutdown,
     standing: Standing,
-    subscriber: SubscriberGuard,
+    slot: Slot,
 ) -> Result<WatchStream> {
     if let Some(theirs) = &request.store_id {
         if theirs != log.store_id() {
@@ -124,12 +130,13 @@ pub fn subscribe(
         config,
         last_checkpoint: Instant::now(),
         standing,
-        _subscriber: subscriber,
     };
     shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
     // The producer's messages, then the status it ended with (if it ended with one).
     let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    Ok(Box::pin(ReceiverStream::new(rx).chain(end)))
+    // The slot lives as long as the body tonic holds, which is what holds the buffers.
+    let stream = ReceiverStream::new(rx).chain(end);
+    Ok(Box::pin(Holding::new(Box::pin(stream), slot)))
 }
 
 /// The events after `after` must still be in the log.
@@ -189,8 +196,6 @@ struct Producer {
     /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
     /// account's stream ends within one heartbeat and is sent nothing more.
     standing: Standing,
-    /// Counts this stream in the subscriber gauge while it lives.
-    _subscriber: SubscriberGuard,
 }
 
 impl Producer {

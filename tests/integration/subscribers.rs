@@ -105,3 +105,86 @@ async fn an_idle_stream_of_a_deleted_account_ends_at_the_next_heartbeat() {
         ));
     }
 }
+
+/// Opens a stream of `token`'s account; returns it once its first checkpoint arrived.
+async fn open(
+    server: &TestServer,
+    token: &str,
+) -> Result<Streaming<WatchRevocationsResponse>, Status> {
+    let mut stream = server
+        .keys(token)
+        .await
+        .watch_revocations(watch_from(None))
+        .await?
+        .into_inner();
+    assert!(matches!(next(&mut stream).await, Ok(Event::Checkpoint(_))));
+    Ok(stream)
+}
+
+/// Opens a stream, retrying while the server has not yet noticed a closed one (up to 10 s).
+async fn open_once_released(
+    server: &TestServer,
+    token: &str,
+) -> Streaming<WatchRevocationsResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open(server, token).await {
+            Ok(stream) => return stream,
+            Err(status) if status.code() == Code::ResourceExhausted => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the closed stream's slot was never given back: {status:?}"
+            ),
+            Err(status) => panic!("{status:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn streams_past_the_caps_are_refused_and_a_closed_one_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |d| {
+        let mut config = test_config(d);
+        config.watch.max_subscribers = 3;
+        config.watch.max_subscribers_per_account = 2;
+        config
+    })
+    .await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let recruit = server.account("recruit", Role::Consumer).await;
+
+    // Per account: desk's third stream is refused.
+    let mut desk_streams = vec![
+        open(&server, &desk).await.unwrap(),
+        open(&server, &desk).await.unwrap(),
+    ];
+    let status = open(&server, &desk).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("desk")
+            && status.message().contains("--max-subscribers-per-account"),
+        "{}",
+        status.message()
+    );
+
+    // In all: recruit gets the third slot, then the server is full.
+    let recruit_stream = open(&server, &recruit).await.unwrap();
+    let status = open(&server, &recruit).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("--max-subscribers"),
+        "{}",
+        status.message()
+    );
+
+    // Closing a stream gives its slot back: to the account and to the server.
+    drop(desk_streams.pop());
+    desk_streams.push(open_once_released(&server, &desk).await);
+    drop(recruit_stream);
+    let _recruit_again = open_once_released(&server, &recruit).await;
+
+    // The streams still open keep working.
+    for stream in &mut desk_streams {
+        assert!(matches!(next(stream).await, Ok(Event::Checkpoint(_))));
+    }
+}
