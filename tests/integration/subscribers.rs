@@ -188,3 +188,184 @@ async fn streams_past_the_caps_are_refused_and_a_closed_one_frees_its_slot() {
         assert!(matches!(next(stream).await, Ok(Event::Checkpoint(_))));
     }
 }
+
+/// A connection whose reader stops after its first `budget` bytes, as a client that stops
+/// reading does: the server's data then piles up on the server side.
+struct Stalling {
+    tcp: tokio::net::TcpStream,
+    budget: usize,
+}
+
+impl tokio::io::AsyncRead for Stalling {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.budget == 0 {
+            return std::task::Poll::Pending;
+        }
+        let mut limited = buf.take(self.budget);
+        let poll = std::pin::Pin::new(&mut self.tcp).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        self.budget -= n;
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Stalling {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The README's figure for what a stalled subscriber costs the server: the zsc binary in its own
+/// process, a log of 2,000 revocations, then 100 subscribers that read from 0 and stop reading
+/// (a 4 KiB receive buffer, a 1 GiB HTTP/2 window), one connection each; VmRSS before and after.
+#[tokio::test]
+#[ignore = "a measurement: cargo test --release --test integration stalled_subscriber_memory -- --ignored --nocapture"]
+async fn stalled_subscriber_memory() {
+    const STREAMS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .args(["serve", "--listen", &addr, "--data-dir", &data_dir])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let token_file = dir.path().join("operator.token");
+    while !token_file.exists() || tokio::net::TcpStream::connect(&addr).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = format!("http://{addr}");
+    let bearer = || zsc::client::Bearer::new(&token).unwrap();
+    let channel = || async {
+        tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    };
+    let mut users =
+        user_service_client::UserServiceClient::with_interceptor(channel().await, bearer());
+    let mut writers = Vec::new();
+    for i in 0..4 {
+        let org = users
+            .create_org(CreateOrgRequest {
+                name: format!("Org {i}"),
+                edition: Edition::Enterprise as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let admin = format!("admin@org{i}.example");
+        users
+            .create_user(CreateUserRequest {
+                org_id: org.org_id.clone(),
+                email: admin.clone(),
+                display_name: "Admin".into(),
+                profile: Profile::Administrator as i32,
+            })
+            .await
+            .unwrap();
+        let mut keys =
+            key_service_client::KeyServiceClient::with_interceptor(channel().await, bearer());
+        let generate = GenerateKeyRequest {
+            org_id: org.org_id.clone(),
+            actor_email: admin.clone(),
+        };
+        keys.generate_key(generate).await.unwrap();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..500 {
+                let request = RegenerateKeyRequest {
+                    org_id: org.org_id.clone(),
+                    actor_email: admin.clone(),
+                };
+                keys.regenerate_key(request).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rss_kib(pid);
+
+    let mut held = Vec::new();
+    for _ in 0..STREAMS {
+        let target = addr.clone();
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .initial_stream_window_size(1 << 30)
+            .initial_connection_window_size(1 << 30)
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let target = target.clone();
+                async move {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.set_recv_buffer_size(4096)?;
+                    let tcp = socket.connect(target.parse().unwrap()).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(Stalling {
+                        tcp,
+                        budget: 16 * 1024,
+                    }))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut keys = key_service_client::KeyServiceClient::with_interceptor(channel, bearer());
+        held.push(tokio::spawn(async move {
+            let stream = keys.watch_revocations(watch_from(Some(0))).await;
+            // Holds the stream (and the connection) without reading it.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(stream);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = rss_kib(pid);
+    println!(
+        "server VmRSS: {before} KiB before, {after} KiB with {STREAMS} stalled subscribers: {} KiB per subscriber",
+        after.saturating_sub(before) / STREAMS as u64
+    );
+    for task in held {
+        task.abort();
+    }
+    child.kill().await.unwrap();
+}
