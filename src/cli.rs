@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API (UserService, KeyService, AccessService, health, reflection).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a backup of a data dir to a file (server stopped).
     Backup {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]

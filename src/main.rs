@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     };
     zsc::telemetry::init(log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Backup { data_dir, out } => store::backup(&data_dir, &out).map(|report| {
             println!(
                 "backed up {} entries (revocation log head {}, store {}) to {}",
