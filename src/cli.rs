@@ -118,6 +118,14 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_SUBSCRIBER_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT.into())]
     pub subscriber_stall_timeout: Duration,
 
+    /// Revocation streams open at once, in all (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "ZSC_MAX_SUBSCRIBERS", default_value_t = crate::api::DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
+
+    /// Revocation streams open at once per service account (RESOURCE_EXHAUSTED past it).
+    #[arg(long, env = "ZSC_MAX_SUBSCRIBERS_PER_ACCOUNT", default_value_t = crate::api::DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT)]
+    pub max_subscribers_per_account: usize,
+
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: Duration,
@@ -200,6 +208,8 @@ impl ServeArgs {
         let mut config = Config::new(&self.data_dir);
         config.watch.heartbeat = self.heartbeat_interval.into();
         config.watch.stall_timeout = self.subscriber_stall_timeout.into();
+        config.watch.max_subscribers = self.max_subscribers;
+        config.watch.max_subscribers_per_account = self.max_subscribers_per_account;
         config.event_retention_count = self.event_retention_count;
         config.event_retention_age = self.event_retention_age.into();
         config.audit_retention_count = self.audit_retention_count;

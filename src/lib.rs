@@ -15,8 +15,8 @@
 //!   log ([`store::EventLog`]).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
-//!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), and the
-//!   revocation stream (`api/watch.rs`).
+//!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
+//!   stream (`api/watch.rs`) and its caps (`api/subscribers.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
@@ -34,6 +34,8 @@
 //! - A revocation is appended to the log in the same transaction as the change it records,
 //!   and no subscriber hears of it before it is durable.
 //! - A mutating RPC answers OK only after its change is flushed to disk.
+//! - A call that outlives its request (a revocation stream) is authorized again while it
+//!   lasts, by the same matrix: a deleted account's stream ends.
 //! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
 //!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake streams; events are
 //!   always read from the log.

@@ -114,6 +114,8 @@ impl Config {
             watch: WatchConfig {
                 heartbeat: DEFAULT_HEARTBEAT,
                 stall_timeout: DEFAULT_STALL_TIMEOUT,
+                max_subscribers: crate::api::DEFAULT_MAX_SUBSCRIBERS,
+                max_subscribers_per_account: crate::api::DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT,
             },
             event_retention_count: DEFAULT_EVENT_RETENTION_COUNT,
             event_retention_age: DEFAULT_EVENT_RETENTION_AGE,

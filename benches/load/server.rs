@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Subscriber caps high enough for the largest fan-out row (plus its timestamping streams).
+const SUBSCRIBER_CAP: usize = 20_000;
+
 // The server under test
 
 pub(crate) enum ServerUnderTest {
@@ -45,6 +48,9 @@ impl ServerUnderTest {
         if options.in_process {
             let mut config = zsc::server::Config::new(&data);
             config.store.cache_bytes = 64 * 1024 * 1024;
+            // The fan-out rows subscribe up to 10,000 streams from one consumer account.
+            config.watch.max_subscribers = SUBSCRIBER_CAP;
+            config.watch.max_subscribers_per_account = SUBSCRIBER_CAP;
             let server = zsc::server::Server::open(config).expect("server opens");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -73,6 +79,9 @@ impl ServerUnderTest {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(&data)
+            // The fan-out rows subscribe up to 10,000 streams from one consumer account.
+            .args(["--max-subscribers", &SUBSCRIBER_CAP.to_string()])
+            .args(["--max-subscribers-per-account", &SUBSCRIBER_CAP.to_string()])
             // The default log level, whatever this shell has.
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

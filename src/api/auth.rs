@@ -22,6 +22,8 @@ const STAFF: &[Role] = &[Role::Operator, Role::Console];
 const ANY: &[Role] = &[Role::Operator, Role::Console, Role::Consumer];
 const SUBSCRIBERS: &[Role] = &[Role::Operator, Role::Consumer];
 
+pub const WATCH_REVOCATIONS: &str = "/zsc.v1.KeyService/WatchRevocations";
+
 /// The authorization matrix, by gRPC method path.
 const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.UserService/CreateOrg", OPERATOR),
@@ -38,7 +40,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.KeyService/RevokeKey", OPERATOR),
     ("/zsc.v1.KeyService/GetKeyInfo", ANY),
     ("/zsc.v1.KeyService/ValidateKey", ANY),
-    ("/zsc.v1.KeyService/WatchRevocations", SUBSCRIBERS),
+    (WATCH_REVOCATIONS, SUBSCRIBERS),
     ("/zsc.v1.AccessService/CreateServiceAccount", OPERATOR),
     ("/zsc.v1.AccessService/ListServiceAccounts", OPERATOR),
     ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
@@ -85,6 +87,12 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
     let token = AccountToken::parse(token.trim())
         .map_err(|_| Status::unauthenticated("malformed token"))?;
     let caller = store.authenticate(&token)?;
+    permit(path, &caller)?;
+    Ok(caller)
+}
+
+/// The matrix's answer for `caller` on `path`.
+fn permit(path: &str, caller: &Caller) -> Result<(), Status> {
     let allowed = MATRIX
         .iter()
         .find(|(p, _)| *p == path)
@@ -97,7 +105,47 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         ))
         .into());
     }
-    Ok(caller)
+    Ok(())
+}
+
+/// A caller's right to a call that outlives its request (a revocation stream), checked again
+/// while the call lasts: deleting the account or replacing its token ends it UNAUTHENTICATED,
+/// a role that no longer allows the method PERMISSION_DENIED.
+#[derive(Clone)]
+pub struct Standing {
+    store: Store,
+    path: &'static str,
+    caller: Caller,
+}
+
+impl Standing {
+    pub fn new(store: Store, path: &'static str, caller: Caller) -> Self {
+        Standing {
+            store,
+            path,
+            caller,
+        }
+    }
+
+    /// The caller as it was authenticated when the call began.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// Whether the caller may still make this call, by the same matrix as at its start.
+    pub fn check(&self) -> Result<(), Status> {
+        let now = match self.store.holder_of(self.caller.token) {
+            Ok(now) => now,
+            Err(Error::Unauthenticated(_)) => {
+                return Err(Status::unauthenticated(format!(
+                    "service account {} was deleted or its token replaced; this call ends",
+                    self.caller.name
+                )))
+            }
+            Err(other) => return Err(other.into()),
+        };
+        permit(self.path, &now)
+    }
 }
 
 /// The caller the auth layer admitted. Every zsc.v1 request has one: a handler reached without
@@ -218,5 +266,39 @@ mod tests {
                 "{method} has no row"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_standing_follows_the_account_it_was_granted_to() {
+        use crate::domain::AccountName;
+        use crate::store::StoreOptions;
+        use tonic::Code;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let name = AccountName::parse("desk").unwrap();
+        let (_, token) = store
+            .create_account(&Caller::cli(), name.clone(), Role::Consumer)
+            .await
+            .unwrap();
+        let caller = store.authenticate(&token).unwrap();
+        let watching = Standing::new(store.clone(), WATCH_REVOCATIONS, caller.clone());
+        assert!(watching.check().is_ok());
+        // The role the account has now is checked against the matrix, as at the start.
+        let creating = Standing::new(store.clone(), "/zsc.v1.UserService/CreateOrg", caller);
+        assert_eq!(creating.check().unwrap_err().code(), Code::PermissionDenied);
+
+        store.delete_account(&Caller::cli(), &name).await.unwrap();
+        let ended = watching.check().unwrap_err();
+        assert_eq!(ended.code(), Code::Unauthenticated);
+        assert!(ended.message().contains("desk"), "{}", ended.message());
+        // A new account of the same name has a new token: the old standing stays ended.
+        store
+            .create_account(&Caller::cli(), name, Role::Consumer)
+            .await
+            .unwrap();
+        assert_eq!(watching.check().unwrap_err().code(), Code::Unauthenticated);
     }
 }

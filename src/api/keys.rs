@@ -2,7 +2,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::auth::caller;
+use super::auth::{caller, Standing, WATCH_REVOCATIONS};
+use super::subscribers::Subscribers;
 use super::watch::{self, WatchConfig, WatchStream};
 use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
@@ -14,6 +15,8 @@ pub struct KeyApi {
     store: Store,
     log: EventLog,
     watch: WatchConfig,
+    /// The subscriber caps.
+    subscribers: Subscribers,
     /// Every revocation stream ends when shutdown begins, and shutdown waits for it.
     shutdown: Shutdown,
     metrics: Metrics,
@@ -22,6 +25,7 @@ pub struct KeyApi {
 impl KeyApi {
     pub fn new(store: Store, watch: WatchConfig, shutdown: Shutdown, metrics: Metrics) -> Self {
         KeyApi {
+            subscribers: Subscribers::new(watch.max_subscribers, watch.max_subscribers_per_account),
             log: EventLog::new(store.clone()),
             store,
             watch,
@@ -136,6 +140,7 @@ impl KeyService for KeyApi {
             key_id: validation.key_id.to_string(),
             owner_email: validation.owner.to_string(),
             sequence: validation.sequence,
+            store_id: self.store.store_id().to_owned(),
         }))
     }
 
@@ -145,14 +150,24 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        // Put there by the auth layer, which runs before every zsc.v1 call.
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
+        let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller);
         let request = watch::parse_request(request.into_inner())?;
-        let subscriber = self.metrics.subscriber();
+        let slot = self
+            .subscribers
+            .admit(&standing.caller().name, self.metrics.subscriber())?;
         let stream = watch::subscribe(
             self.log.clone(),
             request,
             self.watch.clone(),
             self.shutdown.clone(),
-            subscriber,
+            standing,
+            slot,
         )?;
         Ok(Response::new(stream))
     }

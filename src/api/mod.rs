@@ -10,6 +10,7 @@ mod keys;
 mod limit;
 mod observe;
 mod status;
+mod subscribers;
 mod users;
 mod watch;
 
@@ -19,6 +20,7 @@ pub use auth::AuthLayer;
 pub use keys::KeyApi;
 pub use limit::{Limits, RequestLimitLayer, DEFAULT_LIMITS};
 pub use observe::ObserveLayer;
+pub use subscribers::{DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT};
 pub use users::UserApi;
 pub use watch::WatchConfig;
 

@@ -5,12 +5,18 @@
 //! durable-head `watch` channel, which is a wake-up (it cannot lag or drop anything): events
 //! always come from the log. So a slow subscriber costs writers and other subscribers nothing,
 //! and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it resumes
-//! from its cursor without losing anything.
+//! from its cursor without losing anything. The subscriber's account is checked again whenever
+//! the stream wakes and at every heartbeat: the stream of an account deleted meanwhile is sent
+//! nothing more and ends UNAUTHENTICATED.
 //!
 //! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
 //! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
 
-use std::{collections::HashSet, pin::Pin, time::Duration};
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    time::{Duration, SystemTime},
+};
 
 use futures_util::{stream, Stream, StreamExt};
 use tokio::{
@@ -20,25 +26,33 @@ use tokio::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::auth::Standing;
+use super::subscribers::{Holding, Slot};
 use crate::domain::{Error, OrgId, Result, RevocationEvent};
-use crate::metrics::SubscriberGuard;
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
 /// Events read from sled per batch.
 const BATCH: usize = 512;
-/// Messages buffered between a producer and tonic.
-const CHANNEL: usize = 64;
+/// Messages buffered between a producer and tonic. Small: what a stalled subscriber holds is
+/// this, plus one encoded chunk in hyper and hyper's HTTP/2 send buffer (README, "Subscriber
+/// caps"); a reader that keeps up never fills it.
+const CHANNEL: usize = 16;
 /// How long the goodbye checkpoint may wait for a subscriber at shutdown.
 const GOODBYE: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
-    /// An idle stream gets a checkpoint this often.
+    /// Every stream gets a checkpoint at least this often (idle or not), and the subscriber's
+    /// account is checked again.
     pub heartbeat: Duration,
     /// A subscriber that reads nothing for this long is ended with RESOURCE_EXHAUSTED.
     pub stall_timeout: Duration,
+    /// Revocation streams open at once, in all and per service account (RESOURCE_EXHAUSTED past
+    /// either).
+    pub max_subscribers: usize,
+    pub max_subscribers_per_account: usize,
 }
 
 pub type WatchStream =
@@ -57,9 +71,18 @@ pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
         .iter()
         .map(|id| OrgId::parse("org_ids", id))
         .collect::<Result<HashSet<_>>>()?;
+    let store_id = Some(req.store_id).filter(|s| !s.is_empty());
+    if let (Some(after @ 1..), None) = (req.after_sequence, &store_id) {
+        return Err(Error::invalid(format!(
+            "after_sequence {after} needs store_id (from the checkpoint it came from): a cursor is \
+             meaningful only in its own store, and without store_id a cursor from a replaced store \
+             (restore, new data dir) would silently skip that store's events; send store_id, or \
+             leave after_sequence unset to start at the head (0 reads the whole log)"
+        )));
+    }
     Ok(WatchRequest {
         after: req.after_sequence,
-        store_id: Some(req.store_id).filter(|s| !s.is_empty()),
+        store_id,
         orgs,
     })
 }
@@ -71,7 +94,8 @@ pub fn subscribe(
     request: WatchRequest,
     config: WatchConfig,
     shutdown: Shutdown,
-    subscriber: SubscriberGuard,
+    standing: Standing,
+    slot: Slot,
 ) -> Result<WatchStream> {
     log.check_live()?;
     if let Some(theirs) = &request.store_id {
@@ -105,13 +129,15 @@ pub fn subscribe(
         orgs: request.orgs,
         tx,
         config,
-        last_sent: Instant::now(),
-        _subscriber: subscriber,
+        last_checkpoint: Instant::now(),
+        standing,
     };
     shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
     // The producer's messages, then the status it ended with (if it ended with one).
     let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    Ok(Box::pin(ReceiverStream::new(rx).chain(end)))
+    // The slot lives as long as the body tonic holds, which is what holds the buffers.
+    let stream = ReceiverStream::new(rx).chain(end);
+    Ok(Box::pin(Holding::new(Box::pin(stream), slot)))
 }
 
 /// The events after `after` must still be in the log.
@@ -147,6 +173,12 @@ enum End {
     Status(Status),
 }
 
+impl From<Status> for End {
+    fn from(status: Status) -> Self {
+        End::Status(status)
+    }
+}
+
 impl From<Error> for End {
     fn from(error: Error) -> Self {
         End::Status(error.into())
@@ -160,9 +192,11 @@ struct Producer {
     orgs: HashSet<OrgId>,
     tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
     config: WatchConfig,
-    last_sent: Instant,
-    /// Counts this stream in the subscriber gauge while it lives.
-    _subscriber: SubscriberGuard,
+    /// When the last checkpoint was sent: the next is due a heartbeat later, events or not.
+    last_checkpoint: Instant,
+    /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
+    /// account's stream ends within one heartbeat and is sent nothing more.
+    standing: Standing,
 }
 
 impl Producer {
@@ -191,6 +225,16 @@ impl Producer {
                 biased;
                 () = shutdown.begun() => return Err(self.goodbye().await),
                 () = gone.closed() => return Err(End::Gone),
+                // Before a wake-up: a stream busy with events still gets its checkpoints.
+                () = sleep_until(self.last_checkpoint + self.config.heartbeat) => {
+                    self.standing.check()?;
+                    // Read the clock, then the head, then send up to it: the checkpoint then
+                    // says "everything acknowledged by server_time has been sent".
+                    let server_time = SystemTime::now();
+                    let target = *head.borrow_and_update();
+                    self.catch_up(target).await?;
+                    self.send(self.checkpoint_event(server_time, target)).await?;
+                }
                 changed = head.changed() => {
                     if changed.is_err() {
                         // The store faulted: its durable head will not move again.
@@ -200,13 +244,13 @@ impl Producer {
                             self.cursor
                         ))));
                     }
+                    self.standing.check()?;
                     let target = *head.borrow_and_update();
                     if self.catch_up(target).await? {
                         // The last event was filtered out: tell the subscriber how far it is.
                         self.checkpoint().await?;
                     }
                 }
-                () = sleep_until(self.last_sent + self.config.heartbeat) => self.checkpoint().await?,
             }
         }
     }
@@ -237,23 +281,35 @@ impl Producer {
         self.orgs.is_empty() || self.orgs.contains(&event.org_id)
     }
 
-    /// "Everything up to the cursor has been sent."
-    fn checkpoint_event(&self) -> Event {
+    /// "Everything up to the cursor has been sent; at `server_time` the durable head was
+    /// `durable_head`." The head must be read after the clock.
+    fn checkpoint_event(&self, server_time: SystemTime, durable_head: u64) -> Event {
         Event::Checkpoint(pb::Checkpoint {
             sequence: self.cursor,
             store_id: self.log.store_id().to_owned(),
+            server_time: Some(server_time.into()),
+            durable_head,
         })
     }
 
+    /// A checkpoint of where the stream is now (the head may be ahead of it).
+    fn checkpoint_now(&self) -> Event {
+        let server_time = SystemTime::now();
+        self.checkpoint_event(server_time, self.log.durable_head())
+    }
+
     async fn checkpoint(&mut self) -> Result<(), End> {
-        self.send(self.checkpoint_event()).await
+        self.send(self.checkpoint_now()).await
     }
 
     async fn send(&mut self, event: Event) -> Result<(), End> {
+        let is_checkpoint = matches!(event, Event::Checkpoint(_));
         let message = Ok(pb::WatchRevocationsResponse { event: Some(event) });
         match self.tx.send_timeout(message, self.config.stall_timeout).await {
             Ok(()) => {
-                self.last_sent = Instant::now();
+                if is_checkpoint {
+                    self.last_checkpoint = Instant::now();
+                }
                 Ok(())
             }
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Gone),
@@ -268,7 +324,7 @@ impl Producer {
     /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
     async fn goodbye(&mut self) -> End {
         let message = Ok(pb::WatchRevocationsResponse {
-            event: Some(self.checkpoint_event()),
+            event: Some(self.checkpoint_now()),
         });
         let _ = self.tx.send_timeout(message, GOODBYE).await;
         End::Status(Status::unavailable(format!(

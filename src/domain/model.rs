@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use super::names::{AccountName, Email, KeyId, OrgId};
+use super::secret::SecretHash;
 
 /// Enums with stable numeric codes. The codes equal the proto enum numbers, and storage keeps
 /// them too, so they must never be renumbered; 0 is always "unspecified" and never a value.
@@ -108,6 +109,9 @@ pub struct RevocationEvent {
 pub struct Caller {
     pub name: AccountName,
     pub role: Role,
+    /// The hash of the token it authenticated with: a stream that outlives its request checks
+    /// that the token still belongs to the account (not deleted, not replaced).
+    pub token: SecretHash,
 }
 
 /// The caller the audit trail names for the offline commands (`zsc operator-token`,
@@ -120,6 +124,8 @@ impl Caller {
         Caller {
             name: AccountName::from_trusted(CLI_CALLER.to_owned()),
             role: Role::Operator,
+            // No token hashes to all zeros: the offline commands hold no token.
+            token: super::SecretHash([0; 32]),
         }
     }
 }

@@ -6,7 +6,8 @@ use sled::Transactional;
 use super::records::{decode, micros, now, AccountRecord};
 use super::{abort, audit, lift, tx_u64, Store, META_OPERATORS};
 use crate::domain::{
-    AccountName, AccountToken, AuditAction, Caller, Error, Result, Role, ServiceAccount, CLI_CALLER,
+    AccountName, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
+    ServiceAccount, CLI_CALLER,
 };
 
 /// The one message for a bad bearer token, whatever was wrong with it.
@@ -108,11 +109,17 @@ impl Store {
 
     /// Who a bearer token belongs to.
     pub fn authenticate(&self, token: &AccountToken) -> Result<Caller> {
+        self.holder_of(token.hash())
+    }
+
+    /// Who holds the token with this hash now. A deleted account's token, and one replaced by
+    /// `operator-token`, belong to no one.
+    pub fn holder_of(&self, token: SecretHash) -> Result<Caller> {
         let t = self.trees();
         let unknown = || Error::Unauthenticated(UNKNOWN_TOKEN);
         let name = t
             .tokens
-            .get(token.hash().0)
+            .get(token.0)
             .map_err(Error::internal)?
             .ok_or_else(unknown)?;
         let record = t
@@ -126,6 +133,7 @@ impl Store {
         Ok(Caller {
             name: account.name,
             role: account.role,
+            token,
         })
     }
 }

@@ -7,10 +7,24 @@
 //! - A background task follows WatchRevocations, resuming from the store id and sequence it
 //!   last applied; each revocation evicts its key_id. OUT_OF_RANGE flushes the cache and
 //!   resubscribes from the head; a lost stream reconnects with jittered backoff.
-//! - Fail safe: while nothing has been heard from the stream for `max_staleness`, the cache is
-//!   bypassed and every verify goes to the server. A revoked key is therefore never accepted
-//!   more than `max_staleness` after its revocation, whatever the network does.
-//! - The read/invalidate race is closed by the rule in `state.rs`.
+//! - Fail safe, judged by the server's clock: each checkpoint carries the server's time and
+//!   durable head. The cache answers only while the last checkpoint that was complete
+//!   (`sequence >= durable_head`) is younger than `max_staleness`, its age counted from its
+//!   `server_time` and padded by `max_clock_skew`; otherwise (and at once when the stream
+//!   drops) every verify goes to the server, and fails closed if it cannot.
+//!
+//! # The guarantee
+//! If the Verifier's clock and the server's differ by at most `max_clock_skew`, a key whose
+//! revocation was acknowledged (the RPC that revoked it returned) at time `r` is never
+//! answered from the cache at or after `r + max_staleness`, whatever the network or a proxy
+//! in between does: delaying, buffering or replaying the stream makes the cache bypassed, not
+//! stale. Normally the key is evicted within milliseconds of `r`. A server clock ahead of
+//! ours by more than `max_clock_skew` is detected and the cache is then not used; one behind
+//! by more than the bound is not detectable, and stretches the bound by the excess. Keep the
+//! server's `--heartbeat-interval` well below `max_staleness - max_clock_skew`, or the cache
+//! goes unused between heartbeats.
+//!
+//! The read/invalidate race and the freshness rule are the I/O-free rules of `state.rs`.
 
 mod state;
 mod watcher;
@@ -30,7 +44,7 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel, Code, 
 use crate::client::Bearer;
 use crate::domain::{Email, ZscKey};
 use crate::proto::{key_service_client::KeyServiceClient, ValidateKeyRequest, ValidateKeyResponse};
-use state::{Entry, KeyHash, State};
+use state::{Entry, KeyHash, Staleness, State};
 
 pub use watcher::Revocation;
 
@@ -47,8 +61,12 @@ pub struct VerifierConfig {
     pub token: String,
     /// PEM of the CA to trust when `url` is `https://`.
     pub tls_ca: Option<Vec<u8>>,
-    /// How long the cache may be trusted without hearing from the stream.
+    /// How old (by the server's clock) the applied revocations may be while the cache answers:
+    /// the bound on how long a revoked key may still be accepted from the cache.
     pub max_staleness: Duration,
+    /// The most the server's clock and this machine's may differ (NTP keeps it to
+    /// milliseconds); must be below `max_staleness`. Subtracted from every grant of freshness.
+    pub max_clock_skew: Duration,
     /// Keys cached at most.
     pub cache_capacity: NonZeroUsize,
     /// Revoked key_ids remembered for the read/invalidate check.
@@ -66,6 +84,7 @@ impl VerifierConfig {
             token: token.into(),
             tls_ca: None,
             max_staleness: Duration::from_secs(2),
+            max_clock_skew: Duration::from_millis(500),
             cache_capacity: NonZeroUsize::new(100_000).expect("non-zero"),
             revoked_capacity: 100_000,
             backoff_min: Duration::from_millis(50),
@@ -109,7 +128,8 @@ pub struct VerifierStats {
     pub applied_sequence: Option<u64>,
     pub store_id: Option<String>,
     pub connected: bool,
-    /// Whether the stream was heard from within max_staleness (the cache is in use).
+    /// Whether the cache may answer now (the freshness rule: the last complete checkpoint's
+    /// server time is within max_staleness, less max_clock_skew).
     pub fresh: bool,
     /// Times the whole cache was flushed because the server's log could not serve our cursor.
     pub flushes: u64,
@@ -123,12 +143,7 @@ pub struct Verifier {
 
 struct Shared {
     state: Mutex<State>,
-    /// When the stream was last heard from (any message).
-    last_heard: Mutex<Option<Instant>>,
-    max_staleness: Duration,
     connected: AtomicBool,
-    /// A checkpoint arrived since the stream (re)connected: every event before it is applied.
-    caught_up: AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
     flushes: AtomicU64,
@@ -137,17 +152,9 @@ struct Shared {
 }
 
 impl Shared {
-    /// The cache may be used: the stream has caught up (a checkpoint since it connected) and
-    /// was heard from within `max_staleness`. A stream replaying a backlog after a partition
-    /// is heard from constantly but is not current until its checkpoint.
+    /// The cache may be used now (the freshness rule of `state.rs`).
     fn fresh(&self) -> bool {
-        let last = *self.last_heard.lock().expect("lock poisoned");
-        self.caught_up.load(Ordering::Acquire)
-            && last.is_some_and(|t| t.elapsed() < self.max_staleness)
-    }
-
-    fn heard(&self) {
-        *self.last_heard.lock().expect("lock poisoned") = Some(Instant::now());
+        self.state().fresh(Instant::now())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -166,14 +173,25 @@ impl Verifier {
         let channel = crate::client::endpoint(&config.url, config.tls_ca.as_deref())
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .connect_lazy();
+        if config.max_clock_skew >= config.max_staleness {
+            return Err(Status::invalid_argument(format!(
+                "max_clock_skew ({:?}) must be below max_staleness ({:?}), or the cache could never be used",
+                config.max_clock_skew, config.max_staleness
+            )));
+        }
         let client = KeyServiceClient::with_interceptor(channel, Bearer::new(&config.token)?);
         let hash_key: [u8; 32] = rand::random();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(config.cache_capacity, config.revoked_capacity)),
-            last_heard: Mutex::new(None),
+        let staleness = Staleness {
             max_staleness: config.max_staleness,
+            max_clock_skew: config.max_clock_skew,
+        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(
+                config.cache_capacity,
+                config.revoked_capacity,
+                staleness,
+            )),
             connected: AtomicBool::new(false),
-            caught_up: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -222,13 +240,14 @@ impl Verifier {
         let entry = entry_of(&email, &response);
         self.shared
             .state()
-            .admit(hash, entry.clone(), response.sequence);
+            .admit(hash, entry.clone(), response.sequence, &response.store_id);
         Ok(verified(&entry, false))
     }
 
     /// Offers a ValidateKey success obtained elsewhere (say, by the service's own client) to
     /// the cache, under the same read/invalidate rule as `verify`. Returns whether it was
-    /// cached: never for a key whose revocation was already applied.
+    /// cached: never for a key whose revocation was already applied, nor for an answer from a
+    /// store other than the one the Verifier follows.
     pub fn admit(&self, email: &str, key: &str, response: &ValidateKeyResponse) -> bool {
         let (Ok(key), Ok(email)) = (ZscKey::parse(key), Email::parse("email", email)) else {
             return false;
@@ -237,9 +256,12 @@ impl Verifier {
             return false;
         }
         let hash = self.shared.hash(&key);
-        self.shared
-            .state()
-            .admit(hash, entry_of(&email, response), response.sequence)
+        self.shared.state().admit(
+            hash,
+            entry_of(&email, response),
+            response.sequence,
+            &response.store_id,
+        )
     }
 
     pub fn stats(&self) -> VerifierStats {
@@ -251,7 +273,7 @@ impl Verifier {
             applied_sequence: state.applied,
             store_id: state.store_id.clone(),
             connected: self.shared.connected.load(Ordering::Relaxed),
-            fresh: self.shared.fresh(),
+            fresh: state.fresh(Instant::now()),
             flushes: self.shared.flushes.load(Ordering::Relaxed),
         }
     }

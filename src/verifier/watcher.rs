@@ -2,11 +2,14 @@
 
 use std::{
     sync::{atomic::Ordering, Arc},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
+
+use tokio::time::Instant;
 
 use tonic::{Code, Status, Streaming};
 
+use super::state::{self, Grant};
 use super::{Client, Shared, VerifierConfig};
 use crate::proto::{
     watch_revocations_response::Event, RevocationReason, WatchRevocationsRequest,
@@ -45,7 +48,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut client: Client, config: Verifie
             Err(status) => Err(status),
         };
         shared.connected.store(false, Ordering::Relaxed);
-        shared.caught_up.store(false, Ordering::Release);
+        shared.state().disconnected();
         match outcome {
             Err(status) if status.code() == Code::OutOfRange => {
                 // Our cursor means nothing to this server's log: start over from its head.
@@ -75,6 +78,8 @@ async fn follow(
     failures: &mut u32,
 ) -> Result<(), Status> {
     let quiet_limit = (config.max_staleness * 2).max(Duration::from_secs(2));
+    // Whether a checkpoint that left the cache unused was already logged on this stream.
+    let mut reported = false;
     loop {
         let message = tokio::time::timeout(quiet_limit, stream.message())
             .await
@@ -86,7 +91,6 @@ async fn follow(
         match message.event {
             Some(Event::Revocation(event)) => {
                 let evicted = shared.state().revoke(event.sequence, &event.key_id);
-                shared.heard();
                 if let Some(hook) = &config.on_revocation {
                     hook(&Revocation {
                         sequence: event.sequence,
@@ -99,14 +103,39 @@ async fn follow(
                 }
             }
             Some(Event::Checkpoint(checkpoint)) => {
-                shared
+                let seen = state::Checkpoint {
+                    sequence: checkpoint.sequence,
+                    store_id: &checkpoint.store_id,
+                    durable_head: checkpoint.durable_head,
+                    server_time: checkpoint
+                        .server_time
+                        .and_then(|t| SystemTime::try_from(t).ok()),
+                };
+                let grant = shared
                     .state()
-                    .checkpoint(checkpoint.sequence, &checkpoint.store_id);
-                shared.caught_up.store(true, Ordering::Release);
-                shared.heard();
+                    .checkpoint(seen, Instant::now(), SystemTime::now());
+                report(grant, &mut reported);
             }
             None => {}
         }
+    }
+}
+
+/// Logs, once per stream, why its checkpoints leave the cache unused: an operator should
+/// hear about a clock or a path that makes every verify go to the server.
+fn report(grant: Grant, reported: &mut bool) {
+    let why = match grant {
+        Grant::Until(_) | Grant::Behind => return,
+        Grant::NoServerTime => "the server sends no server_time (an older zsc)".to_owned(),
+        Grant::TooOld(age) => {
+            format!("checkpoints arrive up to {age:?} old (slow or buffering path)")
+        }
+        Grant::ClockAhead(by) => {
+            format!("the server's clock is {by:?} ahead of ours, beyond max_clock_skew")
+        }
+    };
+    if !std::mem::replace(reported, true) {
+        tracing::warn!(reason = %why, "the revocation stream cannot vouch for the cache; verifying with the server");
     }
 }
 

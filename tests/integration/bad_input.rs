@@ -206,7 +206,7 @@ fn wrong_bytes(method: &str) -> Vec<(&'static str, Vec<u8>, Code)> {
         // Another message's bytes decode as whatever fields happen to match (proto3 skips the
         // rest): a Checkpoint's field 1 is a varint, which only ListOrgs and WatchRevocations
         // take; its store_id then lands in their field 2.
-        ("another message's bytes (a Checkpoint)", Checkpoint { sequence: 7, store_id: "zz".into() }.encode_to_vec(), match method {
+        ("another message's bytes (a Checkpoint)", Checkpoint { sequence: 7, store_id: "zz".into(), ..Default::default() }.encode_to_vec(), match method {
             // page_token "zz": not a token this listing returned.
             "UserService/ListOrgs" => INVALID,
             // store_id "zz": not this server's store.

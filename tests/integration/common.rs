@@ -296,6 +296,28 @@ pub async fn next(
         .expect("event set"))
 }
 
+impl TestServer {
+    /// This server's store id, from the checkpoint a new stream starts with.
+    pub async fn store_id(&self) -> String {
+        let mut stream = self.watch(watch_from(None)).await.expect("watch");
+        match next(&mut stream).await.expect("stream ok") {
+            watch_revocations_response::Event::Checkpoint(c) => c.store_id,
+            other => panic!("expected a checkpoint first, got {other:?}"),
+        }
+    }
+
+    /// Resumes after `after` in this server's store (a cursor > 0 needs its store id).
+    pub async fn resume_from(&self, after: u64) -> WatchRevocationsRequest {
+        WatchRevocationsRequest {
+            after_sequence: Some(after),
+            store_id: self.store_id().await,
+            org_ids: Vec::new(),
+        }
+    }
+}
+
+/// From the head (`None`) or, for `Some(0)`, the whole log; a cursor > 0 takes
+/// [`TestServer::resume_from`].
 pub fn watch_from(after: Option<u64>) -> WatchRevocationsRequest {
     WatchRevocationsRequest {
         after_sequence: after,

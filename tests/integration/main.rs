@@ -18,6 +18,7 @@ mod process;
 mod python;
 mod readme;
 mod storage;
+mod subscribers;
 mod tls;
 mod users;
 mod verifier;

@@ -10,6 +10,8 @@ use crate::common::*;
 fn config(server: &TestServer, token: &str, max_staleness: Duration) -> VerifierConfig {
     let mut config = VerifierConfig::new(server.url(), token);
     config.max_staleness = max_staleness;
+    // The server and the Verifier read the same clock here.
+    config.max_clock_skew = Duration::from_millis(20);
     config.backoff_min = Duration::from_millis(20);
     config.backoff_max = Duration::from_millis(200);
     config
@@ -229,4 +231,99 @@ async fn a_cursor_the_server_can_no_longer_serve_flushes_the_cache() {
         verifier.verify(&admin, &key).await,
         Err(VerifyError::Rejected)
     ));
+}
+
+#[tokio::test]
+async fn an_answer_from_another_store_is_never_cached() {
+    let server = TestServer::start().await;
+    let other = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(600))).unwrap();
+    eventually("the stream is up", || verifier.stats().fresh).await;
+    let (org_id, admin) = other.org_with_admin("Acme").await;
+    let (key, _) = other.key(&org_id, &admin).await;
+
+    // An answer of another store (say, a restored copy): its sequence is not this log's.
+    let foreign = other.validate(&admin, &key).await.unwrap();
+    assert_ne!(Some(&foreign.store_id), verifier.stats().store_id.as_ref());
+    assert!(!verifier.admit(&admin, &key, &foreign));
+    assert_eq!(verifier.stats().cached_keys, 0);
+
+    // Control: the same kind of answer from the store it follows is cached.
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let ours = server.validate(&admin, &key).await.unwrap();
+    assert_eq!(Some(&ours.store_id), verifier.stats().store_id.as_ref());
+    assert!(verifier.admit(&admin, &key, &ours));
+}
+
+/// A TCP proxy that forwards everything, but holds the server's bytes back `delay` before
+/// passing them on, as a buffering proxy or a congested path does. Returns its address.
+async fn delaying_proxy(target: std::net::SocketAddr, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = server_read.read(&mut buffer).await {
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if client_write.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_stream_that_arrives_late_never_makes_the_cache_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |d| {
+        let mut config = test_config(d);
+        config.watch.heartbeat = Duration::from_millis(100);
+        config
+    })
+    .await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    // Everything the server says reaches the Verifier a second late: heartbeats keep coming,
+    // ten a second, but what they vouch for is always a second old.
+    let mut config = config(&server, &desk, Duration::from_millis(500));
+    config.url = delaying_proxy(server.addr, Duration::from_secs(1)).await;
+    let verifier = Verifier::start(config).unwrap();
+    eventually("the stream is up and checkpoints are applied", || {
+        let stats = verifier.stats();
+        stats.connected && stats.applied_sequence == Some(0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    assert!(!verifier.stats().fresh);
+    for _ in 0..3 {
+        let answer = verifier.verify(&admin, &key).await.unwrap();
+        assert!(!answer.cached, "a late stream must not vouch for the cache");
+    }
+    assert_eq!(verifier.stats().hits, 0);
 }

@@ -77,7 +77,7 @@ async fn from_a_cursor_history_then_a_checkpoint_then_live() {
     for _ in 0..5 {
         server.regenerate(&org_id, &admin).await;
     }
-    let mut stream = server.watch(watch_from(Some(2))).await.unwrap();
+    let mut stream = server.watch(server.resume_from(2).await).await.unwrap();
     let history: Vec<_> = [
         next(&mut stream).await,
         next(&mut stream).await,
@@ -97,7 +97,7 @@ async fn from_a_cursor_history_then_a_checkpoint_then_live() {
         sequences(&revocations_until(&mut all, 6).await),
         (1..=6).collect::<Vec<_>>()
     );
-    let mut at_head = server.watch(watch_from(Some(6))).await.unwrap();
+    let mut at_head = server.watch(server.resume_from(6).await).await.unwrap();
     assert_eq!(checkpoint(next(&mut at_head).await.unwrap()).sequence, 6);
 }
 
@@ -268,7 +268,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
     assert_eq!(message.code(), Code::OutOfRange);
     assert!(message.message().contains("flush"), "{}", message.message());
 
-    let future = server.watch(watch_from(Some(5))).await.unwrap_err();
+    let future = server.watch(server.resume_from(5).await).await.unwrap_err();
     assert_eq!(future.code(), Code::OutOfRange);
     assert!(
         future.message().contains("beyond the head"),
@@ -300,7 +300,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pruned = server.watch(watch_from(Some(3))).await.unwrap_err();
+    let pruned = server.watch(server.resume_from(3).await).await.unwrap_err();
     assert_eq!(pruned.code(), Code::OutOfRange);
     assert!(
         pruned.message().contains("no longer retained"),
@@ -308,7 +308,7 @@ async fn cursors_the_log_cannot_serve_are_out_of_range() {
         pruned.message()
     );
     // The oldest retained cursor still works: after 15 come 16..=20, then a checkpoint.
-    let mut ok = server.watch(watch_from(Some(15))).await.unwrap();
+    let mut ok = server.watch(server.resume_from(15).await).await.unwrap();
     assert_eq!(
         sequences(&revocations_until(&mut ok, 20).await),
         [16, 17, 18, 19, 20]
@@ -366,7 +366,7 @@ async fn a_subscriber_that_stops_reading_is_ended_and_resumes_from_its_cursor() 
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(applied < 300, "the stall ended the stream before the end");
     let mut resumed = client
-        .watch_revocations(watch_from(Some(applied)))
+        .watch_revocations(server.resume_from(applied).await)
         .await
         .unwrap()
         .into_inner();
@@ -396,4 +396,104 @@ async fn events_younger_than_the_retention_age_are_kept_whatever_the_count() {
         sequences(&read_log(&server).await),
         (1..=10).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test]
+async fn a_cursor_above_zero_without_its_store_id_is_invalid() {
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    for _ in 0..3 {
+        server.regenerate(&org_id, &admin).await;
+    }
+    // Without store_id, a cursor from a restored or replaced store would skip events silently.
+    let status = server.watch(watch_from(Some(2))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("needs store_id"),
+        "{}",
+        status.message()
+    );
+    // 0 (the whole log) and unset (the head) need none; with its store_id, 2 resumes.
+    assert_eq!(sequences(&read_log(&server).await), [1, 2, 3]);
+    let mut head = server.watch(watch_from(None)).await.unwrap();
+    assert_eq!(checkpoint(next(&mut head).await.unwrap()).sequence, 3);
+    let mut resumed = server.watch(server.resume_from(2).await).await.unwrap();
+    assert_eq!(revocation(next(&mut resumed).await.unwrap()).sequence, 3);
+}
+
+#[tokio::test]
+async fn checkpoints_carry_the_servers_time_and_durable_head() {
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    server.regenerate(&org_id, &admin).await;
+    let before = std::time::SystemTime::now();
+    let mut stream = server.watch(watch_from(None)).await.unwrap();
+    let first = checkpoint(next(&mut stream).await.unwrap());
+    let after = std::time::SystemTime::now();
+    let stamped =
+        std::time::SystemTime::try_from(first.server_time.expect("server_time set")).unwrap();
+    // One machine, one clock: the stamp falls between the two readings around the call.
+    assert!(before <= stamped && stamped <= after, "{stamped:?}");
+    assert_eq!((first.sequence, first.durable_head), (1, 1));
+}
+
+#[tokio::test]
+async fn a_stream_busy_with_events_still_gets_a_checkpoint_every_heartbeat() {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir, |d| {
+        let mut config = test_config(d);
+        config.watch.heartbeat = Duration::from_millis(300);
+        config
+    })
+    .await;
+    let orgs = server.orgs_with_keys(4).await;
+    let mut stream = server.watch(watch_from(None)).await.unwrap();
+    checkpoint(next(&mut stream).await.unwrap());
+    // Four writers revoke without a pause (at most 1,000 each) until the subscriber has seen
+    // three complete checkpoints among the events: a checkpoint is due every heartbeat, not
+    // only after a heartbeat without events.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (org_id, admin) in orgs {
+        let (stop, mut keys) = (stop.clone(), server.op_keys().await);
+        writers.push(tokio::spawn(async move {
+            for _ in 0..1_000 {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let request = RegenerateKeyRequest {
+                    org_id: org_id.clone(),
+                    actor_email: admin.clone(),
+                };
+                keys.regenerate_key(request).await.unwrap();
+            }
+            true
+        }));
+    }
+    let mut complete = 0;
+    let mut last = 0;
+    while complete < 3 {
+        match next(&mut stream).await.unwrap() {
+            Event::Revocation(event) => last = event.sequence,
+            Event::Checkpoint(c) => {
+                assert!(c.sequence >= last);
+                if c.sequence > 0 && c.sequence >= c.durable_head {
+                    complete += 1;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        assert!(
+            !writer.await.unwrap(),
+            "a writer finished its 1,000 revocations before three checkpoints came"
+        );
+    }
 }

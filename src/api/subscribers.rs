@@ -1,0 +1,113 @@
+//! The subscriber caps: how many revocation streams may be open in all and per service
+//! account. Each open stream holds a [`Slot`] for as long as its response body lives (which
+//! is what holds its buffers), so a slot is given back when the stream ends, whichever way.
+
+use std::{
+    collections::BTreeMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+};
+
+use futures_util::Stream;
+use tonic::Status;
+
+use crate::domain::AccountName;
+use crate::metrics::SubscriberGuard;
+
+/// Defaults of `--max-subscribers` and `--max-subscribers-per-account`.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
+pub const DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT: usize = 1_000;
+
+#[derive(Clone)]
+pub struct Subscribers {
+    counts: Arc<Mutex<Counts>>,
+    max_total: usize,
+    max_per_account: usize,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_account: BTreeMap<AccountName, usize>,
+}
+
+impl Subscribers {
+    pub fn new(max_total: usize, max_per_account: usize) -> Self {
+        Subscribers {
+            counts: Arc::default(),
+            max_total,
+            max_per_account,
+        }
+    }
+
+    /// A slot for one more stream of `account`, or RESOURCE_EXHAUSTED past either cap.
+    pub fn admit(&self, account: &AccountName, gauge: SubscriberGuard) -> Result<Slot, Status> {
+        let mut counts = self.counts.lock().expect("lock poisoned");
+        let mine = counts.per_account.get(account).copied().unwrap_or(0);
+        if mine >= self.max_per_account {
+            return Err(Status::resource_exhausted(format!(
+                "service account {account} already has {mine} revocation streams open, the most one \
+                 account may (--max-subscribers-per-account); close one, or share one stream per process"
+            )));
+        }
+        if counts.total >= self.max_total {
+            return Err(Status::resource_exhausted(format!(
+                "this server already serves {} revocation streams, its maximum (--max-subscribers); \
+                 retry with backoff",
+                counts.total
+            )));
+        }
+        counts.total += 1;
+        *counts.per_account.entry(account.clone()).or_default() += 1;
+        Ok(Slot {
+            counts: self.counts.clone(),
+            account: account.clone(),
+            _gauge: gauge,
+        })
+    }
+}
+
+/// One stream's place under the caps; given back on drop.
+pub struct Slot {
+    counts: Arc<Mutex<Counts>>,
+    account: AccountName,
+    /// Counts the stream in the subscriber gauge too.
+    _gauge: SubscriberGuard,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("lock poisoned");
+        counts.total -= 1;
+        if let Some(n) = counts.per_account.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_account.remove(&self.account);
+            }
+        }
+    }
+}
+
+/// A stream that holds its slot until it is dropped.
+pub struct Holding<S> {
+    stream: S,
+    _slot: Slot,
+}
+
+impl<S> Holding<S> {
+    pub fn new(stream: S, slot: Slot) -> Self {
+        Holding {
+            stream,
+            _slot: slot,
+        }
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Holding<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.stream).poll_next(cx)
+    }
+}
