@@ -18,8 +18,8 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::api::{
-    AccessApi, AuditApi, AuthLayer, KeyApi, Limits, ObserveLayer, RequestLimitLayer, UserApi,
-    WatchConfig,
+    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, RequestLimitLayer,
+    Tail, UserApi, WatchConfig,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};
@@ -31,6 +31,9 @@ use crate::proto::{
 use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
 use crate::telemetry::Throttle;
+
+/// Revocations the shared tail keeps in memory, encoded: a stream further behind reads the store.
+const RECENT_EVENTS: usize = 4096;
 
 /// How long to wait for connections to close once they are told to, after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -320,8 +323,15 @@ impl Server {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(Error::internal)?;
         }
+        let tail = Tail::start(
+            EventLog::new(store.clone()),
+            RECENT_EVENTS,
+            config.watch.heartbeat,
+            &stopping,
+        );
         let key_api = KeyApi::new(
             store.clone(),
+            tail,
             config.watch.clone(),
             stopping.clone(),
             metrics.clone(),
@@ -335,7 +345,7 @@ impl Server {
                 UserServiceServer::new(UserApi::new(store.clone(), metrics.clone()))
                     .max_decoding_message_size(max_message),
             )
-            .add_service(KeyServiceServer::new(key_api).max_decoding_message_size(max_message))
+            .add_service(KeyRoutes::new(key_api, max_message))
             .add_service(
                 AccessServiceServer::new(AccessApi::new(store.clone()))
                     .max_decoding_message_size(max_message),

@@ -4,16 +4,18 @@ use tonic::{Request, Response, Status};
 
 use super::auth::{caller, Standing, WATCH_REVOCATIONS};
 use super::subscribers::Subscribers;
+use super::tail::Tail;
 use super::watch::{self, WatchConfig, WatchStream};
 use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
-use crate::store::{EventLog, KeyMode, Store};
+use crate::store::{KeyMode, Store};
 
 pub struct KeyApi {
     store: Store,
-    log: EventLog,
+    /// The revocation log's shared tail, which every stream follows.
+    tail: Tail,
     watch: WatchConfig,
     /// The subscriber caps.
     subscribers: Subscribers,
@@ -23,10 +25,16 @@ pub struct KeyApi {
 }
 
 impl KeyApi {
-    pub fn new(store: Store, watch: WatchConfig, shutdown: Shutdown, metrics: Metrics) -> Self {
+    pub fn new(
+        store: Store,
+        tail: Tail,
+        watch: WatchConfig,
+        shutdown: Shutdown,
+        metrics: Metrics,
+    ) -> Self {
         KeyApi {
             subscribers: Subscribers::new(watch.max_subscribers, watch.max_subscribers_per_account),
-            log: EventLog::new(store.clone()),
+            tail,
             store,
             watch,
             shutdown,
@@ -144,25 +152,34 @@ impl KeyService for KeyApi {
         }))
     }
 
-    type WatchRevocationsStream = WatchStream;
+    type WatchRevocationsStream =
+        futures_util::stream::Empty<Result<pb::WatchRevocationsResponse, Status>>;
 
+    /// Never called: `watch_route` serves WatchRevocations with messages encoded once for
+    /// every stream ([`KeyApi::watch`]), which the generated signature cannot carry.
     async fn watch_revocations(
+        &self,
+        _request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(Status::internal(
+            "WatchRevocations is served by api::watch_route",
+        ))
+    }
+}
+
+impl KeyApi {
+    /// WatchRevocations: the subscriber's standing and slot, then the stream of encoded messages.
+    pub async fn watch(
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        // Put there by the auth layer, which runs before every zsc.v1 call.
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("no authenticated caller"))?;
-        let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller);
+        let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller(&request)?);
         let request = watch::parse_request(request.into_inner())?;
         let slot = self
             .subscribers
             .admit(&standing.caller().name, self.metrics.subscriber())?;
         let stream = watch::subscribe(
-            self.log.clone(),
+            self.tail.clone(),
             request,
             self.watch.clone(),
             self.shutdown.clone(),

@@ -11,8 +11,10 @@ mod limit;
 mod observe;
 mod status;
 mod subscribers;
+mod tail;
 mod users;
 mod watch;
+mod watch_route;
 
 pub use access::AccessApi;
 pub use audit::AuditApi;
@@ -21,8 +23,10 @@ pub use keys::KeyApi;
 pub use limit::{Limits, RequestLimitLayer, DEFAULT_LIMITS};
 pub use observe::ObserveLayer;
 pub use subscribers::{DEFAULT_MAX_SUBSCRIBERS, DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT};
+pub use tail::Tail;
 pub use users::UserApi;
 pub use watch::WatchConfig;
+pub use watch_route::KeyRoutes;
 
 /// What the fuzz targets in `fuzz/` reach that is otherwise private to the adapters.
 #[cfg(feature = "fuzzing")]

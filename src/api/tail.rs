@@ -12,7 +12,7 @@
 use std::{
     collections::VecDeque,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
@@ -56,11 +56,14 @@ pub fn encode(event: Event) -> Bytes {
         .into()
 }
 
-/// The one checkpoint message: "everything up to `sequence` has been sent".
-pub fn checkpoint(store_id: &str, sequence: u64) -> Event {
+/// The heartbeat checkpoint: "everything up to `head` has been sent; at `server_time` the
+/// durable head was `head`".
+fn beat_checkpoint(store_id: &str, head: u64, server_time: SystemTime) -> Event {
     Event::Checkpoint(pb::Checkpoint {
-        sequence,
+        sequence: head,
         store_id: store_id.to_owned(),
+        server_time: Some(server_time.into()),
+        durable_head: head,
     })
 }
 
@@ -103,7 +106,7 @@ impl Tail {
         let head = *durable.borrow();
         let first_beat = Arc::new(Beat {
             sequence: head,
-            encoded: encode(checkpoint(log.store_id(), head)),
+            encoded: encode(beat_checkpoint(log.store_id(), head, SystemTime::now())),
         });
         let tail = Tail {
             shared: Arc::new(Shared {
@@ -139,9 +142,21 @@ impl Tail {
     /// Up to `limit` events after `after` (and up to the head) from memory; `None` when
     /// `after + 1` is older than what memory holds, so the caller must read the store.
     pub fn after(&self, after: u64, limit: usize) -> Option<Vec<Arc<TailEvent>>> {
-        let recent = self.shared.recent.read().expect("tail lock is never poisoned");
+        let recent = self
+            .shared
+            .recent
+            .read()
+            .expect("tail lock is never poisoned");
         let skip = usize::try_from((after + 1).checked_sub(recent.first)?).ok()?;
-        Some(recent.events.iter().skip(skip).take(limit).cloned().collect())
+        Some(
+            recent
+                .events
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Reads each new durable event once, encodes it once, and moves the head.
@@ -176,7 +191,11 @@ impl Tail {
                 break;
             };
             {
-                let mut recent = self.shared.recent.write().expect("tail lock is never poisoned");
+                let mut recent = self
+                    .shared
+                    .recent
+                    .write()
+                    .expect("tail lock is never poisoned");
                 for event in batch {
                     if event.sequence != recent.first + recent.events.len() as u64 {
                         recent.events.clear();
@@ -192,25 +211,42 @@ impl Tail {
     }
 
     fn restart_at(&self, head: u64) {
-        let mut recent = self.shared.recent.write().expect("tail lock is never poisoned");
+        let mut recent = self
+            .shared
+            .recent
+            .write()
+            .expect("tail lock is never poisoned");
         recent.events.clear();
         recent.first = head + 1;
         drop(recent);
         self.shared.head.send_replace(Some(head));
     }
 
-    /// Encodes the checkpoint at the head once per heartbeat.
+    /// Encodes the checkpoint at the head once per heartbeat. The clock is read first, then
+    /// the store's durable head, and the beat waits for the tail to hold everything up to that
+    /// head: a beat then says "every revocation acknowledged by `server_time` is in here".
     async fn tick(self, heartbeat: Duration, shutdown: Shutdown) {
         let mut interval = tokio::time::interval(heartbeat);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut head = self.head();
         loop {
             tokio::select! {
                 () = shutdown.begun() => return,
                 _ = interval.tick() => {}
             }
-            let Some(sequence) = *self.shared.head.borrow() else { return };
-            let encoded = encode(checkpoint(self.shared.log.store_id(), sequence));
-            self.shared.beat.send_replace(Arc::new(Beat { sequence, encoded }));
+            let server_time = SystemTime::now();
+            let durable = self.shared.log.durable_head();
+            let caught_up = tokio::select! {
+                () = shutdown.begun() => return,
+                caught_up = head.wait_for(|h| h.is_none_or(|h| h >= durable)) => caught_up.map(|h| *h),
+            };
+            let Ok(Some(_)) = caught_up else { return };
+            let checkpoint = beat_checkpoint(self.shared.log.store_id(), durable, server_time);
+            let beat = Beat {
+                sequence: durable,
+                encoded: encode(checkpoint),
+            };
+            self.shared.beat.send_replace(Arc::new(beat));
         }
     }
 }

@@ -1,13 +1,15 @@
 //! WatchRevocations: history from a cursor, then live events, with checkpoints.
 //!
-//! Each stream has a producer task that reads the durable log in sled and pushes into a small
-//! bounded channel that tonic drains. The only shared in-memory signal is the store's
-//! durable-head `watch` channel, which is a wake-up (it cannot lag or drop anything): events
-//! always come from the log. So a slow subscriber costs writers and other subscribers nothing,
-//! and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it resumes
-//! from its cursor without losing anything. The subscriber's account is checked again whenever
-//! the stream wakes and at every heartbeat: the stream of an account deleted meanwhile is sent
-//! nothing more and ends UNAUTHENTICATED.
+//! Each stream has a producer task that pushes encoded messages into a small bounded channel
+//! that tonic drains. New events come from the server's one shared [`Tail`]: read from the store
+//! once and encoded once for every stream; a stream reads the store itself only when it is
+//! behind what the tail holds. Heartbeat checkpoints come from the tail's one ticker, encoded
+//! once for every stream at the head. The tail's head `watch` channel is only a wake-up (it
+//! cannot lag or drop anything). So a slow subscriber costs writers and other subscribers
+//! nothing, and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it
+//! resumes from its cursor without losing anything. The subscriber's account is checked again
+//! whenever the stream wakes and at every heartbeat: the stream of an account deleted
+//! meanwhile is sent nothing more and ends UNAUTHENTICATED.
 //!
 //! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
 //! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
@@ -18,23 +20,20 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
-use tokio::{
-    sync::{mpsc, oneshot},
-    time::{sleep_until, Instant},
-};
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::auth::Standing;
 use super::subscribers::{Holding, Slot};
-use crate::domain::{Error, OrgId, Result, RevocationEvent};
+use super::tail::{encode, Tail, TailEvent, BATCH};
+use crate::domain::{Error, OrgId, Result};
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
-/// Events read from sled per batch.
-const BATCH: usize = 512;
 /// Messages buffered between a producer and tonic. Small: what a stalled subscriber holds is
 /// this, plus one encoded chunk in hyper and hyper's HTTP/2 send buffer (README, "Subscriber
 /// caps"); a reader that keeps up never fills it.
@@ -55,8 +54,8 @@ pub struct WatchConfig {
     pub max_subscribers_per_account: usize,
 }
 
-pub type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>>;
+/// Each item is one whole `WatchRevocationsResponse`, already encoded (see `watch_route.rs`).
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>;
 
 /// A parsed WatchRevocationsRequest.
 pub struct WatchRequest {
@@ -90,13 +89,14 @@ pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
 /// Checks the cursor against the log and starts the stream. A cursor the log cannot serve
 /// is refused with OUT_OF_RANGE and a message saying what to do.
 pub fn subscribe(
-    log: EventLog,
+    tail: Tail,
     request: WatchRequest,
     config: WatchConfig,
     shutdown: Shutdown,
     standing: Standing,
     slot: Slot,
 ) -> Result<WatchStream> {
+    let log = tail.log();
     log.check_live()?;
     if let Some(theirs) = &request.store_id {
         if theirs != log.store_id() {
@@ -117,26 +117,25 @@ pub fn subscribe(
             )))
         }
         Some(after) => {
-            check_retained(&log, after, head)?;
+            check_retained(log, after, head)?;
             after
         }
     };
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (end_tx, end_rx) = oneshot::channel();
     let producer = Producer {
-        log,
+        tail,
         cursor,
         orgs: request.orgs,
         tx,
         config,
-        last_checkpoint: Instant::now(),
         standing,
     };
     shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
     // The producer's messages, then the status it ended with (if it ended with one).
     let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
     // The slot lives as long as the body tonic holds, which is what holds the buffers.
-    let stream = ReceiverStream::new(rx).chain(end);
+    let stream = ReceiverStream::new(rx).map(Ok).chain(end);
     Ok(Box::pin(Holding::new(Box::pin(stream), slot)))
 }
 
@@ -186,14 +185,12 @@ impl From<Error> for End {
 }
 
 struct Producer {
-    log: EventLog,
+    tail: Tail,
     /// Every event with a sequence at or below this has been sent (or filtered out).
     cursor: u64,
     orgs: HashSet<OrgId>,
-    tx: mpsc::Sender<Result<pb::WatchRevocationsResponse, Status>>,
+    tx: mpsc::Sender<Bytes>,
     config: WatchConfig,
-    /// When the last checkpoint was sent: the next is due a heartbeat later, events or not.
-    last_checkpoint: Instant,
     /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
     /// account's stream ends within one heartbeat and is sent nothing more.
     standing: Standing,
@@ -206,14 +203,20 @@ impl Producer {
         }
     }
 
+    fn log(&self) -> &EventLog {
+        self.tail.log()
+    }
+
     async fn serve(&mut self, from_head: bool, shutdown: &Shutdown) -> Result<(), End> {
         // Subscribed before reading the head, so no change after the cursor was chosen is missed.
-        let mut head = self.log.watch_head();
+        let mut head = self.tail.head();
+        let mut beat = self.tail.beat();
+        beat.borrow_and_update();
         if from_head {
             // Sent at once: a client's streaming call returns only when the first message arrives.
             self.checkpoint().await?;
         }
-        let target = *head.borrow_and_update();
+        let target = self.log().durable_head();
         let unsent = self.catch_up(target).await?;
         if !from_head || unsent {
             self.checkpoint().await?;
@@ -226,26 +229,25 @@ impl Producer {
                 () = shutdown.begun() => return Err(self.goodbye().await),
                 () = gone.closed() => return Err(End::Gone),
                 // Before a wake-up: a stream busy with events still gets its checkpoints.
-                () = sleep_until(self.last_checkpoint + self.config.heartbeat) => {
-                    self.standing.check()?;
-                    // Read the clock, then the head, then send up to it: the checkpoint then
-                    // says "everything acknowledged by server_time has been sent".
-                    let server_time = SystemTime::now();
-                    let target = *head.borrow_and_update();
-                    self.catch_up(target).await?;
-                    self.send(self.checkpoint_event(server_time, target)).await?;
-                }
-                changed = head.changed() => {
+                changed = beat.changed() => {
                     if changed.is_err() {
-                        // The store faulted: its durable head will not move again.
-                        return Err(End::Status(Status::unavailable(format!(
-                            "the server's storage failed; resubscribe (on another replica, or once it \
-                             restarts) with after_sequence = {}",
-                            self.cursor
-                        ))));
+                        return Err(self.goodbye().await);
                     }
                     self.standing.check()?;
-                    let target = *head.borrow_and_update();
+                    let beat = beat.borrow_and_update().clone();
+                    self.catch_up(beat.sequence).await?;
+                    if self.cursor == beat.sequence {
+                        self.send(beat.encoded.clone()).await?;
+                    } else {
+                        self.checkpoint().await?;
+                    }
+                }
+                changed = head.changed() => {
+                    let target = match changed.map(|()| *head.borrow_and_update()) {
+                        Ok(Some(target)) => target,
+                        _ => return Err(storage_failed(self.cursor)),
+                    };
+                    self.standing.check()?;
                     if self.catch_up(target).await? {
                         // The last event was filtered out: tell the subscriber how far it is.
                         self.checkpoint().await?;
@@ -255,63 +257,66 @@ impl Producer {
         }
     }
 
-    /// Sends every event up to `target`. Returns whether the cursor moved past what was sent.
+    /// Sends every event up to `target`: from the tail when it holds them, else from the
+    /// store. Returns whether the cursor moved past what was sent.
     async fn catch_up(&mut self, target: u64) -> Result<bool, End> {
         let mut unsent = false;
         while self.cursor < target {
-            let batch = self.log.read(self.cursor, target, BATCH)?;
-            if batch.is_empty() {
-                return Err(pruned(self.cursor, self.log.first_retained()?).into());
-            }
-            for event in batch {
+            let batch = match self.tail.after(self.cursor, BATCH) {
+                Some(batch) if !batch.is_empty() => batch,
+                // Older than the tail holds, or newer than it has read yet.
+                _ => self.read_log(target)?,
+            };
+            for event in batch.into_iter().take_while(|e| e.sequence <= target) {
                 if event.sequence != self.cursor + 1 {
                     return Err(pruned(self.cursor, Some(event.sequence)).into());
                 }
                 self.cursor = event.sequence;
                 unsent = !self.wanted(&event);
                 if !unsent {
-                    self.send(Event::Revocation(event.into())).await?;
+                    self.send(event.encoded.clone()).await?;
                 }
             }
         }
         Ok(unsent)
     }
 
-    fn wanted(&self, event: &RevocationEvent) -> bool {
+    /// The next events after the cursor, read from the store and encoded for this stream.
+    fn read_log(&self, target: u64) -> Result<Vec<std::sync::Arc<TailEvent>>, End> {
+        let batch = self.log().read(self.cursor, target, BATCH)?;
+        if batch.is_empty() {
+            return Err(pruned(self.cursor, self.log().first_retained()?).into());
+        }
+        Ok(batch
+            .into_iter()
+            .map(|event| std::sync::Arc::new(TailEvent::new(event)))
+            .collect())
+    }
+
+    fn wanted(&self, event: &TailEvent) -> bool {
         self.orgs.is_empty() || self.orgs.contains(&event.org_id)
     }
 
     /// "Everything up to the cursor has been sent; at `server_time` the durable head was
-    /// `durable_head`." The head must be read after the clock.
-    fn checkpoint_event(&self, server_time: SystemTime, durable_head: u64) -> Event {
-        Event::Checkpoint(pb::Checkpoint {
+    /// `durable_head`" (the head read after the clock; the stream may be behind it).
+    fn checkpoint_now(&self) -> Bytes {
+        let server_time = SystemTime::now();
+        let durable_head = self.log().durable_head();
+        encode(Event::Checkpoint(pb::Checkpoint {
             sequence: self.cursor,
-            store_id: self.log.store_id().to_owned(),
+            store_id: self.log().store_id().to_owned(),
             server_time: Some(server_time.into()),
             durable_head,
-        })
-    }
-
-    /// A checkpoint of where the stream is now (the head may be ahead of it).
-    fn checkpoint_now(&self) -> Event {
-        let server_time = SystemTime::now();
-        self.checkpoint_event(server_time, self.log.durable_head())
+        }))
     }
 
     async fn checkpoint(&mut self) -> Result<(), End> {
         self.send(self.checkpoint_now()).await
     }
 
-    async fn send(&mut self, event: Event) -> Result<(), End> {
-        let is_checkpoint = matches!(event, Event::Checkpoint(_));
-        let message = Ok(pb::WatchRevocationsResponse { event: Some(event) });
+    async fn send(&mut self, message: Bytes) -> Result<(), End> {
         match self.tx.send_timeout(message, self.config.stall_timeout).await {
-            Ok(()) => {
-                if is_checkpoint {
-                    self.last_checkpoint = Instant::now();
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Gone),
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(End::Status(Status::resource_exhausted(format!(
                 "subscriber read nothing for {:?}; resubscribe with after_sequence set to the last sequence \
@@ -323,13 +328,18 @@ impl Producer {
 
     /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
     async fn goodbye(&mut self) -> End {
-        let message = Ok(pb::WatchRevocationsResponse {
-            event: Some(self.checkpoint_now()),
-        });
-        let _ = self.tx.send_timeout(message, GOODBYE).await;
+        let _ = self.tx.send_timeout(self.checkpoint_now(), GOODBYE).await;
         End::Status(Status::unavailable(format!(
             "server is shutting down; resubscribe with after_sequence = {}",
             self.cursor
         )))
     }
+}
+
+/// The store faulted: its durable head will not move again.
+fn storage_failed(cursor: u64) -> End {
+    End::Status(Status::unavailable(format!(
+        "the server's storage failed; resubscribe (on another replica, or once it restarts) with \
+         after_sequence = {cursor}"
+    )))
 }

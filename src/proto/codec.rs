@@ -111,11 +111,17 @@ where
     }
 
     fn decoder(&mut self) -> ZscDecoder<U> {
-        ZscDecoder(ProstCodec::<T, U>::raw_decoder(BufferSettings::default()))
+        ZscDecoder::default()
     }
 }
 
 pub struct ZscDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default + Decoded + Send + 'static> Default for ZscDecoder<U> {
+    fn default() -> Self {
+        ZscDecoder(ProstCodec::<U, U>::raw_decoder(BufferSettings::default()))
+    }
+}
 
 impl<U: Message + Default + Decoded> Decoder for ZscDecoder<U> {
     type Item = U;
