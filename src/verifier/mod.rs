@@ -153,16 +153,29 @@ struct Shared {
 
 impl Shared {
     /// The cache may be used now (the freshness rule of `state.rs`).
-    fn fresh(&self) -> bool {
-        self.state().fresh(Instant::now())
+    /// A cached answer for `hash` and `email`, if the cache is fresh: one lock, no allocation
+    /// but the answer's.
+    fn hit(&self, hash: &KeyHash, email: &str) -> Option<Verified> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if !state.fresh(now) {
+            return None;
+        }
+        let entry = state
+            .get(hash)
+            .filter(|e| e.email.eq_ignore_ascii_case(email))?;
+        let hit = verified(entry, true);
+        drop(state);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(hit)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("lock poisoned")
     }
 
-    fn hash(&self, key: &ZscKey) -> KeyHash {
-        *blake3::keyed_hash(&self.hash_key, key.expose().as_bytes()).as_bytes()
+    fn hash(&self, key: &[u8]) -> KeyHash {
+        *blake3::keyed_hash(&self.hash_key, key).as_bytes()
     }
 }
 
@@ -207,20 +220,19 @@ impl Verifier {
 
     /// Checks "owner email + key".
     pub async fn verify(&self, email: &str, key: &str) -> Result<Verified, VerifyError> {
+        // The cache first, on the text as given: a cached entry is keyed by the hash of a key
+        // that parsed, so the same text is the same key; and an email that equals the cached
+        // (normalised) one but for ASCII case is one Email::parse folds to it. Anything else
+        // (an IDNA domain in Unicode, say) is parsed and looked up again.
+        let hash = self.shared.hash(key.as_bytes());
+        if let Some(hit) = self.shared.hit(&hash, email) {
+            return Ok(hit);
+        }
         let key = ZscKey::parse(key).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let email =
             Email::parse("email", email).map_err(|e| VerifyError::Malformed(e.to_string()))?;
-        let hash = self.shared.hash(&key);
-        if self.shared.fresh() {
-            if let Some(entry) = self
-                .shared
-                .state()
-                .get(&hash)
-                .filter(|e| e.email == email.as_str())
-            {
-                self.shared.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(verified(entry, true));
-            }
+        if let Some(hit) = self.shared.hit(&hash, email.as_str()) {
+            return Ok(hit);
         }
         self.shared.misses.fetch_add(1, Ordering::Relaxed);
         let request = ValidateKeyRequest {
@@ -255,7 +267,7 @@ impl Verifier {
         if response.owner_email != email.as_str() {
             return false;
         }
-        let hash = self.shared.hash(&key);
+        let hash = self.shared.hash(key.expose().as_bytes());
         self.shared.state().admit(
             hash,
             entry_of(&email, response),

@@ -327,3 +327,33 @@ async fn a_stream_that_arrives_late_never_makes_the_cache_fresh() {
     }
     assert_eq!(verifier.stats().hits, 0);
 }
+
+#[tokio::test]
+async fn a_cache_hit_needs_the_owners_email_in_any_case_and_a_well_formed_key() {
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let verifier = Verifier::start(config(&server, &desk, Duration::from_secs(5))).unwrap();
+    warmed(&verifier, &admin, &key).await;
+
+    // The same mailbox in other ASCII case is the cached answer.
+    let shouted = verifier.verify(&admin.to_uppercase(), &key).await.unwrap();
+    assert!(shouted.cached);
+    assert_eq!(shouted.owner_email, admin);
+    // Another user's email with the cached key is never a hit: the server rejects it.
+    let other = verifier.verify("mallory@acme.example.com", &key).await;
+    assert!(matches!(other, Err(VerifyError::Rejected)), "{other:?}");
+    // A key one character off is malformed, not a miss that reaches the server.
+    let mut typo = key.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == 'x' { 'y' } else { 'x' });
+    let malformed = verifier.verify(&admin, &typo).await;
+    assert!(
+        matches!(malformed, Err(VerifyError::Malformed(_))),
+        "{malformed:?}"
+    );
+    // An email the cache cannot fold (surrounding text) is parsed: malformed.
+    let garbage = verifier.verify(&format!("{admin} "), &key).await;
+    assert!(garbage.is_err(), "{garbage:?}");
+}
