@@ -11,16 +11,22 @@
 //! Dependencies point one way: `domain` <- `store` <- `api` <- `server` <- `main`.
 //! - [`domain`]: the ZSC rules and validated types (`Email`, `OrgId`, `ZscKey`, ...), the
 //!   error enum. No sled, no tonic.
-//! - [`store`]: sled. One transaction per mutation, group-committed flushes, the revocation
-//!   log ([`store::EventLog`]).
+//! - [`store`]: sled. The trees, named once (`store/tables.rs`); one transaction per
+//!   mutation, group-committed flushes with an fsync and the write fence (`store/durability.rs`),
+//!   private files (`store/files.rs`), the revocation log ([`store::EventLog`]), the audit trail
+//!   (`store/audit.rs`) and key usage counted in memory (`store/usage.rs`).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
-//!   stream (`api/watch.rs`) and its caps (`api/subscribers.rs`).
+//!   stream (`api/watch.rs`) fed by the one shared tail of the log (`api/tail.rs`) and served
+//!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), and the audit trail
+//!   (`api/audit.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
-//!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends.
+//!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
+//!   [`fault`]: what the server does when its storage fails (NOT_SERVING, then exit for a
+//!   restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
@@ -33,12 +39,14 @@
 //!   blake3 hashes, returned once by the RPC that creates them, never logged.
 //! - A revocation is appended to the log in the same transaction as the change it records,
 //!   and no subscriber hears of it before it is durable.
-//! - A mutating RPC answers OK only after its change is flushed to disk.
+//! - A mutating RPC answers OK only after its change is flushed and fsynced; after a storage
+//!   failure no change is acknowledged again in this process.
+//! - Every change that succeeds is in the audit trail, written in the change's own transaction.
 //! - A call that outlives its request (a revocation stream) is authorized again while it
 //!   lasts, by the same matrix: a deleted account's stream ends.
 //! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
-//!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake streams; events are
-//!   always read from the log.
+//!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake; events come from
+//!   the log, through the tail that holds the durable ones most recently read.
 //! - Bad input is never INTERNAL (bar the one case the gRPC spec makes so, a compressed flag
 //!   without an encoding): undecodable bytes and broken framing are INVALID_ARGUMENT;
 //!   names and emails refuse invisible characters and are kept in one normal form (`domain/text.rs`).
