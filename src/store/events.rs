@@ -91,7 +91,7 @@ impl EventLog {
     /// Deletes events beyond both retention bounds: only those that are more than `keep_count`
     /// behind the head *and* older than `keep_since`. Returns how many were removed.
     ///
-    /// Works in batches of [`PRUNE_BATCH`], each on the blocking pool and durable before the
+    /// Works in batches of `PRUNE_BATCH`, each on the blocking pool and durable before the
     /// next, so a large backlog never holds a runtime worker for long.
     pub async fn prune(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
         let below = self.durable_head().saturating_sub(keep_count);
@@ -109,7 +109,7 @@ impl EventLog {
         }
     }
 
-    /// Removes up to [`PRUNE_BATCH`] of the oldest events at or below `below` and older than
+    /// Removes up to `PRUNE_BATCH` of the oldest events at or below `below` and older than
     /// `keep_since`, in one atomic batch. Blocking.
     fn prune_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
         self.store.inner.durability.writable()?;
