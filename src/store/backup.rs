@@ -14,7 +14,7 @@ use prost::Message;
 
 use super::tables::{Table, Trees};
 use super::{
-    audit, files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions,
+    audit, files, has_database, io_error, kv::read_u64, lock_data_dir, open_db, StoreOptions,
     META_HEAD, META_STORE_ID,
 };
 use crate::domain::{random_base62, Error, Result};
