@@ -81,6 +81,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
     pub data_dir: PathBuf,
 
+    /// Keep the store on etcd instead of sled in --data-dir: etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// (default prefix /zsc). Replicas given the same URL serve the same store.
+    #[arg(long, env = "ZSC_STORE")]
+    pub store: Option<String>,
+
     /// Log format; RUST_LOG sets the level filter (default info).
     #[arg(long, env = "ZSC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -198,6 +203,7 @@ impl ServeArgs {
             )));
         }
         let mut config = Config::new(&self.data_dir);
+        config.store_url = self.store.clone();
         config.watch.heartbeat = self.heartbeat_interval.into();
         config.watch.stall_timeout = self.subscriber_stall_timeout.into();
         config.event_retention_count = self.event_retention_count;

@@ -49,6 +49,9 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "etcd")]
+#[doc(hidden)]
+pub mod testing;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

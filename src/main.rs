@@ -50,7 +50,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let server = zsc::server::Server::open(args.config()?)?;
+    let server = zsc::server::Server::connect(args.config()?).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -465,3 +465,23 @@ pub(crate) async fn fresh_sled() -> Fresh {
 mod sled {
     super::conformance_suite!(crate::store::conformance::fresh_sled);
 }
+
+/// Fresh etcd stores: a one-member cluster of their own (a real etcd), under the default prefix.
+#[cfg(feature = "etcd")]
+pub(crate) async fn fresh_etcd() -> Fresh {
+    let cluster = tokio::task::spawn_blocking(|| crate::testing::EtcdCluster::start(1))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.url("/conformance").parse().unwrap();
+    let store = Store::open_etcd(&url, dir.path()).await.unwrap().store;
+    Fresh {
+        store,
+        _guard: Box::new((cluster, dir)),
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    super::conformance_suite!(crate::store::conformance::fresh_etcd);
+}

@@ -294,3 +294,30 @@ pub fn write_token_file(path: &Path, token: &AccountToken) -> Result<()> {
     let contents = zeroize::Zeroizing::new(format!("{}\n", token.expose()));
     files::write_private_file(path, contents.as_bytes())
 }
+
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdUrl;
+
+#[cfg(feature = "etcd")]
+impl Store {
+    /// Connects to a store on etcd (initialising the prefix if it is empty: then, and only
+    /// then, the operator token is written to `dir/operator.token`).
+    pub async fn open_etcd(url: &EtcdUrl, dir: &Path) -> Result<Opened> {
+        files::create_private_dir(dir)?;
+        let backend = Backend::Etcd(etcd::EtcdBackend::connect(url).await?);
+        let created = initialise(dir, &backend).await?;
+        let store_id = read_store_id(&backend).await?;
+        Ok(Opened {
+            store: Store::from_backend(backend, store_id),
+            created,
+        })
+    }
+}
+
+impl Store {
+    /// True when this store is one replica's view of a shared store (etcd), whose faults
+    /// come and go with the cluster, rather than a data dir this process owns.
+    pub fn is_replica(&self) -> bool {
+        !matches!(self.backend(), Backend::Sled(_))
+    }
+}

@@ -1,0 +1,401 @@
+//! The etcd backend (cargo feature `etcd`): replicas of zsc over one etcd cluster.
+//!
+//! Layout: every key of table `t` lives at `PREFIX/t/KEY`, so one prefix holds one store and
+//! several stores can share a cluster.
+//!
+//! Transactions are optimistic (`tx.rs`): the rules' closure runs over values fetched with
+//! their `mod_revision`; its writes are committed by one etcd Txn that compares every read key's
+//! revision, and a failed compare re-runs the closure on the current values. The log head is a
+//! key like any other, so the gapless append is part of the same Txn.
+//!
+//! Each replica runs one follower (`follow.rs`): a single etcd Watch on the prefix that keeps
+//! this replica's copy of the accounts, tokens and revocation events and announces the log head
+//! (etcd acknowledges a write only once a majority has it on disk, so committed is durable).
+//! A health probe marks the store unavailable while the cluster cannot be reached.
+
+mod follow;
+mod tx;
+
+use std::{
+    collections::BTreeMap,
+    ops::Bound,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use etcd_client::{
+    Client, ConnectOptions, GetOptions, KvClient, SortOrder, SortTarget, Txn, TxnOp,
+};
+use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::kv::{prefix_end, Entry, Range};
+use super::tables::Table;
+use crate::domain::{Error, Result};
+
+/// Where a store lives on etcd: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdUrl {
+    pub endpoints: Vec<String>,
+    /// Without a trailing slash, e.g. `/zsc`.
+    pub prefix: String,
+}
+
+/// The prefix a URL without one gets.
+pub const DEFAULT_PREFIX: &str = "/zsc";
+
+impl std::str::FromStr for EtcdUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> std::result::Result<Self, String> {
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("{url:?}: a store URL starts with etcd://"))?;
+        let (hosts, prefix) = match rest.find('/') {
+            Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
+            None => (rest, DEFAULT_PREFIX),
+        };
+        let prefix = if prefix.is_empty() {
+            DEFAULT_PREFIX
+        } else {
+            prefix
+        };
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(|host| format!("http://{host}"))
+            .collect();
+        if hosts.is_empty() || hosts.split(',').any(|h| h.rsplit_once(':').is_none()) {
+            return Err(format!(
+                "{url:?}: give etcd endpoints as HOST:PORT[,HOST:PORT...]"
+            ));
+        }
+        Ok(EtcdUrl {
+            endpoints,
+            prefix: prefix.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for EtcdUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim_start_matches("http://"))
+            .collect();
+        write!(f, "etcd://{}{}", hosts.join(","), self.prefix)
+    }
+}
+
+/// How long one etcd request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the health probe asks the cluster.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// Tables kept in memory on each replica, current through the watch: what authentication and
+/// the revocation streams read without a round trip.
+const MIRRORED: [Table; 3] = [Table::Accounts, Table::Tokens, Table::Events];
+
+pub(in crate::store) struct EtcdBackend {
+    kv: KvClient,
+    /// `PREFIX/`.
+    root: Vec<u8>,
+    mirror: Arc<Mirror>,
+    head: watch::Receiver<u64>,
+    /// Set while the cluster cannot be reached; cleared when it can again.
+    fault: Arc<watch::Sender<Option<String>>>,
+    _tasks: Vec<AbortOnDropHandle<()>>,
+}
+
+/// This replica's copy of the mirrored tables.
+#[derive(Default)]
+pub(super) struct Mirror {
+    tables: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl EtcdBackend {
+    /// Connects and starts the follower and the health probe. Fails if no endpoint answers.
+    pub async fn connect(url: &EtcdUrl) -> Result<EtcdBackend> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
+        let client = Client::connect(&url.endpoints, Some(options))
+            .await
+            .map_err(|e| unreachable_cluster(&e))?;
+        let root = format!("{}/", url.prefix).into_bytes();
+        let mirror = Arc::new(Mirror::default());
+        let fault = Arc::new(watch::Sender::new(None));
+        let (head_tx, head) = watch::channel(0);
+        let follower = follow::Follower {
+            client: client.clone(),
+            root: root.clone(),
+            mirror: mirror.clone(),
+            head: head_tx,
+        };
+        let loaded = follower.load().await?;
+        let backend = EtcdBackend {
+            kv: client.kv_client(),
+            root: root.clone(),
+            mirror,
+            head,
+            fault: fault.clone(),
+            _tasks: vec![
+                AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
+                AbortOnDropHandle::new(tokio::spawn(probe_forever(
+                    client.kv_client(),
+                    root,
+                    fault,
+                ))),
+            ],
+        };
+        Ok(backend)
+    }
+
+    fn key(&self, table: Table, key: &[u8]) -> Vec<u8> {
+        table_key(&self.root, table, key)
+    }
+
+    pub fn writable(&self) -> Result<()> {
+        match &*self.fault.borrow() {
+            None => Ok(()),
+            Some(_) => Err(unavailable()),
+        }
+    }
+
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.fault.subscribe()
+    }
+
+    pub fn durable_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    /// A range read, linearizable; long ranges come in pages.
+    pub async fn scan(&self, range: &Range) -> Result<Vec<Entry>> {
+        let base = table_key(&self.root, range.table, b"");
+        let start = match &range.start {
+            Bound::Included(k) => table_key(&self.root, range.table, k),
+            Bound::Excluded(k) => [table_key(&self.root, range.table, k), vec![0]].concat(),
+            Bound::Unbounded => base.clone(),
+        };
+        let end = match &range.end {
+            Bound::Included(k) => [table_key(&self.root, range.table, k), vec![0]].concat(),
+            Bound::Excluded(k) => table_key(&self.root, range.table, k),
+            Bound::Unbounded => prefix_end(&base).expect("a table prefix ends in '/'"),
+        };
+        if start >= end || range.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let (mut start, mut end) = (start, end);
+        let mut revision = 0;
+        loop {
+            let page = (range.limit - out.len()).min(SCAN_PAGE);
+            let order = if range.reverse {
+                SortOrder::Descend
+            } else {
+                SortOrder::Ascend
+            };
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page as i64)
+                .with_sort(SortTarget::Key, order);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let mut kv = self.kv.clone();
+            let response = retry_read(|| {
+                let mut kv = kv.clone();
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await?;
+            kv = self.kv.clone();
+            let _ = kv;
+            revision = response.header().map_or(0, |h| h.revision());
+            let more = response.more();
+            let kvs = response.kvs();
+            for item in kvs {
+                out.push((item.key()[base.len()..].to_vec(), item.value().to_vec()));
+            }
+            if !more || out.len() >= range.limit || kvs.is_empty() {
+                return Ok(out);
+            }
+            let last = kvs.last().expect("not empty").key().to_vec();
+            if range.reverse {
+                end = last;
+            } else {
+                start = [last, vec![0]].concat();
+            }
+        }
+    }
+
+    /// Writes to one table outside the rules, in Txns of at most [`MAX_TXN_OPS`].
+    pub async fn apply(&self, table: Table, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.writable()?;
+        for chunk in writes.chunks(MAX_TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|(key, value)| match value {
+                    Some(value) => TxnOp::put(self.key(table, key), value.clone(), None),
+                    None => TxnOp::delete(self.key(table, key), None),
+                })
+                .collect();
+            let mut kv = self.kv.clone();
+            kv.txn(Txn::new().and_then(ops))
+                .await
+                .map_err(|e| ambiguous(&e))?;
+        }
+        Ok(())
+    }
+
+    pub fn get_local(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        debug_assert!(MIRRORED.contains(&table), "{table:?} is not mirrored");
+        let tables = self
+            .mirror
+            .tables
+            .read()
+            .expect("mirror lock is never poisoned");
+        Ok(tables.get(&table_key(b"", table, key)).cloned())
+    }
+
+    pub fn scan_local(&self, range: &Range) -> Result<Vec<Entry>> {
+        debug_assert!(
+            MIRRORED.contains(&range.table),
+            "{:?} is not mirrored",
+            range.table
+        );
+        let base = table_key(b"", range.table, b"");
+        let bound = |b: &Bound<Vec<u8>>| match b {
+            Bound::Included(k) => Bound::Included(table_key(b"", range.table, k)),
+            Bound::Excluded(k) => Bound::Excluded(table_key(b"", range.table, k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let start = match bound(&range.start) {
+            Bound::Unbounded => Bound::Included(base.clone()),
+            other => other,
+        };
+        let end = match bound(&range.end) {
+            Bound::Unbounded => Bound::Excluded(prefix_end(&base).expect("ends in '/'")),
+            other => other,
+        };
+        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+            (&start, &end)
+        {
+            if s > e {
+                return Ok(Vec::new());
+            }
+        }
+        let tables = self
+            .mirror
+            .tables
+            .read()
+            .expect("mirror lock is never poisoned");
+        let entries = tables.range((start, end));
+        let item = |(k, v): (&Vec<u8>, &Vec<u8>)| (k[base.len()..].to_vec(), v.clone());
+        Ok(if range.reverse {
+            entries.rev().take(range.limit).map(item).collect()
+        } else {
+            entries.take(range.limit).map(item).collect()
+        })
+    }
+}
+
+/// Keys per page of a range read.
+const SCAN_PAGE: usize = 1000;
+/// etcd's default `--max-txn-ops`.
+pub(super) const MAX_TXN_OPS: usize = 128;
+
+/// `root` + table name + `/` + key.
+pub(super) fn table_key(root: &[u8], table: Table, key: &[u8]) -> Vec<u8> {
+    [root, table.name().as_bytes(), b"/", key].concat()
+}
+
+/// The table and key an etcd key (without the root) names, if it is in a table.
+pub(super) fn split_key(relative: &[u8]) -> Option<(Table, &[u8])> {
+    let slash = relative.iter().position(|&b| b == b'/')?;
+    let table = Table::from_name(std::str::from_utf8(&relative[..slash]).ok()?)?;
+    Some((table, &relative[slash + 1..]))
+}
+
+/// Reads are safe to repeat: a few quick attempts (a dead endpoint the client still thinks
+/// ready fails at once), then UNAVAILABLE.
+pub(super) async fn retry_read<T, F, Fut>(mut read: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut last = None;
+    for attempt in 0..4u32 {
+        match read().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                tracing::debug!(%error, attempt, "etcd read failed; trying again");
+                last = Some(error);
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+        }
+    }
+    Err(unreachable_cluster(&last.expect("at least one attempt")))
+}
+
+/// A request that never left this process (the connection to that member was already dead):
+/// safe to send again at once, whatever it was.
+pub(super) fn never_sent(error: &etcd_client::Error) -> bool {
+    let text = format!("{error:?}");
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
+pub(super) fn unavailable() -> Error {
+    Error::Unavailable("the etcd cluster cannot be reached: try again shortly")
+}
+
+pub(super) fn unreachable_cluster(error: &etcd_client::Error) -> Error {
+    tracing::warn!(%error, "etcd request failed");
+    unavailable()
+}
+
+/// A write whose outcome is unknown (sent, then the connection or leader failed): it may have
+/// committed. The caller is told so rather than the change being applied twice.
+pub(super) fn ambiguous(error: &etcd_client::Error) -> Error {
+    tracing::warn!(%error, "etcd write failed after it was sent; its outcome is unknown");
+    Error::Unavailable(
+        "the etcd cluster failed while committing this change: it may or may not have been \
+         applied; read the state before retrying",
+    )
+}
+
+/// Marks the store unavailable while the cluster does not answer a linearizable read, and
+/// available again once it does. Two failed probes (or one after a slow one) stay well
+/// inside the 5 s a replica has to go NOT_SERVING.
+async fn probe_forever(kv: KvClient, root: Vec<u8>, fault: Arc<watch::Sender<Option<String>>>) {
+    let key = table_key(&root, Table::Meta, super::META_INITIALISED);
+    loop {
+        let mut client = kv.clone();
+        let probe = tokio::time::timeout(REQUEST_TIMEOUT, client.get(key.clone(), None)).await;
+        let failure = match probe {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        };
+        fault.send_if_modified(|current| {
+            let changed = current.is_some() != failure.is_some();
+            if changed {
+                match &failure {
+                    Some(cause) => tracing::error!(%cause, "etcd unreachable: not serving"),
+                    None => tracing::info!("etcd reachable again: serving"),
+                }
+                *current = failure.clone();
+            }
+            changed
+        });
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+impl From<etcd_client::Error> for Error {
+    fn from(error: etcd_client::Error) -> Self {
+        unreachable_cluster(&error)
+    }
+}
