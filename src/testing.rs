@@ -116,6 +116,20 @@ impl EtcdCluster {
         self.wait_healthy(i);
     }
 
+    /// Starts a killed member again without waiting (a lone member cannot become healthy).
+    pub fn members_restart_async(&mut self, i: usize) {
+        if self.members[i].child.is_none() {
+            self.members[i].spawn();
+        }
+    }
+
+    /// Waits until every member reports healthy.
+    pub fn wait_all_healthy(&self) {
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
     /// The index of the current leader, asked of the members still running.
     pub fn leader(&self) -> Option<usize> {
         for member in self.members.iter().filter(|m| m.child.is_some()) {

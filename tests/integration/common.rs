@@ -76,6 +76,42 @@ impl TestServer {
         }
     }
 
+    /// A replica on a store on etcd (`url`), in a fresh data dir. The replica that initialised
+    /// the store finds its token in operator.token; the others are given it.
+    #[cfg(feature = "etcd")]
+    pub async fn start_replica(url: &str, operator_token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        config.store_url = Some(url.to_owned());
+        let server = Server::connect(config).await.expect("replica connects");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let written = std::fs::read_to_string(dir.path().join("operator.token")).ok();
+        let operator_token = match (written, operator_token) {
+            (Some(token), None) => token.trim().to_owned(),
+            (None, Some(token)) => token.to_owned(),
+            (written, given) => panic!(
+                "only the initialising replica writes operator.token: written {}, given {}",
+                written.is_some(),
+                given.is_some()
+            ),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            operator_token,
+            metrics_addr: None,
+            health_addr: None,
+            tls_ca: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Stops the server (as SIGTERM would) and returns its data dir.
     pub async fn stop(mut self) -> TempDir {
         self.shutdown().await;

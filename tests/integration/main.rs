@@ -16,6 +16,8 @@ mod operations;
 mod process;
 mod python;
 mod readme;
+#[cfg(feature = "etcd")]
+mod replicas;
 mod storage;
 mod tls;
 mod users;
