@@ -168,8 +168,11 @@ impl Server {
         let Some(url) = config.store_url.clone() else {
             return Server::open(config);
         };
+        // Local mistakes (unreadable TLS files, a taken port) are reported before the cluster
+        // is contacted.
+        let local = Local::prepare(&config)?;
         let opened = open_remote(&url, &config.data_dir).await?;
-        Server::with_store(config, opened)
+        Ok(local.serve_store(config, opened))
     }
 
     /// Opens the data dir (creating it and the operator token on first start). Fails at once
@@ -180,19 +183,41 @@ impl Server {
                 "a store URL needs Server::connect".into(),
             ));
         }
+        let local = Local::prepare(&config)?;
         let opened = Store::open(&config.data_dir, &config.store)?;
-        Server::with_store(config, opened)
+        Ok(local.serve_store(config, opened))
     }
+}
 
-    fn with_store(config: Config, opened: crate::store::Opened) -> Result<Server> {
+/// What a server needs from this machine besides its store: checked before the store is
+/// opened, so that a bad flag changes nothing.
+struct Local {
+    tls: Option<ServerTlsConfig>,
+    metrics_listener: Option<std::net::TcpListener>,
+    health_listener: Option<std::net::TcpListener>,
+}
+
+impl Local {
+    fn prepare(config: &Config) -> Result<Local> {
         let tls = config
             .tls
             .as_ref()
             .map(TlsFiles::load)
             .transpose()?
             .map(|tls| tls.timeout(config.limits.handshake_timeout));
-        let metrics_listener = bind(config.metrics_listen, "metrics")?;
-        let health_listener = bind(config.health_listen, "health")?;
+        Ok(Local {
+            tls,
+            metrics_listener: bind(config.metrics_listen, "metrics")?,
+            health_listener: bind(config.health_listen, "health")?,
+        })
+    }
+
+    fn serve_store(self, config: Config, opened: crate::store::Opened) -> Server {
+        let Local {
+            tls,
+            metrics_listener,
+            health_listener,
+        } = self;
         if opened.created {
             tracing::info!(
                 path = %config.data_dir.join(OPERATOR_TOKEN_FILE).display(),
@@ -207,15 +232,17 @@ impl Server {
                 tracing::info!(data_dir = %config.data_dir.display(), store_id = opened.store.store_id(), "store open")
             }
         }
-        Ok(Server {
+        Server {
             config,
             store: opened.store,
             tls,
             metrics_listener,
             health_listener,
-        })
+        }
     }
+}
 
+impl Server {
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -21,18 +21,26 @@ if [ "$("$TOOLS/node_modules/.bin/buf" --version 2>/dev/null)" != "$BUF" ]; then
   npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@$BUF"
 fi
 export PATH="$TOOLS/node_modules/.bin:$PATH"
-# jq for the README walkthrough; strace, pkill (procps) and mount for the storage tests.
+# jq for the README walkthrough; strace, pkill (procps) and mount for the storage tests; protoc (for
+# etcd-client's build), etcd and etcdctl for the etcd backend's tests (Debian's etcd 3.4).
 missing=()
 command -v jq >/dev/null || missing+=(jq)
 command -v strace >/dev/null || missing+=(strace)
 command -v pkill >/dev/null || missing+=(procps)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v etcdctl >/dev/null || missing+=(etcd-client)
 if [ ${#missing[@]} -gt 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; fi
 
 echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \
-  "grpcio-tools $GRPCIO_TOOLS, $(jq --version), $(cargo --version)"
+  "grpcio-tools $GRPCIO_TOOLS, $(jq --version), $(cargo --version), $(protoc --version)," \
+  "etcd $(etcd --version | sed -n 's/^etcd Version: //p')"
 
 # The zsc.v1 contract only grows: compare it with the contract as last released (landed). Move this
 # ref forward when a contract change lands.
 RELEASED_CONTRACT=0e35538950423d26733baa1a3e6e1769d184ff68
 (cd proto && buf lint && buf breaking --against "../.git#ref=$RELEASED_CONTRACT,subdir=proto")
+# The default build (sled only, no protoc needed), then the same suite with the etcd backend: the
+# store conformance suite and the replica tests run against a real etcd cluster started by the tests.
 cargo test --locked
+cargo test --locked --features etcd
