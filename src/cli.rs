@@ -38,6 +38,9 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Back up a store on etcd instead (etcd://HOST:PORT[,...][/PREFIX]); replicas may keep running.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Restore a backup into a new data dir. The restored store gets a new store id.
     Restore {
@@ -45,12 +48,21 @@ pub enum Command {
         input: PathBuf,
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
+        /// Restore into an empty prefix on etcd instead (etcd://HOST:PORT[,...][/PREFIX]): a
+        /// backup of a data dir restored so is the migration from one node to replicas.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Mint a new token for the `operator` account (server stopped): the recovery path when
     /// the last operator token is lost. Written to DATA_DIR/operator.token (mode 0600).
     OperatorToken {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
+        /// Mint it for a store on etcd instead (etcd://HOST:PORT[,...][/PREFIX]), initialising
+        /// the store if its prefix is empty; replicas may keep running. The token is written to
+        /// DATA_DIR/operator.token.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Exit 0 if the server's gRPC health check says SERVING (for container health checks).
     HealthCheck {

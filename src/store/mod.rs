@@ -42,12 +42,14 @@ use crate::domain::{random_base62, AccountToken, AuditAction, Caller, Error, Res
 use backend::Backend;
 use durability::Durability;
 use files::io_error;
-use kv::{Prefetch, Tx, TxResult};
+use kv::{abort, Prefetch, Tx, TxResult};
 use records::AccountRecord;
 use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
 pub use backup::{backup, restore, BackupReport};
+#[cfg(feature = "etcd")]
+pub use backup::{backup_etcd, restore_etcd};
 pub use events::EventLog;
 
 /// The file the first operator token is written to, inside the data dir.
@@ -269,6 +271,13 @@ async fn initialise(dir: &Path, backend: &Backend) -> Result<bool> {
         .transact(marker(), |tx| {
             if tx.get(Table::Meta, META_INITIALISED)?.is_some() {
                 return Ok(false);
+            }
+            if tx.get(Table::Meta, META_STORE_ID)?.is_some() {
+                return abort(Error::FailedPrecondition(
+                    "the store has an id but was never marked initialised: a restore into it \
+                     was interrupted; restore again into an empty prefix"
+                        .into(),
+                ));
             }
             tx.insert(Table::Meta, META_STORE_ID, store_id.as_bytes())?;
             tx.insert(Table::Meta, META_HEAD, &0u64.to_be_bytes())?;

@@ -11,6 +11,7 @@ use zsc::proto::{watch_revocations_response::Event, *};
 use zsc::testing::EtcdCluster;
 
 use crate::common::*;
+use crate::process::run_zsc;
 
 type KeyServiceClientAuthed = key_service_client::KeyServiceClient<Authed>;
 
@@ -241,4 +242,89 @@ async fn with_all_of_etcd_down_a_replica_is_not_serving_and_refuses_then_recover
     });
     wait_for_status(&a, ServingStatus::Serving).await;
     a.regenerate(&org_id, &admin).await;
+}
+
+#[tokio::test]
+async fn a_sled_backup_restored_into_etcd_is_served_by_replicas_under_a_new_store_id() {
+    let cluster = cluster().await;
+    let server = TestServer::start().await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    server.regenerate(&org_id, &admin).await;
+    let (key, old_id) = (
+        server.regenerate(&org_id, &admin).await,
+        store_id(&server).await,
+    );
+    let old_token = server.operator_token.clone();
+    let dir = server.stop().await;
+    let backup = dir.path().join("zsc.backup");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let url = cluster.url("/migrated");
+    let output = run_zsc(&[
+        "backup",
+        "--data-dir",
+        &path(dir.path()),
+        "--out",
+        &path(&backup),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let output = run_zsc(&["restore", "--in", &path(&backup), "--store", &url]).await;
+    assert!(output.status.success(), "{output:?}");
+    // Into a prefix that holds a store already: refused.
+    let again = run_zsc(&["restore", "--in", &path(&backup), "--store", &url]).await;
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{again:?}"
+    );
+
+    // The replicas find the store initialised: neither writes a token; the old one works.
+    let a = TestServer::start_replica(&url, Some(&old_token)).await;
+    let b = TestServer::start_replica(&url, Some(&old_token)).await;
+    let new_id = store_id(&a).await;
+    assert_ne!(new_id, old_id, "a restore is a new store");
+    assert_eq!(store_id(&b).await, new_id);
+    b.validate(&admin, &key)
+        .await
+        .expect("the migrated key validates");
+    assert_eq!(read_log(&a).await.len(), 2, "the log came along");
+    // The recovery path works against etcd too, while replicas run.
+    let tokens = tempfile::tempdir().unwrap();
+    let output = run_zsc(&[
+        "operator-token",
+        "--store",
+        &url,
+        "--data-dir",
+        &path(tokens.path()),
+    ])
+    .await;
+    assert!(output.status.success(), "{output:?}");
+    let token = std::fs::read_to_string(tokens.path().join("operator.token")).unwrap();
+    let mut keys = a.keys(token.trim()).await;
+    let mut accepted = false;
+    for _ in 0..100 {
+        let info = keys
+            .get_key_info(GetKeyInfoRequest {
+                org_id: org_id.clone(),
+            })
+            .await;
+        if info.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        accepted,
+        "the new operator token is accepted by a running replica"
+    );
+    // And an etcd store backs up like a data dir.
+    let second = dir.path().join("etcd.backup");
+    let output = run_zsc(&["backup", "--store", &url, "--out", &path(&second)]).await;
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(&new_id),
+        "{output:?}"
+    );
 }
