@@ -517,6 +517,15 @@ async fn prune_forever(store: Store, config: Config, stopping: Shutdown) {
             () = stopping.begun() => return,
             () = tokio::time::sleep(config.prune_interval) => {}
         }
+        // Replicas of one store on etcd take turns: one prunes, for two intervals at a time.
+        match store.take_turn("prune", config.prune_interval * 2).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "could not learn whose turn it is to prune");
+                continue;
+            }
+        }
         let now = std::time::SystemTime::now();
         let keep_since = now - config.event_retention_age;
         match log.prune(config.event_retention_count, keep_since).await {

@@ -23,6 +23,7 @@ mod orgs;
 mod records;
 mod revocation;
 mod tables;
+mod turns;
 mod usage;
 
 #[cfg(test)]
@@ -86,6 +87,8 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     store_id: String,
+    /// Names this process among the replicas of a shared store (`turns.rs`).
+    replica_id: String,
     usage: usage::UsageCounters,
 }
 
@@ -123,6 +126,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 store_id,
+                replica_id: format!("replica_{}", random_base62(12)),
                 usage: usage::UsageCounters::default(),
             }),
         }

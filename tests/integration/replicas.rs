@@ -328,3 +328,73 @@ async fn a_sled_backup_restored_into_etcd_is_served_by_replicas_under_a_new_stor
         "{output:?}"
     );
 }
+
+#[tokio::test]
+async fn one_replica_at_a_time_holds_the_pruning_turn() {
+    use zsc::store::{EtcdUrl, Store};
+    let cluster = cluster().await;
+    let url: EtcdUrl = cluster.url("/zsc").parse().unwrap();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Store::open_etcd(&url, dirs.0.path()).await.unwrap().store;
+    let b = Store::open_etcd(&url, dirs.1.path()).await.unwrap().store;
+    let hold = Duration::from_millis(600);
+    assert!(a.take_turn("prune", hold).await.unwrap());
+    assert!(
+        !b.take_turn("prune", hold).await.unwrap(),
+        "two replicas pruning at once"
+    );
+    assert!(
+        a.take_turn("prune", hold).await.unwrap(),
+        "the holder keeps its turn"
+    );
+    // A holder that stops renewing (a dead replica) loses the turn once it expires.
+    let mut taken = false;
+    for _ in 0..100 {
+        if b.take_turn("prune", hold).await.unwrap() {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(taken, "the turn never passed on");
+    assert!(!a.take_turn("prune", hold).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_deleted_account_is_refused_by_every_replica() {
+    let cluster = cluster().await;
+    let (a, b) = replicas(&cluster, "/zsc").await;
+    let token = a.account("recruit", Role::Consumer).await;
+    let (org_id, admin) = a.org_with_admin("Acme").await;
+    let (key, _) = a.key(&org_id, &admin).await;
+    let mut on_b = b.keys(&token).await;
+    let request = ValidateKeyRequest { email: admin, key };
+    // The new account reaches the other replica's copy of the accounts within a moment.
+    let mut accepted = false;
+    for _ in 0..100 {
+        if on_b.validate_key(request.clone()).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(accepted, "replica b never learned of the new account");
+    a.op_access()
+        .await
+        .delete_service_account(DeleteServiceAccountRequest {
+            name: "recruit".into(),
+        })
+        .await
+        .unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        match on_b.validate_key(request.clone()).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert!(refused, "replica b still accepts a deleted account");
+}
