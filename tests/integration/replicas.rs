@@ -217,8 +217,13 @@ async fn with_all_of_etcd_down_a_replica_is_not_serving_and_refuses_then_recover
     let mut cluster = cluster().await;
     let (a, _b) = replicas(&cluster, "/zsc").await;
     let (org_id, admin) = a.org_with_admin("Acme").await;
-    a.key(&org_id, &admin).await;
+    let (key, _) = a.key(&org_id, &admin).await;
     wait_for_status(&a, ServingStatus::Serving).await;
+    let mut stream = a.watch(watch_from(None)).await.unwrap();
+    assert!(matches!(
+        next(&mut stream).await.unwrap(),
+        Event::Checkpoint(_)
+    ));
     for i in 0..3 {
         cluster.kill(i);
     }
@@ -234,6 +239,23 @@ async fn with_all_of_etcd_down_a_replica_is_not_serving_and_refuses_then_recover
         })
         .await;
     expect_code(refused, Code::Unavailable);
+    // Cut off from etcd, the replica cannot vouch for freshness: its streams end (a Verifier
+    // then fails closed or moves to another replica), and validation is refused.
+    for checkpoints in 0.. {
+        assert!(
+            checkpoints < 20,
+            "the stream went on vouching while etcd was down"
+        );
+        match next(&mut stream).await {
+            Ok(Event::Checkpoint(_)) => continue,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                break;
+            }
+        }
+    }
+    expect_code(a.validate(&admin, &key).await, Code::Unavailable);
     tokio::task::block_in_place(|| {
         for i in 0..3 {
             cluster.members_restart_async(i);

@@ -6,9 +6,8 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use tokio::sync::watch;
 
-use super::{prefix_end, retry_read, split_key, table_key, Mirror, MIRRORED};
+use super::{prefix_end, retry_read, split_key, table_key, Head, Mirror, MIRRORED};
 use crate::domain::Result;
 use crate::store::kv::read_u64;
 use crate::store::tables::Table;
@@ -18,7 +17,7 @@ pub(super) struct Follower {
     pub client: Client,
     pub root: Vec<u8>,
     pub mirror: Arc<Mirror>,
-    pub head: watch::Sender<u64>,
+    pub head: Arc<Head>,
 }
 
 enum Stopped {
@@ -69,7 +68,7 @@ impl Follower {
             .tables
             .write()
             .expect("mirror lock is never poisoned") = tables;
-        self.advance(head);
+        self.head.advance(head);
         Ok(revision)
     }
 
@@ -149,16 +148,8 @@ impl Follower {
                 }
             }
             if let Some(head) = new_head {
-                self.advance(head);
+                self.head.advance(head);
             }
         }
-    }
-
-    fn advance(&self, head: u64) {
-        self.head.send_if_modified(|durable| {
-            let advanced = head > *durable;
-            *durable = (*durable).max(head);
-            advanced
-        });
     }
 }

@@ -209,10 +209,74 @@ pub(in crate::store) struct EtcdBackend {
     /// `PREFIX/`.
     root: Vec<u8>,
     mirror: Arc<Mirror>,
-    head: watch::Receiver<u64>,
+    head: Arc<Head>,
     /// Set while the cluster cannot be reached; cleared when it can again.
     fault: Arc<watch::Sender<Option<String>>>,
     _tasks: Vec<AbortOnDropHandle<()>>,
+}
+
+/// The durable head and the channel that announces it. While the cluster cannot be reached
+/// the sender is dropped, which ends every revocation stream of this replica (a stream that
+/// went on sending checkpoints would vouch for a freshness the replica cannot see); a new
+/// channel is made when the cluster answers again.
+pub(super) struct Head {
+    inner: std::sync::Mutex<HeadInner>,
+}
+
+struct HeadInner {
+    value: u64,
+    sender: Option<watch::Sender<u64>>,
+    receiver: watch::Receiver<u64>,
+}
+
+impl Head {
+    fn new() -> Head {
+        let (sender, receiver) = watch::channel(0);
+        Head {
+            inner: std::sync::Mutex::new(HeadInner {
+                value: 0,
+                sender: Some(sender),
+                receiver,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeadInner> {
+        self.inner.lock().expect("head lock is never poisoned")
+    }
+
+    /// Moves the head forward (never back) and wakes the streams.
+    pub fn advance(&self, head: u64) {
+        let mut inner = self.lock();
+        inner.value = inner.value.max(head);
+        let value = inner.value;
+        if let Some(sender) = &inner.sender {
+            sender.send_if_modified(|durable| {
+                let advanced = value > *durable;
+                *durable = value;
+                advanced
+            });
+        }
+    }
+
+    fn receiver(&self) -> watch::Receiver<u64> {
+        self.lock().receiver.clone()
+    }
+
+    /// Ends every stream following the head (the cluster is out of reach).
+    fn stop(&self) {
+        self.lock().sender.take();
+    }
+
+    /// A new channel, from the current head (the cluster answers again).
+    fn restart(&self) {
+        let mut inner = self.lock();
+        if inner.sender.is_none() {
+            let (sender, receiver) = watch::channel(inner.value);
+            inner.sender = Some(sender);
+            inner.receiver = receiver;
+        }
+    }
 }
 
 /// This replica's copy of the mirrored tables.
@@ -228,19 +292,19 @@ impl EtcdBackend {
         let root = url.root();
         let mirror = Arc::new(Mirror::default());
         let fault = Arc::new(watch::Sender::new(None));
-        let (head_tx, head) = watch::channel(0);
+        let head = Arc::new(Head::new());
         let follower = follow::Follower {
             client: client.clone(),
             root: root.clone(),
             mirror: mirror.clone(),
-            head: head_tx,
+            head: head.clone(),
         };
         let loaded = follower.load().await?;
         let backend = EtcdBackend {
             kv: client.kv_client(),
             root: root.clone(),
             mirror,
-            head,
+            head: head.clone(),
             fault: fault.clone(),
             _tasks: vec![
                 AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
@@ -248,6 +312,7 @@ impl EtcdBackend {
                     client.kv_client(),
                     root,
                     fault,
+                    head,
                 ))),
             ],
         };
@@ -270,7 +335,7 @@ impl EtcdBackend {
     }
 
     pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.head.clone()
+        self.head.receiver()
     }
 
     /// A range read, linearizable; long ranges come in pages.
@@ -306,16 +371,15 @@ impl EtcdBackend {
             if revision != 0 {
                 options = options.with_revision(revision);
             }
-            let mut kv = self.kv.clone();
             let response = retry_read(|| {
-                let mut kv = kv.clone();
+                let mut kv = self.kv.clone();
                 let (start, options) = (start.clone(), options.clone());
                 async move { kv.get(start, Some(options)).await }
             })
             .await?;
-            kv = self.kv.clone();
-            let _ = kv;
-            revision = response.header().map_or(0, |h| h.revision());
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
             let more = response.more();
             let kvs = response.kvs();
             for item in kvs {
@@ -471,7 +535,12 @@ pub(super) fn ambiguous(error: &etcd_client::Error) -> Error {
 /// Marks the store unavailable while the cluster does not answer a linearizable read, and
 /// available again once it does. Two failed probes (or one after a slow one) stay well
 /// inside the 5 s a replica has to go NOT_SERVING.
-async fn probe_forever(kv: KvClient, root: Vec<u8>, fault: Arc<watch::Sender<Option<String>>>) {
+async fn probe_forever(
+    kv: KvClient,
+    root: Vec<u8>,
+    fault: Arc<watch::Sender<Option<String>>>,
+    head: Arc<Head>,
+) {
     let key = table_key(&root, Table::Meta, super::META_INITIALISED);
     loop {
         let mut client = kv.clone();
@@ -485,8 +554,14 @@ async fn probe_forever(kv: KvClient, root: Vec<u8>, fault: Arc<watch::Sender<Opt
             let changed = current.is_some() != failure.is_some();
             if changed {
                 match &failure {
-                    Some(cause) => tracing::error!(%cause, "etcd unreachable: not serving"),
-                    None => tracing::info!("etcd reachable again: serving"),
+                    Some(cause) => {
+                        tracing::error!(%cause, "etcd unreachable: not serving");
+                        head.stop();
+                    }
+                    None => {
+                        tracing::info!("etcd reachable again: serving");
+                        head.restart();
+                    }
                 }
                 *current = failure.clone();
             }

@@ -77,11 +77,14 @@ impl EtcdBackend {
         self.run(prefetch, rules, true).await
     }
 
+    /// A read-only closure. Refused at once while the cluster is out of reach, so that a
+    /// client tries another replica rather than wait on this one.
     pub async fn read<T>(
         &self,
         prefetch: Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
     ) -> Result<T> {
+        self.writable()?;
         self.run(prefetch, rules, false).await
     }
 
