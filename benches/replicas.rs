@@ -58,7 +58,7 @@ async fn keys(server: &Running) -> Keys {
 }
 
 /// An org, its admin and its key; returns (org_id, email, key).
-async fn org(server: &Running, name: &str) -> (String, String, String) {
+async fn org(server: &Running, name: String) -> (String, String, String) {
     let channel = Endpoint::from_shared(server.url.clone())
         .unwrap()
         .connect()
@@ -68,7 +68,7 @@ async fn org(server: &Running, name: &str) -> (String, String, String) {
     let mut users = UserServiceClient::with_interceptor(channel, bearer);
     let org = users
         .create_org(CreateOrgRequest {
-            name: name.into(),
+            name: name.clone(),
             edition: 1,
         })
         .await
@@ -218,7 +218,7 @@ async fn main() {
     );
     for (name, server, other) in [("sled", &sled, &sled), ("etcd", &a, &b)] {
         let orgs: Vec<_> =
-            futures_util::future::join_all((0..16).map(|i| org(server, &format!("Org{i}")))).await;
+            futures_util::future::join_all((0..16).map(|i| org(server, format!("Org{i}")))).await;
         let (rate, p50, p99) = validate_load(server, &orgs[0].1, &orgs[0].2, seconds).await;
         let regen_one = regenerate_load(server, &orgs[1..2], seconds).await;
         let regen_many = regenerate_load(server, &orgs[..16], seconds).await;
