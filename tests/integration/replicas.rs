@@ -149,6 +149,9 @@ async fn killing_the_etcd_leader_during_regenerations_loses_nothing_and_revives_
         "only {} acknowledged",
         acknowledged.len()
     );
+    // A replica may stand down while the cluster elects a leader; it comes back by itself.
+    wait_for_status(&a, ServingStatus::Serving).await;
+    wait_for_status(&b, ServingStatus::Serving).await;
 
     // The log is gapless and holds every acknowledged regeneration's revocation.
     let log = read_log(&b).await;

@@ -74,6 +74,7 @@ impl EtcdBackend {
         rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
     ) -> Result<T> {
         self.writable()?;
+        let _one_at_a_time = self.writer.lock().await;
         self.run(prefetch, rules, true).await
     }
 
