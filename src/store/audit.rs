@@ -13,7 +13,7 @@ use std::ops::Bound;
 
 use prost::Message;
 
-use super::kv::{get_u64, read_u64, Range, Tx, TxResult};
+use super::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
 use super::records::{decode, now, AuditRecord};
 use super::tables::Table;
 use super::{Store, PRUNE_BATCH};
@@ -140,48 +140,90 @@ impl Store {
         limit: usize,
     ) -> Result<Page<AuditEvent>> {
         let before = before.unwrap_or(u64::MAX);
-        let (start, end) = match &filter.org_id {
+        let (start, mut end) = match &filter.org_id {
             Some(org_id) => (org_prefix(org_id), org_key(org_id, before)),
             None => (vec![BY_SEQUENCE], sequence_key(before)),
         };
-        let range = Range::new(Table::Audit, Bound::Included(start), Bound::Excluded(end))
-            .reverse()
-            .limit(SCAN_LIMIT + 1);
-        let keys = self.backend().scan(range).await?;
         let mut items = Vec::new();
         let mut last = None;
-        for (scanned, (key, _)) in keys.into_iter().enumerate() {
-            if items.len() == limit || scanned == SCAN_LIMIT {
+        let mut scanned = 0;
+        loop {
+            // A chunk at a time, newest first: a page of `limit` needs a little over `limit`
+            // entries when the filters match, and never more than SCAN_LIMIT.
+            let chunk = limit
+                .saturating_add(1)
+                .clamp(16, 1000)
+                .min(SCAN_LIMIT + 1 - scanned);
+            let range = Range::new(
+                Table::Audit,
+                Bound::Included(start.clone()),
+                Bound::Excluded(end.clone()),
+            )
+            .reverse()
+            .limit(chunk);
+            let entries = self.backend().scan(range).await?;
+            let Some((oldest, _)) = entries.last() else {
                 return Ok(Page {
                     items,
-                    next_after: last.map(|s: u64| s.to_string()),
+                    next_after: None,
+                });
+            };
+            end = oldest.clone();
+            let more = entries.len() == chunk;
+            for event in self.audit_events(entries, filter.org_id.is_some()).await? {
+                if items.len() == limit || scanned == SCAN_LIMIT {
+                    return Ok(Page {
+                        items,
+                        next_after: last.map(|s: u64| s.to_string()),
+                    });
+                }
+                scanned += 1;
+                last = Some(event.sequence);
+                if filter.matches(&event) {
+                    items.push(event);
+                }
+            }
+            if !more {
+                return Ok(Page {
+                    items,
+                    next_after: None,
                 });
             }
-            let sequence = sequence_of(&key);
-            last = Some(sequence);
-            let event = self.audit_event(sequence).await?;
-            if filter.matches(&event) {
-                items.push(event);
-            }
         }
-        Ok(Page {
-            items,
-            next_after: None,
-        })
     }
 
-    async fn audit_event(&self, sequence: u64) -> Result<AuditEvent> {
-        let key = sequence_key(sequence);
-        let bytes = self
+    /// The events of scanned `s` entries, or (`by_org`) of scanned org index entries, whose
+    /// records are then read together.
+    async fn audit_events(&self, entries: Vec<Entry>, by_org: bool) -> Result<Vec<AuditEvent>> {
+        if !by_org {
+            return entries
+                .iter()
+                .map(|(key, value)| decode::<AuditRecord>(value)?.to_event(sequence_of(key)))
+                .collect();
+        }
+        let keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|(key, _)| sequence_key(sequence_of(key)))
+            .collect();
+        let prefetch = keys.iter().map(|k| (Table::Audit, k.clone())).collect();
+        let records = self
             .backend()
-            .read(vec![(Table::Audit, key.clone())], |tx| {
-                tx.get(Table::Audit, &key)
+            .read(prefetch, |tx| {
+                keys.iter()
+                    .map(|key| tx.get(Table::Audit, key))
+                    .collect::<TxResult<Vec<_>>>()
             })
-            .await?
-            .ok_or_else(|| {
-                Error::internal(format!("audit index names a missing entry {sequence}"))
-            })?;
-        decode::<AuditRecord>(&bytes)?.to_event(sequence)
+            .await?;
+        keys.iter()
+            .zip(records)
+            .map(|(key, record)| {
+                let sequence = sequence_of(key);
+                let record = record.ok_or_else(|| {
+                    Error::internal(format!("audit index names a missing entry {sequence}"))
+                })?;
+                decode::<AuditRecord>(&record)?.to_event(sequence)
+            })
+            .collect()
     }
 
     /// Deletes audit entries beyond both retention bounds (more than `keep_count` behind the

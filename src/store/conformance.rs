@@ -403,6 +403,48 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn the_audit_trail_pages_through_an_org_and_everything_newest_first() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, _, _) = org_with_admins(store, "Acme").await;
+            for i in 0..150 {
+                store
+                    .create_user(
+                        &by(),
+                        org.clone(),
+                        email(&format!("u{i}@acme.example")),
+                        Name::parse("display_name", "U").unwrap(),
+                        Profile::Standard,
+                    )
+                    .await
+                    .unwrap();
+            }
+            // OrgCreated, 2 admins, 150 users: 153 entries of the org, 154 in all.
+            let by_org = AuditFilter {
+                org_id: Some(org),
+                ..Default::default()
+            };
+            for (filter, total) in [(by_org, 153), (AuditFilter::default(), 154)] {
+                let first = store.list_audit(&filter, None, 140).await.unwrap();
+                assert_eq!(first.items.len(), 140);
+                let before: u64 = first.next_after.as_deref().unwrap().parse().unwrap();
+                let rest = store.list_audit(&filter, Some(before), 140).await.unwrap();
+                assert_eq!(rest.next_after, None);
+                let sequences: Vec<u64> = first
+                    .items
+                    .iter()
+                    .chain(&rest.items)
+                    .map(|e| e.sequence)
+                    .collect();
+                assert_eq!(sequences.len(), total);
+                assert!(
+                    sequences.windows(2).all(|w| w[0] > w[1]),
+                    "newest first, no repeats"
+                );
+            }
+        }
+
+        #[tokio::test]
         async fn validations_are_counted_and_saved() {
             let fresh = $fresh().await;
             let store = &fresh.store;

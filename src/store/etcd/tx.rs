@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
-use super::{ambiguous, never_sent, retry_read, table_key, EtcdBackend};
+use super::{ambiguous, never_sent, retry_read, table_key, EtcdBackend, MAX_TXN_OPS};
 use crate::domain::{Error, Result};
 use crate::store::kv::{Prefetch, Tx, TxError, TxResult};
 use crate::store::tables::Table;
@@ -141,31 +141,34 @@ impl EtcdBackend {
         ))
     }
 
-    /// Fetches `keys` in one Txn: at the snapshot's revision, or (the first fetch) at the
-    /// latest one, which then becomes the snapshot's.
+    /// Fetches `keys` (in Txns of at most [`MAX_TXN_OPS`] gets): at the snapshot's revision,
+    /// or (the first fetch) at the latest one, which then becomes the snapshot's.
     async fn fetch(&self, snapshot: &mut Snapshot, keys: Vec<Vec<u8>>) -> Result<()> {
-        let options =
-            (snapshot.revision != 0).then(|| GetOptions::new().with_revision(snapshot.revision));
-        let ops: Vec<TxnOp> = keys
-            .iter()
-            .map(|key| TxnOp::get(key.clone(), options.clone()))
-            .collect();
-        let response = retry_read(|| {
-            let mut kv = self.kv.clone();
-            let txn = Txn::new().and_then(ops.clone());
-            async move { kv.txn(txn).await }
-        })
-        .await?;
-        if snapshot.revision == 0 {
-            snapshot.revision = response.header().map_or(0, |h| h.revision());
-        }
-        for (key, op) in keys.into_iter().zip(response.op_responses()) {
-            if let TxnOpResponse::Get(get) = op {
-                let found = get.kvs().first();
-                let value = found.map(|kv| kv.value().to_vec());
-                snapshot
-                    .values
-                    .insert(key, (value, found.map_or(0, |kv| kv.mod_revision())));
+        for chunk in keys.chunks(MAX_TXN_OPS) {
+            let options = (snapshot.revision != 0)
+                .then(|| GetOptions::new().with_revision(snapshot.revision));
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|key| TxnOp::get(key.clone(), options.clone()))
+                .collect();
+            let response = retry_read(|| {
+                let mut kv = self.kv.clone();
+                let txn = Txn::new().and_then(ops.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+            if snapshot.revision == 0 {
+                snapshot.revision = response.header().map_or(0, |h| h.revision());
+            }
+            for (key, op) in chunk.iter().zip(response.op_responses()) {
+                if let TxnOpResponse::Get(get) = op {
+                    let found = get.kvs().first();
+                    let value = found.map(|kv| kv.value().to_vec());
+                    snapshot.values.insert(
+                        key.clone(),
+                        (value, found.map_or(0, |kv| kv.mod_revision())),
+                    );
+                }
             }
         }
         Ok(())
