@@ -236,7 +236,11 @@ impl Store {
         let below = head.saturating_sub(keep_count);
         let mut removed = 0;
         loop {
-            let batch = self.prune_audit_batch(below, keep_since).await?;
+            let batch = self
+                .off_the_runtime(move |store| async move {
+                    store.prune_audit_batch(below, keep_since).await
+                })
+                .await?;
             if batch == 0 {
                 return Ok(removed);
             }

@@ -112,9 +112,10 @@ impl Backend {
     pub async fn sync(&self) -> Result<()> {
         match self {
             Backend::Sled(sled) => sled.durability.sync().await,
-            // etcd answers a write only once a majority has it on disk.
+            // etcd answers a write only once a majority has it on disk; what remains is for
+            // this replica's own streams to have heard of it.
             #[cfg(feature = "etcd")]
-            Backend::Etcd(_) => Ok(()),
+            Backend::Etcd(etcd) => etcd.sync().await,
         }
     }
 

@@ -445,6 +445,28 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn a_revocation_is_announced_to_subscribers_before_it_is_answered() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            let log = $crate::store::EventLog::new(store.clone());
+            for round in 1..=200 {
+                let generated = store
+                    .generate_key(&by(), &org, &ada, KeyMode::Replace)
+                    .await
+                    .unwrap();
+                assert_eq!(generated.replaced.unwrap().sequence, round);
+                // No waiting: a subscriber that starts now from the head already has it.
+                assert_eq!(log.durable_head(), round);
+                assert_eq!(log.read(round - 1, round, 1).unwrap().len(), 1);
+            }
+        }
+
+        #[tokio::test]
         async fn validations_are_counted_and_saved() {
             let fresh = $fresh().await;
             let store = &fresh.store;

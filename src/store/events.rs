@@ -96,13 +96,17 @@ impl EventLog {
     /// Deletes events beyond both retention bounds: only those that are more than `keep_count`
     /// behind the head *and* older than `keep_since`. Returns how many were removed.
     ///
-    /// Works in batches of [`PRUNE_BATCH`], each durable before the next, so a large backlog
-    /// never makes one huge write.
+    /// Works in batches of [`PRUNE_BATCH`], each durable before the next (on sled each on the
+    /// blocking pool), so a large backlog never holds a runtime worker for long.
     pub async fn prune(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
         let below = self.durable_head().saturating_sub(keep_count);
         let mut removed = 0;
         loop {
-            let batch = self.prune_batch(below, keep_since).await?;
+            let log = self.clone();
+            let batch = self
+                .store
+                .off_the_runtime(move |_| async move { log.prune_batch(below, keep_since).await })
+                .await?;
             if batch == 0 {
                 return Ok(removed);
             }

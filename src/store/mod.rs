@@ -1,10 +1,14 @@
-//! Storage: every entity and the revocation log in one embedded sled database.
+//! Storage: every entity, the revocation log and the audit trail, in sled (embedded, the
+//! default) or on etcd (feature `etcd`, for replicas).
 //!
-//! The trees and what each holds are listed once, in `tables.rs`.
+//! The tables and what each holds are listed once, in `tables.rs`. The rules (`orgs.rs`,
+//! `keys.rs`, `accounts.rs`, `revocation.rs`, `events.rs`, `audit.rs`) are closures over the
+//! transactional key-value interface of `kv.rs`; `backend.rs` runs them on `sled_backend.rs`
+//! or `etcd/`.
 //!
-//! Every mutation is one sled transaction over the trees it touches (so no crash leaves half a
-//! change, and a revocation is logged atomically with the change it records), followed by a
-//! shared flush (`durability.rs`) before it returns.
+//! Every mutation is one transaction (so no crash leaves half a change, and a revocation is
+//! logged atomically with the change it records), made durable before it returns: on sled by
+//! a shared flush (`durability.rs`), on etcd by the cluster's own quorum fsync.
 
 mod accounts;
 mod audit;
@@ -181,6 +185,24 @@ impl Store {
 
     fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Runs a long store job (a pruning batch) so that it holds no runtime worker: on the
+    /// blocking pool for sled, whose calls block their thread; as it is on etcd, whose calls
+    /// are asynchronous I/O.
+    async fn off_the_runtime<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        if self.is_replica() {
+            return work(self.clone()).await;
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || futures_now(work(store)))
+            .await
+            .map_err(Error::internal)?
     }
 }
 

@@ -18,6 +18,8 @@ pub(super) struct Follower {
     pub root: Vec<u8>,
     pub mirror: Arc<Mirror>,
     pub head: Arc<Head>,
+    /// The highest etcd revision this replica's copy reflects.
+    pub applied: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 enum Stopped {
@@ -69,6 +71,11 @@ impl Follower {
             .write()
             .expect("mirror lock is never poisoned") = tables;
         self.head.advance(head);
+        self.applied.send_if_modified(|applied| {
+            let moved = revision > *applied;
+            *applied = (*applied).max(revision);
+            moved
+        });
         Ok(revision)
     }
 
@@ -150,6 +157,12 @@ impl Follower {
             if let Some(head) = new_head {
                 self.head.advance(head);
             }
+            let revision = *revision;
+            self.applied.send_if_modified(|applied| {
+                let moved = revision > *applied;
+                *applied = (*applied).max(revision);
+                moved
+            });
         }
     }
 }

@@ -216,6 +216,11 @@ pub(in crate::store) struct EtcdBackend {
     /// so concurrent ones would only conflict on its head and re-run (measured: 16 at once
     /// made fewer changes per second than one at a time).
     writer: tokio::sync::Mutex<()>,
+    /// The revision of this replica's latest write, and the revision its watched copy (and so
+    /// the durable head its streams follow) reflects: `sync` waits for the one to reach the
+    /// other, so a change is announced to this replica's subscribers before it is answered.
+    written: std::sync::atomic::AtomicI64,
+    applied: watch::Receiver<i64>,
     _tasks: Vec<AbortOnDropHandle<()>>,
 }
 
@@ -297,11 +302,13 @@ impl EtcdBackend {
         let mirror = Arc::new(Mirror::default());
         let fault = Arc::new(watch::Sender::new(None));
         let head = Arc::new(Head::new());
+        let applied = Arc::new(watch::Sender::new(0));
         let follower = follow::Follower {
             client: client.clone(),
             root: root.clone(),
             mirror: mirror.clone(),
             head: head.clone(),
+            applied: applied.clone(),
         };
         let loaded = follower.load().await?;
         let backend = EtcdBackend {
@@ -311,6 +318,8 @@ impl EtcdBackend {
             head: head.clone(),
             fault: fault.clone(),
             writer: tokio::sync::Mutex::new(()),
+            written: std::sync::atomic::AtomicI64::new(0),
+            applied: applied.subscribe(),
             _tasks: vec![
                 AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
                 AbortOnDropHandle::new(tokio::spawn(probe_forever(
@@ -326,6 +335,28 @@ impl EtcdBackend {
 
     fn key(&self, table: Table, key: &[u8]) -> Vec<u8> {
         table_key(&self.root, table, key)
+    }
+
+    /// Notes a write of this replica, committed at `revision`.
+    pub(super) fn wrote(&self, revision: i64) {
+        self.written
+            .fetch_max(revision, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Returns once this replica's copy reflects every write it made before the call (etcd
+    /// already has them on a majority's disks). Bounded: if the watch is down, the probe
+    /// takes the replica out of service, and the write stands.
+    pub async fn sync(&self) -> Result<()> {
+        let written = self.written.load(std::sync::atomic::Ordering::SeqCst);
+        let mut applied = self.applied.clone();
+        let caught_up = applied.wait_for(|applied| *applied >= written);
+        if tokio::time::timeout(REQUEST_TIMEOUT, caught_up)
+            .await
+            .is_err()
+        {
+            tracing::warn!(written, "this replica's watch is behind its own writes");
+        }
+        Ok(())
     }
 
     pub fn writable(&self) -> Result<()> {
@@ -414,9 +445,11 @@ impl EtcdBackend {
                 })
                 .collect();
             let mut kv = self.kv.clone();
-            kv.txn(Txn::new().and_then(ops))
+            let response = kv
+                .txn(Txn::new().and_then(ops))
                 .await
                 .map_err(|e| ambiguous(&e))?;
+            self.wrote(response.header().map_or(0, |h| h.revision()));
         }
         Ok(())
     }

@@ -210,6 +210,7 @@ impl EtcdBackend {
             }
         };
         if response.succeeded() {
+            self.wrote(response.header().map_or(0, |h| h.revision()));
             return Ok(None);
         }
         let mut current = Snapshot {
