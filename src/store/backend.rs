@@ -8,6 +8,8 @@ use super::sled_backend::SledBackend;
 use super::tables::Table;
 use crate::domain::Result;
 
+// One per process, inside the store's Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Backend {
     Sled(SledBackend),
     #[cfg(feature = "etcd")]
