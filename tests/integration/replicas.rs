@@ -423,3 +423,70 @@ async fn a_deleted_account_is_refused_by_every_replica() {
     }
     assert!(refused, "replica b still accepts a deleted account");
 }
+
+#[tokio::test]
+async fn a_sigkilled_replica_leaves_the_others_serving_and_its_subscriber_resumes_on_a_survivor() {
+    use crate::process::{spawn_zsc, Clients};
+    let cluster = cluster().await;
+    let url = cluster.url("/zsc");
+    let a = TestServer::start_replica(&url, None).await;
+    // The replica to kill is the real binary, killed with SIGKILL.
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &url,
+        "--data-dir",
+        &data_dir,
+    ];
+    let (mut child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    assert!(
+        !dir.path().join("operator.token").exists(),
+        "only the initialising replica writes the token"
+    );
+    let mut doomed = Clients::connect(&addr, &a.operator_token).await;
+    let (org_id, admin) = a.org_with_admin("Acme").await;
+    a.key(&org_id, &admin).await;
+    let mut stream = doomed
+        .keys
+        .watch_revocations(watch_from(Some(0)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut cursor = 0;
+    for _ in 0..3 {
+        a.regenerate(&org_id, &admin).await;
+    }
+    while cursor < 3 {
+        match next(&mut stream).await.unwrap() {
+            Event::Revocation(event) => {
+                assert_eq!(event.sequence, cursor + 1);
+                cursor = event.sequence;
+            }
+            Event::Checkpoint(_) => {}
+        }
+    }
+    child.kill().await.unwrap();
+    // Changes go on through the survivor while the subscriber is away...
+    let mut latest = String::new();
+    for _ in 0..2 {
+        latest = a.regenerate(&org_id, &admin).await;
+    }
+    a.validate(&admin, &latest)
+        .await
+        .expect("the survivor serves");
+    // ...and it resumes there from its cursor: same store, same sequences, nothing missed.
+    let mut resumed = a.watch(watch_from(Some(cursor))).await.unwrap();
+    let mut sequences = Vec::new();
+    loop {
+        match next(&mut resumed).await.unwrap() {
+            Event::Revocation(event) => sequences.push(event.sequence),
+            Event::Checkpoint(checkpoint) if checkpoint.sequence >= 5 => break,
+            Event::Checkpoint(_) => {}
+        }
+    }
+    assert_eq!(sequences, [4, 5]);
+}
