@@ -626,3 +626,45 @@ impl From<etcd_client::Error> for Error {
         unreachable_cluster(&error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_name_endpoints_and_a_prefix() {
+        let url: EtcdUrl = "etcd://10.0.0.1:2379,10.0.0.2:2379/teams/zsc/"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(url.prefix, "/teams/zsc");
+        assert_eq!(
+            url.to_string(),
+            "etcd://10.0.0.1:2379,10.0.0.2:2379/teams/zsc"
+        );
+        let url: EtcdUrl = "etcd://localhost:2379".parse().unwrap();
+        assert_eq!(url.prefix, DEFAULT_PREFIX);
+        for bad in [
+            "http://localhost:2379",
+            "etcd://",
+            "etcd:///zsc",
+            "etcd://host/zsc",
+            "etcd://a:1,,b:2",
+        ] {
+            assert!(bad.parse::<EtcdUrl>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_split_back_into_their_table() {
+        let key = table_key(b"/zsc/", Table::Keys, b"\x00/\xff");
+        assert_eq!(
+            split_key(&key[b"/zsc/".len()..]),
+            Some((Table::Keys, &b"\x00/\xff"[..]))
+        );
+        assert_eq!(split_key(b"nosuchtable/x"), None);
+    }
+}
