@@ -38,6 +38,9 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Back up a store on etcd instead (etcd://HOST:PORT[,...][/PREFIX]); replicas may keep running.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Restore a backup into a new data dir. The restored store gets a new store id.
     Restore {
@@ -45,12 +48,21 @@ pub enum Command {
         input: PathBuf,
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
+        /// Restore into an empty prefix on etcd instead (etcd://HOST:PORT[,...][/PREFIX]): a
+        /// backup of a data dir restored so is the migration from one node to replicas.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Mint a new token for the `operator` account (server stopped): the recovery path when
     /// the last operator token is lost. Written to DATA_DIR/operator.token (mode 0600).
     OperatorToken {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
+        /// Mint it for a store on etcd instead (etcd://HOST:PORT[,...][/PREFIX]), initialising
+        /// the store if its prefix is empty; replicas may keep running. The token is written to
+        /// DATA_DIR/operator.token.
+        #[arg(long, env = "ZSC_STORE")]
+        store: Option<String>,
     },
     /// Exit 0 if the server's gRPC health check says SERVING (for container health checks).
     HealthCheck {
@@ -80,6 +92,11 @@ pub struct ServeArgs {
     /// Directory holding the database and, after the first start, operator.token (mode 0600).
     #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
     pub data_dir: PathBuf,
+
+    /// Keep the store on etcd instead of sled in --data-dir: etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// (default prefix /zsc). Replicas given the same URL serve the same store.
+    #[arg(long, env = "ZSC_STORE")]
+    pub store: Option<String>,
 
     /// Log format; RUST_LOG sets the level filter (default info).
     #[arg(long, env = "ZSC_LOG_FORMAT", value_enum, default_value = "text")]
@@ -206,6 +223,7 @@ impl ServeArgs {
             )));
         }
         let mut config = Config::new(&self.data_dir);
+        config.store_url = self.store.clone();
         config.watch.heartbeat = self.heartbeat_interval.into();
         config.watch.stall_timeout = self.subscriber_stall_timeout.into();
         config.watch.max_subscribers = self.max_subscribers;

@@ -25,6 +25,10 @@ pub async fn restart_needed(
     names: Vec<&'static str>,
     data_dir: PathBuf,
 ) -> String {
+    if store.is_replica() {
+        // A replica's faults come and go with its cluster: `serve_while_reachable` follows them.
+        return std::future::pending().await;
+    }
     let mut fault = store.fault();
     let cause = fault
         .wait_for(Option::is_some)
@@ -60,4 +64,29 @@ async fn probe(dir: PathBuf) -> std::io::Result<()> {
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// For a replica on a shared store (etcd): NOT_SERVING while the cluster cannot be reached,
+/// SERVING again once it can, until shutdown. Changes are refused meanwhile (UNAVAILABLE); the
+/// replica needs no restart.
+pub async fn serve_while_reachable(
+    store: Store,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    stopping: crate::shutdown::Shutdown,
+) {
+    let mut fault = store.fault();
+    loop {
+        let status = match &*fault.borrow_and_update() {
+            None => ServingStatus::Serving,
+            Some(_) => ServingStatus::NotServing,
+        };
+        for name in &names {
+            health.set_service_status(*name, status).await;
+        }
+        tokio::select! {
+            () = stopping.begun() => return,
+            changed = fault.changed() => if changed.is_err() { return },
+        }
+    }
 }

@@ -11,10 +11,14 @@
 //! Dependencies point one way: `domain` <- `store` <- `api` <- `server` <- `main`.
 //! - [`domain`]: the ZSC rules and validated types (`Email`, `OrgId`, `ZscKey`, ...), the
 //!   error enum. No sled, no tonic.
-//! - [`store`]: sled. The trees, named once (`store/tables.rs`); one transaction per
-//!   mutation, group-committed flushes with an fsync and the write fence (`store/durability.rs`),
-//!   private files (`store/files.rs`), the revocation log ([`store::EventLog`]), the audit trail
-//!   (`store/audit.rs`) and key usage counted in memory (`store/usage.rs`).
+//! - [`store`]: the rules, written once against a small transactional key-value interface
+//!   (`store/kv.rs`), and two backends: sled (embedded, the default: one transaction per
+//!   mutation, group-committed flushes with an fsync and the write fence in
+//!   `store/durability.rs`, private files in `store/files.rs`) and etcd (feature `etcd`:
+//!   optimistic transactions, one watch per replica). The trees are named once
+//!   (`store/tables.rs`). The revocation log ([`store::EventLog`]), the audit trail
+//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`). A conformance suite
+//!   (`store/conformance.rs`) runs the same tests against both backends.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
@@ -29,12 +33,14 @@
 //!   restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary.
+//! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
 //!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
 //!   `domain` only, never on the server.
 //!
 //! # Architecture invariants
-//! - On the server side, only `api`, `server` and `shutdown` know tonic; only `store` knows sled.
+//! - On the server side, only `api`, `server` and `shutdown` know tonic; only `store` knows sled
+//!   or etcd, and within it no rule knows which backend runs it.
 //! - Secrets are [`domain::Secret`]s: redacted in `Debug`, zeroed on drop, stored only as
 //!   blake3 hashes, returned once by the RPC that creates them, never logged.
 //! - A revocation is appended to the log in the same transaction as the change it records,
@@ -64,6 +70,9 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "etcd")]
+#[doc(hidden)]
+pub mod testing;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

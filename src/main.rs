@@ -17,7 +17,25 @@ async fn main() -> ExitCode {
     zsc::telemetry::init(log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
-        Command::Backup { data_dir, out } => store::backup(&data_dir, &out).map(|report| {
+        Command::Backup {
+            data_dir,
+            out,
+            store: Some(url),
+        } => remote::backup(&url, &out).await.map(|report| {
+            println!(
+                "backed up {} entries (revocation log head {}, store {}) to {}",
+                report.entries,
+                report.head,
+                report.store_id,
+                out.display()
+            );
+            let _ = data_dir;
+        }),
+        Command::Backup {
+            data_dir,
+            out,
+            store: None,
+        } => store::backup(&data_dir, &out).map(|report| {
             println!(
                 "backed up {} entries (revocation log head {}, store {}) to {}",
                 report.entries,
@@ -26,7 +44,21 @@ async fn main() -> ExitCode {
                 out.display()
             );
         }),
-        Command::Restore { input, data_dir } => store::restore(&input, &data_dir).map(|report| {
+        Command::Restore {
+            input,
+            store: Some(url),
+            ..
+        } => remote::restore(&input, &url).await.map(|report| {
+            println!(
+                "restored {} entries into {url} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
+                report.entries, report.head, report.store_id
+            );
+        }),
+        Command::Restore {
+            input,
+            data_dir,
+            store: None,
+        } => store::restore(&input, &data_dir).map(|report| {
             println!(
                 "restored {} entries into {} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
                 report.entries,
@@ -35,7 +67,14 @@ async fn main() -> ExitCode {
                 report.store_id
             );
         }),
-        Command::OperatorToken { data_dir } => operator_token(&data_dir).await,
+        Command::OperatorToken {
+            data_dir,
+            store: None,
+        } => operator_token(&data_dir).await,
+        Command::OperatorToken {
+            data_dir,
+            store: Some(url),
+        } => remote::operator_token(&url, &data_dir).await,
         Command::HealthCheck { url, service, tls_ca } => {
             return health_check(&url, &service, tls_ca.as_deref()).await
         }
@@ -50,7 +89,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let server = zsc::server::Server::open(args.config()?)?;
+    let server = zsc::server::Server::connect(args.config()?).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -94,5 +133,66 @@ async fn health_check(url: &str, service: &str, tls_ca: Option<&Path>) -> ExitCo
             eprintln!("zsc health-check: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The offline commands on a store on etcd.
+#[cfg(feature = "etcd")]
+mod remote {
+    use std::path::Path;
+
+    use zsc::domain::{AccountToken, Error, Result};
+    use zsc::store::{self, BackupReport, EtcdUrl, Store, OPERATOR_TOKEN_FILE};
+
+    fn parse(url: &str) -> Result<EtcdUrl> {
+        url.parse().map_err(Error::invalid)
+    }
+
+    pub async fn backup(url: &str, out: &Path) -> Result<BackupReport> {
+        store::backup_etcd(&parse(url)?, out).await
+    }
+
+    pub async fn restore(input: &Path, url: &str) -> Result<BackupReport> {
+        store::restore_etcd(input, &parse(url)?).await
+    }
+
+    pub async fn operator_token(url: &str, data_dir: &Path) -> Result<()> {
+        let opened = Store::open_etcd(&parse(url)?, data_dir).await?;
+        let token = AccountToken::generate();
+        let path = data_dir.join(OPERATOR_TOKEN_FILE);
+        store::write_token_file(&path, &token)?;
+        opened.store.reset_operator_token(&token).await?;
+        println!(
+            "new operator token for {url} written to {} (mode 0600); the previous one no longer works",
+            path.display()
+        );
+        Ok(())
+    }
+}
+
+/// Without the etcd backend, a store URL is refused with a clear message.
+#[cfg(not(feature = "etcd"))]
+mod remote {
+    use std::path::Path;
+
+    use zsc::domain::{Error, Result};
+    use zsc::store::BackupReport;
+
+    fn unsupported<T>(url: &str) -> Result<T> {
+        Err(Error::FailedPrecondition(format!(
+            "--store {url}: this zsc was built without etcd support (cargo feature `etcd`)"
+        )))
+    }
+
+    pub async fn backup(url: &str, _: &Path) -> Result<BackupReport> {
+        unsupported(url)
+    }
+
+    pub async fn restore(_: &Path, url: &str) -> Result<BackupReport> {
+        unsupported(url)
+    }
+
+    pub async fn operator_token(url: &str, _: &Path) -> Result<()> {
+        unsupported(url)
     }
 }

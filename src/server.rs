@@ -53,6 +53,10 @@ pub const DEFAULT_USAGE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// Where the store lives when it is not sled in `data_dir`: `etcd://HOST:PORT[,...][/PREFIX]`
+    /// (needs a build with the `etcd` feature). The data dir then only receives the
+    /// operator token, on the replica that initialised the store.
+    pub store_url: Option<String>,
     pub store: StoreOptions,
     pub watch: WatchConfig,
     /// Keep at least this many revocation events...
@@ -113,6 +117,7 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Config {
             data_dir: data_dir.into(),
+            store_url: None,
             store: StoreOptions::default(),
             watch: WatchConfig {
                 heartbeat: DEFAULT_HEARTBEAT,
@@ -163,34 +168,86 @@ fn into_tokio(listener: Option<std::net::TcpListener>) -> Result<Option<TcpListe
 }
 
 impl Server {
+    /// Opens the store: sled in the data dir, or (with `store_url`) a store on etcd.
+    pub async fn connect(config: Config) -> Result<Server> {
+        let Some(url) = config.store_url.clone() else {
+            return Server::open(config);
+        };
+        // Local mistakes (unreadable TLS files, a taken port) are reported before the cluster
+        // is contacted.
+        let local = Local::prepare(&config)?;
+        let opened = open_remote(&url, &config.data_dir).await?;
+        Ok(local.serve_store(config, opened))
+    }
+
     /// Opens the data dir (creating it and the operator token on first start). Fails at once
     /// if another process has it open.
     pub fn open(config: Config) -> Result<Server> {
+        if config.store_url.is_some() {
+            return Err(Error::FailedPrecondition(
+                "a store URL needs Server::connect".into(),
+            ));
+        }
+        let local = Local::prepare(&config)?;
+        let opened = Store::open(&config.data_dir, &config.store)?;
+        Ok(local.serve_store(config, opened))
+    }
+}
+
+/// What a server needs from this machine besides its store: checked before the store is
+/// opened, so that a bad flag changes nothing.
+struct Local {
+    tls: Option<ServerTlsConfig>,
+    metrics_listener: Option<std::net::TcpListener>,
+    health_listener: Option<std::net::TcpListener>,
+}
+
+impl Local {
+    fn prepare(config: &Config) -> Result<Local> {
         let tls = config
             .tls
             .as_ref()
             .map(TlsFiles::load)
             .transpose()?
             .map(|tls| tls.timeout(config.limits.handshake_timeout));
-        let metrics_listener = bind(config.metrics_listen, "metrics")?;
-        let health_listener = bind(config.health_listen, "health")?;
-        let opened = Store::open(&config.data_dir, &config.store)?;
+        Ok(Local {
+            tls,
+            metrics_listener: bind(config.metrics_listen, "metrics")?,
+            health_listener: bind(config.health_listen, "health")?,
+        })
+    }
+
+    fn serve_store(self, config: Config, opened: crate::store::Opened) -> Server {
+        let Local {
+            tls,
+            metrics_listener,
+            health_listener,
+        } = self;
         if opened.created {
             tracing::info!(
                 path = %config.data_dir.join(OPERATOR_TOKEN_FILE).display(),
                 "new data dir: the operator token was written to this file (mode 0600)"
             );
         }
-        tracing::info!(data_dir = %config.data_dir.display(), store_id = opened.store.store_id(), "store open");
-        Ok(Server {
+        match &config.store_url {
+            Some(url) => {
+                tracing::info!(store = %url, store_id = opened.store.store_id(), "store open")
+            }
+            None => {
+                tracing::info!(data_dir = %config.data_dir.display(), store_id = opened.store.store_id(), "store open")
+            }
+        }
+        Server {
             config,
             store: opened.store,
             tls,
             metrics_listener,
             health_listener,
-        })
+        }
     }
+}
 
+impl Server {
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -365,6 +422,14 @@ impl Server {
                 names.to_vec(),
                 config.data_dir.clone(),
             );
+            if store.is_replica() {
+                side_tasks.push(tokio::spawn(crate::fault::serve_while_reachable(
+                    store.clone(),
+                    health.clone(),
+                    names.to_vec(),
+                    stopping.clone(),
+                )));
+            }
             let storage_failure = storage_failure.clone();
             async move {
                 tokio::select! {
@@ -420,6 +485,21 @@ impl Server {
     }
 }
 
+/// Opens a store given by URL (`etcd://...`).
+#[cfg(feature = "etcd")]
+pub async fn open_remote(url: &str, data_dir: &Path) -> Result<crate::store::Opened> {
+    let url: crate::store::EtcdUrl = url.parse().map_err(Error::invalid)?;
+    Store::open_etcd(&url, data_dir).await
+}
+
+/// Opens a store given by URL: this build has no etcd support.
+#[cfg(not(feature = "etcd"))]
+pub async fn open_remote(url: &str, _: &Path) -> Result<crate::store::Opened> {
+    Err(Error::FailedPrecondition(format!(
+        "--store {url}: this zsc was built without etcd support (cargo feature `etcd`)"
+    )))
+}
+
 /// A tonic server with the HTTP/2 limits set: tonic leaves hyper's stream limit and h2's
 /// reset-flood guard off unless told, and keepalive off.
 fn grpc_server(limits: &Limits) -> tonic::transport::Server {
@@ -448,6 +528,15 @@ async fn prune_forever(store: Store, config: Config, stopping: Shutdown) {
         tokio::select! {
             () = stopping.begun() => return,
             () = tokio::time::sleep(config.prune_interval) => {}
+        }
+        // Replicas of one store on etcd take turns: one prunes, for two intervals at a time.
+        match store.take_turn("prune", config.prune_interval * 2).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "could not learn whose turn it is to prune");
+                continue;
+            }
         }
         let now = std::time::SystemTime::now();
         let keep_since = now - config.event_retention_age;

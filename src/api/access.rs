@@ -40,7 +40,7 @@ impl AccessService for AccessApi {
         &self,
         _request: Request<pb::ListServiceAccountsRequest>,
     ) -> Result<Response<pb::ListServiceAccountsResponse>, Status> {
-        let accounts = self.store.list_accounts()?;
+        let accounts = self.store.list_accounts().await?;
         Ok(Response::new(pb::ListServiceAccountsResponse {
             accounts: accounts.into_iter().map(Into::into).collect(),
         }))

@@ -63,7 +63,7 @@ impl AuditService for AuditApi {
             .map(|s| s.parse::<u64>())
             .transpose()
             .map_err(|_| Error::invalid("page_token is not a token this listing returned"))?;
-        let page = self.store.list_audit(&filter, before, limit)?;
+        let page = self.store.list_audit(&filter, before, limit).await?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page_token(&scope, page.next_after),

@@ -119,8 +119,8 @@ impl KeyService for KeyApi {
         request: Request<pb::GetKeyInfoRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
         let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
-        let info = self.store.key_info(&org_id)?;
-        let usage = self.store.key_usage(&info.key_id)?;
+        let info = self.store.key_info(&org_id).await?;
+        let usage = self.store.key_usage(&info.key_id).await?;
         let mut info = pb::KeyInfo::from(info);
         info.usage = usage.into_iter().map(Into::into).collect();
         Ok(Response::new(info))
@@ -135,8 +135,10 @@ impl KeyService for KeyApi {
         // The key's shape is checked first, offline: a typo never reaches the database.
         let parsed =
             ZscKey::parse(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
-        let outcome =
-            parsed.and_then(|(key, email)| self.store.validate_key(&email, &key, &consumer));
+        let outcome = match parsed {
+            Ok((key, email)) => self.store.validate_key(&email, &key, &consumer).await,
+            Err(error) => Err(error),
+        };
         self.metrics.validation(match &outcome {
             Ok(_) => Validation::Ok,
             Err(Error::InvalidArgument(_)) => Validation::Malformed,

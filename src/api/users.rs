@@ -59,7 +59,7 @@ impl UserService for UserApi {
         request: Request<pb::GetOrgRequest>,
     ) -> Result<Response<pb::Org>, Status> {
         let org_id = OrgId::parse("org_id", &request.get_ref().org_id)?;
-        Ok(Response::new(self.store.get_org(&org_id)?.into()))
+        Ok(Response::new(self.store.get_org(&org_id).await?.into()))
     }
 
     async fn list_orgs(
@@ -69,7 +69,7 @@ impl UserService for UserApi {
         let req = request.into_inner();
         let limit = page_limit(req.page_size)?;
         let after = parse_page_token(ORGS_SCOPE, &req.page_token)?;
-        let page = self.store.list_orgs(after.as_deref(), limit)?;
+        let page = self.store.list_orgs(after.as_deref(), limit).await?;
         Ok(Response::new(pb::ListOrgsResponse {
             orgs: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page_token(ORGS_SCOPE, page.next_after),
@@ -98,7 +98,7 @@ impl UserService for UserApi {
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let email = email(&request.get_ref().email)?;
-        Ok(Response::new(self.store.get_user(&email)?.into()))
+        Ok(Response::new(self.store.get_user(&email).await?.into()))
     }
 
     async fn list_users(
@@ -110,7 +110,10 @@ impl UserService for UserApi {
         let limit = page_limit(req.page_size)?;
         let scope = users_scope(&org_id);
         let after = parse_page_token(&scope, &req.page_token)?;
-        let page = self.store.list_users(&org_id, after.as_deref(), limit)?;
+        let page = self
+            .store
+            .list_users(&org_id, after.as_deref(), limit)
+            .await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page_token(&scope, page.next_after),

@@ -1,10 +1,13 @@
 //! Service accounts and their bearer tokens.
 
-use prost::Message;
-use sled::Transactional;
+use std::ops::Bound;
 
+use prost::Message;
+
+use super::kv::{abort, get_u64, lift, Range};
 use super::records::{decode, micros, now, AccountRecord};
-use super::{abort, audit, lift, tx_u64, Store, META_OPERATORS};
+use super::tables::Table;
+use super::{audit, Store, META_OPERATORS};
 use crate::domain::{
     AccountName, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
     ServiceAccount, CLI_CALLER,
@@ -21,7 +24,6 @@ impl Store {
         name: AccountName,
         role: Role,
     ) -> Result<(ServiceAccount, AccountToken)> {
-        let t = self.trees();
         let token = AccountToken::generate();
         let hash = token.hash();
         let account = ServiceAccount {
@@ -41,37 +43,39 @@ impl Store {
             )));
         }
         let name = account.name.as_str().as_bytes();
-        self.commit(|| {
-            (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(
-                |(accounts, tokens, meta, trail)| {
-                    if accounts.get(name)?.is_some() {
-                        return abort(Error::AlreadyExists(format!(
-                            "a service account named {} already exists",
-                            account.name
-                        )));
-                    }
-                    accounts.insert(name, record.as_slice())?;
-                    tokens.insert(&hash.0, name)?;
-                    if role == Role::Operator {
-                        let operators = tx_u64(meta, META_OPERATORS)?;
-                        meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
-                    }
-                    let action = AuditAction::ServiceAccountCreated;
-                    audit::append(trail, audit::entry(by, action, None, account.name.as_str()))?;
-                    Ok(())
-                },
-            )
+        let prefetch = vec![
+            (Table::Accounts, name.to_vec()),
+            (Table::Meta, META_OPERATORS.to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            if tx.get(Table::Accounts, name)?.is_some() {
+                return abort(Error::AlreadyExists(format!(
+                    "a service account named {} already exists",
+                    account.name
+                )));
+            }
+            tx.insert(Table::Accounts, name, &record)?;
+            tx.insert(Table::Tokens, &hash.0, name)?;
+            if role == Role::Operator {
+                let operators = get_u64(tx, Table::Meta, META_OPERATORS)?;
+                tx.insert(Table::Meta, META_OPERATORS, &(operators + 1).to_be_bytes())?;
+            }
+            let action = AuditAction::ServiceAccountCreated;
+            audit::append(tx, audit::entry(by, action, None, account.name.as_str()))?;
+            Ok(())
         })
         .await?;
         Ok((account, token))
     }
 
-    pub fn list_accounts(&self) -> Result<Vec<ServiceAccount>> {
-        self.trees()
-            .accounts
-            .iter()
-            .map(|entry| {
-                let (key, value) = entry.map_err(Error::internal)?;
+    pub async fn list_accounts(&self) -> Result<Vec<ServiceAccount>> {
+        let range = Range::new(Table::Accounts, Bound::Unbounded, Bound::Unbounded);
+        self.backend()
+            .scan(range)
+            .await?
+            .into_iter()
+            .map(|(key, value)| {
                 let name = AccountName::from_trusted(
                     String::from_utf8(key.to_vec()).map_err(Error::internal)?,
                 );
@@ -83,31 +87,40 @@ impl Store {
     /// Deletes an account; its token fails from the moment this returns. The last operator
     /// account cannot be deleted (that would lock every operator out).
     pub async fn delete_account(&self, by: &Caller, name: &AccountName) -> Result<()> {
-        let t = self.trees();
         let key = name.as_str().as_bytes();
-        self.commit(|| (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(|(accounts, tokens, meta, trail)| {
-            let Some(bytes) = accounts.get(key)? else {
-                return abort(Error::not_found(format!("service account {name} not found")));
+        let prefetch = vec![
+            (Table::Accounts, key.to_vec()),
+            (Table::Meta, META_OPERATORS.to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            let Some(bytes) = tx.get(Table::Accounts, key)? else {
+                return abort(Error::not_found(format!(
+                    "service account {name} not found"
+                )));
             };
             let record = lift(decode::<AccountRecord>(&bytes))?;
             if record.role == Role::Operator.code() {
-                let operators = tx_u64(meta, META_OPERATORS)?;
+                let operators = get_u64(tx, Table::Meta, META_OPERATORS)?;
                 if operators <= 1 {
                     return abort(Error::FailedPrecondition(format!(
-                        "{name} is the last operator account; create another operator before deleting it"
+                        "{name} is the last operator account; create another operator before \
+                         deleting it"
                     )));
                 }
-                meta.insert(META_OPERATORS, &(operators - 1).to_be_bytes())?;
+                tx.insert(Table::Meta, META_OPERATORS, &(operators - 1).to_be_bytes())?;
             }
-            accounts.remove(key)?;
-            tokens.remove(record.token_hash.as_slice())?;
+            tx.remove(Table::Accounts, key)?;
+            tx.remove(Table::Tokens, &record.token_hash)?;
             let action = AuditAction::ServiceAccountDeleted;
-            audit::append(trail, audit::entry(by, action, None, name.as_str()))?;
+            audit::append(tx, audit::entry(by, action, None, name.as_str()))?;
             Ok(())
-        })).await
+        })
+        .await
     }
 
-    /// Who a bearer token belongs to.
+    /// Who a bearer token belongs to. Read from this replica's copy of the accounts (on etcd
+    /// kept current by its watch), so that authenticating costs no round trip.
     pub fn authenticate(&self, token: &AccountToken) -> Result<Caller> {
         self.holder_of(token.hash())
     }
@@ -115,17 +128,13 @@ impl Store {
     /// Who holds the token with this hash now. A deleted account's token, and one replaced by
     /// `operator-token`, belong to no one.
     pub fn holder_of(&self, token: SecretHash) -> Result<Caller> {
-        let t = self.trees();
+        let backend = self.backend();
         let unknown = || Error::Unauthenticated(UNKNOWN_TOKEN);
-        let name = t
-            .tokens
-            .get(token.0)
-            .map_err(Error::internal)?
+        let name = backend
+            .get_local(Table::Tokens, &token.0)?
             .ok_or_else(unknown)?;
-        let record = t
-            .accounts
-            .get(&name)
-            .map_err(Error::internal)?
+        let record = backend
+            .get_local(Table::Accounts, &name)?
             .ok_or_else(unknown)?;
         let name =
             AccountName::from_trusted(String::from_utf8(name.to_vec()).map_err(Error::internal)?);
@@ -142,43 +151,42 @@ impl Store {
     /// Recovery when the last operator token is lost: gives the `operator` account `token`
     /// (creating the account if it was deleted). Its previous token stops working.
     pub async fn reset_operator_token(&self, token: &AccountToken) -> Result<()> {
-        let t = self.trees();
         let hash = token.hash();
         let name = super::BOOTSTRAP_OPERATOR.as_bytes();
-        self.commit(|| {
-            (&t.accounts, &t.tokens, &t.meta, &t.audit).transaction(
-                |(accounts, tokens, meta, trail)| {
-                    let record = match accounts.get(name)? {
-                        Some(bytes) => {
-                            let mut record = lift(decode::<AccountRecord>(&bytes))?;
-                            if record.role != Role::Operator.code() {
-                                return abort(Error::FailedPrecondition(
-                                "the account named operator is not an operator; delete it first"
-                                    .into(),
-                            ));
-                            }
-                            tokens.remove(record.token_hash.as_slice())?;
-                            record.token_hash = hash.0.to_vec();
-                            record
-                        }
-                        None => {
-                            let operators = tx_u64(meta, META_OPERATORS)?;
-                            meta.insert(META_OPERATORS, &(operators + 1).to_be_bytes())?;
-                            AccountRecord {
-                                role: Role::Operator.code(),
-                                created_us: micros(now()),
-                                token_hash: hash.0.to_vec(),
-                            }
-                        }
-                    };
-                    accounts.insert(name, record.encode_to_vec())?;
-                    tokens.insert(&hash.0, name)?;
-                    let action = AuditAction::OperatorTokenRotated;
-                    let target = super::BOOTSTRAP_OPERATOR;
-                    audit::append(trail, audit::entry(&Caller::cli(), action, None, target))?;
-                    Ok(())
-                },
-            )
+        let prefetch = vec![
+            (Table::Accounts, name.to_vec()),
+            (Table::Meta, META_OPERATORS.to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            let record = match tx.get(Table::Accounts, name)? {
+                Some(bytes) => {
+                    let mut record = lift(decode::<AccountRecord>(&bytes))?;
+                    if record.role != Role::Operator.code() {
+                        return abort(Error::FailedPrecondition(
+                            "the account named operator is not an operator; delete it first".into(),
+                        ));
+                    }
+                    tx.remove(Table::Tokens, &record.token_hash)?;
+                    record.token_hash = hash.0.to_vec();
+                    record
+                }
+                None => {
+                    let operators = get_u64(tx, Table::Meta, META_OPERATORS)?;
+                    tx.insert(Table::Meta, META_OPERATORS, &(operators + 1).to_be_bytes())?;
+                    AccountRecord {
+                        role: Role::Operator.code(),
+                        created_us: micros(now()),
+                        token_hash: hash.0.to_vec(),
+                    }
+                }
+            };
+            tx.insert(Table::Accounts, name, &record.encode_to_vec())?;
+            tx.insert(Table::Tokens, &hash.0, name)?;
+            let action = AuditAction::OperatorTokenRotated;
+            let target = super::BOOTSTRAP_OPERATOR;
+            audit::append(tx, audit::entry(&Caller::cli(), action, None, target))?;
+            Ok(())
         })
         .await
     }

@@ -9,11 +9,14 @@
 
 use std::time::SystemTime;
 
-use prost::Message;
-use sled::transaction::TransactionalTree;
+use std::ops::Bound;
 
+use prost::Message;
+
+use super::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
 use super::records::{decode, now, AuditRecord};
-use super::{read_u64, tx_u64, Store, TxResult, PRUNE_BATCH};
+use super::tables::Table;
+use super::{Store, PRUNE_BATCH};
 use crate::domain::{
     AuditAction, AuditEvent, AuditFilter, Caller, Email, Error, OrgId, Page, Result,
     RevocationEvent,
@@ -59,11 +62,11 @@ impl AuditEvent {
 }
 
 /// Appends `event` with the next audit sequence, inside the caller's transaction.
-pub(super) fn append(audit: &TransactionalTree, mut event: AuditEvent) -> TxResult<u64> {
-    event.sequence = tx_u64(audit, HEAD)? + 1;
-    audit.insert(HEAD, &event.sequence.to_be_bytes())?;
+pub(super) fn append(tx: &mut dyn Tx, mut event: AuditEvent) -> TxResult<u64> {
+    event.sequence = get_u64(tx, Table::Audit, HEAD)? + 1;
+    tx.insert(Table::Audit, HEAD, &event.sequence.to_be_bytes())?;
     for (key, value) in entries(&event) {
-        audit.insert(key, value)?;
+        tx.insert(Table::Audit, &key, &value)?;
     }
     Ok(event.sequence)
 }
@@ -93,6 +96,12 @@ pub(super) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     all
 }
 
+/// Whether `key` is the audit head's key.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(super) fn is_head(key: &[u8]) -> bool {
+    key == HEAD
+}
+
 /// The audit head kept in a backup's `audit` tree entries.
 pub(super) fn head_of<'a>(mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
     entries
@@ -117,73 +126,121 @@ fn sequence_of(key: &[u8]) -> u64 {
     read_u64(key.get(key.len().saturating_sub(8)..))
 }
 
+/// The audit head key, for a transaction that appends to fetch ahead.
+pub(super) fn head_key() -> (Table, Vec<u8>) {
+    (Table::Audit, HEAD.to_vec())
+}
+
 impl Store {
     /// Audit entries matching `filter`, newest first, with sequences below `before`.
-    pub fn list_audit(
+    pub async fn list_audit(
         &self,
         filter: &AuditFilter,
         before: Option<u64>,
         limit: usize,
     ) -> Result<Page<AuditEvent>> {
-        let audit = &self.trees().audit;
         let before = before.unwrap_or(u64::MAX);
-        let (start, end) = match &filter.org_id {
+        let (start, mut end) = match &filter.org_id {
             Some(org_id) => (org_prefix(org_id), org_key(org_id, before)),
             None => (vec![BY_SEQUENCE], sequence_key(before)),
         };
         let mut items = Vec::new();
         let mut last = None;
-        for (scanned, entry) in audit.range(start..end).rev().enumerate() {
-            let (key, _) = entry.map_err(Error::internal)?;
-            if items.len() == limit || scanned == SCAN_LIMIT {
+        let mut scanned = 0;
+        loop {
+            // A chunk at a time, newest first: a page of `limit` needs a little over `limit`
+            // entries when the filters match, and never more than SCAN_LIMIT.
+            let chunk = limit
+                .saturating_add(1)
+                .clamp(16, 1000)
+                .min(SCAN_LIMIT + 1 - scanned);
+            let range = Range::new(
+                Table::Audit,
+                Bound::Included(start.clone()),
+                Bound::Excluded(end.clone()),
+            )
+            .reverse()
+            .limit(chunk);
+            let entries = self.backend().scan(range).await?;
+            let Some((oldest, _)) = entries.last() else {
                 return Ok(Page {
                     items,
-                    next_after: last.map(|s: u64| s.to_string()),
+                    next_after: None,
+                });
+            };
+            end = oldest.clone();
+            let more = entries.len() == chunk;
+            for event in self.audit_events(entries, filter.org_id.is_some()).await? {
+                if items.len() == limit || scanned == SCAN_LIMIT {
+                    return Ok(Page {
+                        items,
+                        next_after: last.map(|s: u64| s.to_string()),
+                    });
+                }
+                scanned += 1;
+                last = Some(event.sequence);
+                if filter.matches(&event) {
+                    items.push(event);
+                }
+            }
+            if !more {
+                return Ok(Page {
+                    items,
+                    next_after: None,
                 });
             }
-            let sequence = sequence_of(&key);
-            last = Some(sequence);
-            let event = self.audit_event(sequence)?;
-            if filter.matches(&event) {
-                items.push(event);
-            }
         }
-        Ok(Page {
-            items,
-            next_after: None,
-        })
     }
 
-    fn audit_event(&self, sequence: u64) -> Result<AuditEvent> {
-        let bytes = self
-            .trees()
-            .audit
-            .get(sequence_key(sequence))
-            .map_err(Error::internal)?
-            .ok_or_else(|| {
-                Error::internal(format!("audit index names a missing entry {sequence}"))
-            })?;
-        decode::<AuditRecord>(&bytes)?.to_event(sequence)
+    /// The events of scanned `s` entries, or (`by_org`) of scanned org index entries, whose
+    /// records are then read together.
+    async fn audit_events(&self, entries: Vec<Entry>, by_org: bool) -> Result<Vec<AuditEvent>> {
+        if !by_org {
+            return entries
+                .iter()
+                .map(|(key, value)| decode::<AuditRecord>(value)?.to_event(sequence_of(key)))
+                .collect();
+        }
+        let keys: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|(key, _)| sequence_key(sequence_of(key)))
+            .collect();
+        let prefetch = keys.iter().map(|k| (Table::Audit, k.clone())).collect();
+        let records = self
+            .backend()
+            .read(prefetch, |tx| {
+                keys.iter()
+                    .map(|key| tx.get(Table::Audit, key))
+                    .collect::<TxResult<Vec<_>>>()
+            })
+            .await?;
+        keys.iter()
+            .zip(records)
+            .map(|(key, record)| {
+                let sequence = sequence_of(key);
+                let record = record.ok_or_else(|| {
+                    Error::internal(format!("audit index names a missing entry {sequence}"))
+                })?;
+                decode::<AuditRecord>(&record)?.to_event(sequence)
+            })
+            .collect()
     }
 
     /// Deletes audit entries beyond both retention bounds (more than `keep_count` behind the
-    /// head *and* older than `keep_since`), a batch at a time off the runtime's workers.
+    /// head *and* older than `keep_since`), a batch at a time.
     pub async fn prune_audit(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
-        let head = read_u64(
-            self.trees()
-                .audit
-                .get(HEAD)
-                .map_err(Error::internal)?
-                .as_deref(),
-        );
+        let head = self
+            .backend()
+            .read(vec![head_key()], |tx| get_u64(tx, Table::Audit, HEAD))
+            .await?;
         let below = head.saturating_sub(keep_count);
         let mut removed = 0;
         loop {
-            let store = self.clone();
-            let batch =
-                tokio::task::spawn_blocking(move || store.prune_audit_batch(below, keep_since))
-                    .await
-                    .map_err(Error::internal)??;
+            let batch = self
+                .off_the_runtime(move |store| async move {
+                    store.prune_audit_batch(below, keep_since).await
+                })
+                .await?;
             if batch == 0 {
                 return Ok(removed);
             }
@@ -192,28 +249,29 @@ impl Store {
         }
     }
 
-    fn prune_audit_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
-        self.inner.durability.writable()?;
-        let audit = &self.trees().audit;
-        let mut batch = sled::Batch::default();
+    async fn prune_audit_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
+        self.backend().writable()?;
+        let range = Range::new(
+            Table::Audit,
+            Bound::Included(vec![BY_SEQUENCE]),
+            Bound::Included(sequence_key(below)),
+        )
+        .limit(PRUNE_BATCH);
+        let mut removals = Vec::new();
         let mut count = 0;
-        let range = audit.range(vec![BY_SEQUENCE]..=sequence_key(below));
-        for entry in range.take(PRUNE_BATCH) {
-            let (key, value) = entry.map_err(Error::internal)?;
+        for (key, value) in self.backend().scan(range).await? {
             let event = decode::<AuditRecord>(&value)?.to_event(sequence_of(&key))?;
             if event.time >= keep_since {
                 break;
             }
             if let Some(org_id) = &event.org_id {
-                batch.remove(org_key(org_id, event.sequence));
+                removals.push((org_key(org_id, event.sequence), None));
             }
-            batch.remove(key);
+            removals.push((key, None));
             count += 1;
         }
         if count > 0 {
-            audit
-                .apply_batch(batch)
-                .map_err(|cause| self.inner.durability.fail(&cause))?;
+            self.backend().apply(Table::Audit, removals).await?;
         }
         Ok(count)
     }

@@ -13,8 +13,10 @@ use std::{fs, path::Path};
 use prost::Message;
 
 use super::tables::{Table, Trees};
+#[cfg(feature = "etcd")]
+use super::META_INITIALISED;
 use super::{
-    audit, files, has_database, io_error, lock_data_dir, open_db, read_u64, StoreOptions,
+    audit, files, has_database, io_error, kv::read_u64, lock_data_dir, open_db, StoreOptions,
     META_HEAD, META_STORE_ID,
 };
 use crate::domain::{random_base62, Error, Result};
@@ -52,30 +54,14 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     }
     let (_lock, db) = open_db(dir, &StoreOptions::default())?;
     let trees = Trees::open(&db)?;
-    let mut bytes = MAGIC.to_vec();
-    let mut digest = blake3::Hasher::new();
-    let mut entries = 0u64;
+    let mut all = Vec::new();
     for &table in Table::ALL {
         for item in trees.get(table).iter() {
             let (key, value) = item.map_err(Error::internal)?;
-            let entry = Entry {
-                tree: table.name().to_owned(),
-                key: key.to_vec(),
-                value: value.to_vec(),
-            }
-            .encode_length_delimited_to_vec();
-            digest.update(&entry);
-            bytes.extend_from_slice(&entry);
-            entries += 1;
+            all.push((table, key.to_vec(), value.to_vec()));
         }
     }
-    let end = Entry {
-        tree: String::new(),
-        key: entries.to_be_bytes().to_vec(),
-        value: digest.finalize().as_bytes().to_vec(),
-    };
-    bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
-
+    let (bytes, entries) = encode(&all);
     files::write_private_file(out, &bytes)?;
 
     let head = read_u64(
@@ -95,6 +81,31 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
         head,
         store_id: store_id.unwrap_or_default(),
     })
+}
+
+/// The backup file for `all` (every key of every table) and how many entries it holds.
+fn encode(all: &[(Table, Vec<u8>, Vec<u8>)]) -> (Vec<u8>, u64) {
+    let mut bytes = MAGIC.to_vec();
+    let mut digest = blake3::Hasher::new();
+    let mut entries = 0u64;
+    for (table, key, value) in all {
+        let entry = Entry {
+            tree: table.name().to_owned(),
+            key: key.clone(),
+            value: value.clone(),
+        }
+        .encode_length_delimited_to_vec();
+        digest.update(&entry);
+        bytes.extend_from_slice(&entry);
+        entries += 1;
+    }
+    let end = Entry {
+        tree: String::new(),
+        key: entries.to_be_bytes().to_vec(),
+        value: digest.finalize().as_bytes().to_vec(),
+    };
+    bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
+    (bytes, entries)
 }
 
 /// Restores a backup into `dir`, which must not hold a database yet. The restored store gets a
@@ -212,4 +223,74 @@ fn parse(bytes: &[u8]) -> std::result::Result<Vec<Restored>, &'static str> {
             value: entry.value,
         });
     }
+}
+
+/// Backs up a store on etcd (replicas may keep running: every key is read at one revision).
+#[cfg(feature = "etcd")]
+pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupReport> {
+    let all = super::etcd::dump(url).await?;
+    let (bytes, entries) = encode(&all);
+    files::write_private_file(out, &bytes)?;
+    let meta = |key: &[u8]| {
+        all.iter()
+            .find(|(t, k, _)| *t == Table::Meta && k == key)
+            .map(|(_, _, v)| v.clone())
+    };
+    Ok(BackupReport {
+        entries,
+        head: read_u64(meta(META_HEAD).as_deref()),
+        store_id: String::from_utf8_lossy(&meta(META_STORE_ID).unwrap_or_default()).into_owned(),
+    })
+}
+
+/// Restores a backup (of a data dir or of another store on etcd) into an empty prefix on etcd,
+/// with a new store id: the migration path from one node to replicas. The `initialised` marker
+/// is written last, so replicas started on a prefix whose restore was interrupted refuse it
+/// rather than serve half a store.
+#[cfg(feature = "etcd")]
+pub async fn restore_etcd(input: &Path, url: &super::EtcdUrl) -> Result<BackupReport> {
+    let bytes = fs::read(input).map_err(|e| io_error(input, e))?;
+    let entries = parse(&bytes)
+        .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
+    let store_id = format!("st_{}", random_base62(16));
+    let from_store = entries
+        .iter()
+        .find(|e| e.table == Table::Meta && e.key == META_STORE_ID)
+        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+        .unwrap_or_default();
+    let audit_head = audit::head_of(
+        entries
+            .iter()
+            .filter(|e| e.table == Table::Audit)
+            .map(|e| (&e.key[..], &e.value[..])),
+    );
+    let mut all: Vec<(Table, Vec<u8>, Vec<u8>)> = entries
+        .iter()
+        .filter(|e| {
+            !(e.table == Table::Meta && (e.key == META_STORE_ID || e.key == META_INITIALISED))
+        })
+        .filter(|e| !(e.table == Table::Audit && audit::is_head(&e.key)))
+        .map(|e| (e.table, e.key.clone(), e.value.clone()))
+        .collect();
+    all.push((
+        Table::Meta,
+        META_STORE_ID.to_vec(),
+        store_id.as_bytes().to_vec(),
+    ));
+    for (key, value) in audit::restored(audit_head, &from_store) {
+        all.push((Table::Audit, key, value));
+    }
+    let head = read_u64(
+        entries
+            .iter()
+            .find(|e| e.table == Table::Meta && e.key == META_HEAD)
+            .map(|e| &e.value[..]),
+    );
+    let count = all.len() as u64;
+    super::etcd::load_empty(url, all, (Table::Meta, META_INITIALISED.to_vec(), vec![1])).await?;
+    Ok(BackupReport {
+        entries: count,
+        head,
+        store_id,
+    })
 }

@@ -29,7 +29,7 @@ use std::{
 
 use tokio::sync::{watch, Mutex};
 
-use super::{read_u64, META_HEAD};
+use super::{kv::read_u64, META_HEAD};
 use crate::domain::{Error, Result};
 
 pub(super) struct Durability {

@@ -3,27 +3,30 @@
 
 use std::time::SystemTime;
 
+use std::ops::Bound;
+
 use prost::Message;
-use sled::transaction::TransactionalTree;
 use tokio::sync::watch;
 
+use super::kv::{get_u64, read_u64, Range, Tx, TxResult};
 use super::records::{decode, EventRecord};
-use super::{read_u64, tx_u64, Store, TxResult, META_HEAD, PRUNE_BATCH};
-use crate::domain::{Error, Result, RevocationEvent};
+use super::tables::Table;
+use super::{Store, META_HEAD, PRUNE_BATCH};
+use crate::domain::{Result, RevocationEvent};
 
 /// Appends `event` with the next sequence number; the caller's transaction makes it atomic
 /// with the change it records, and sled's conflict detection on `head` keeps sequences gapless
 /// under concurrent revocations.
 pub(super) fn append_event(
-    meta: &TransactionalTree,
-    events: &TransactionalTree,
+    tx: &mut dyn Tx,
     mut event: RevocationEvent,
 ) -> TxResult<RevocationEvent> {
-    event.sequence = tx_u64(meta, META_HEAD)? + 1;
-    meta.insert(META_HEAD, &event.sequence.to_be_bytes())?;
-    events.insert(
+    event.sequence = get_u64(tx, Table::Meta, META_HEAD)? + 1;
+    tx.insert(Table::Meta, META_HEAD, &event.sequence.to_be_bytes())?;
+    tx.insert(
+        Table::Events,
         &event.sequence.to_be_bytes(),
-        EventRecord::from_event(&event).encode_to_vec(),
+        &EventRecord::from_event(&event).encode_to_vec(),
     )?;
     Ok(event)
 }
@@ -43,7 +46,7 @@ impl EventLog {
         self.store.store_id()
     }
 
-    /// Wakes when the durable head moves. The value is the head; events are read from sled.
+    /// Wakes when the durable head moves. The value is the head; events are read from the log.
     pub fn watch_head(&self) -> watch::Receiver<u64> {
         self.store.durable_head()
     }
@@ -51,12 +54,12 @@ impl EventLog {
     /// Fails once the store has faulted: its durable head no longer moves, so a stream's
     /// checkpoints would claim a freshness it cannot give.
     pub fn check_live(&self) -> Result<()> {
-        self.store.inner.durability.writable()
+        self.store.backend().writable()
     }
 
     /// The highest sequence that is durable, so may be sent.
     pub fn durable_head(&self) -> u64 {
-        self.store.inner.durability.durable_head_now()
+        self.store.backend().durable_head_now()
     }
 
     /// Size of the database files on disk, in bytes.
@@ -66,8 +69,9 @@ impl EventLog {
 
     /// The lowest sequence still retained, if any event is.
     pub fn first_retained(&self) -> Result<Option<u64>> {
-        let first = self.store.trees().events.first().map_err(Error::internal)?;
-        Ok(first.map(|(key, _)| read_u64(Some(&key))))
+        let range = Range::new(Table::Events, Bound::Unbounded, Bound::Unbounded).limit(1);
+        let first = self.store.backend().scan_local(&range)?;
+        Ok(first.first().map(|(key, _)| read_u64(Some(key))))
     }
 
     /// Up to `limit` events with `after < sequence <= up_to`, in order.
@@ -75,32 +79,34 @@ impl EventLog {
         if after >= up_to {
             return Ok(Vec::new());
         }
-        let range = (after + 1).to_be_bytes()..=up_to.to_be_bytes();
+        let range = Range::new(
+            Table::Events,
+            Bound::Included((after + 1).to_be_bytes().to_vec()),
+            Bound::Included(up_to.to_be_bytes().to_vec()),
+        )
+        .limit(limit);
         self.store
-            .trees()
-            .events
-            .range(range)
-            .take(limit)
-            .map(|entry| {
-                let (key, value) = entry.map_err(Error::internal)?;
-                decode::<EventRecord>(&value)?.to_event(read_u64(Some(&key)))
-            })
+            .backend()
+            .scan_local(&range)?
+            .into_iter()
+            .map(|(key, value)| decode::<EventRecord>(&value)?.to_event(read_u64(Some(&key))))
             .collect()
     }
 
     /// Deletes events beyond both retention bounds: only those that are more than `keep_count`
     /// behind the head *and* older than `keep_since`. Returns how many were removed.
     ///
-    /// Works in batches of `PRUNE_BATCH`, each on the blocking pool and durable before the
-    /// next, so a large backlog never holds a runtime worker for long.
+    /// Works in batches of `PRUNE_BATCH`, each durable before the next (on sled each on the
+    /// blocking pool), so a large backlog never holds a runtime worker for long.
     pub async fn prune(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
         let below = self.durable_head().saturating_sub(keep_count);
         let mut removed = 0;
         loop {
             let log = self.clone();
-            let batch = tokio::task::spawn_blocking(move || log.prune_batch(below, keep_since))
-                .await
-                .map_err(Error::internal)??;
+            let batch = self
+                .store
+                .off_the_runtime(move |_| async move { log.prune_batch(below, keep_since).await })
+                .await?;
             if batch == 0 {
                 return Ok(removed);
             }
@@ -110,25 +116,27 @@ impl EventLog {
     }
 
     /// Removes up to `PRUNE_BATCH` of the oldest events at or below `below` and older than
-    /// `keep_since`, in one atomic batch. Blocking.
-    fn prune_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
-        self.store.inner.durability.writable()?;
-        let events = &self.store.trees().events;
-        let mut batch = sled::Batch::default();
-        let mut count = 0;
-        for entry in events.range(..=below.to_be_bytes()).take(PRUNE_BATCH) {
-            let (key, value) = entry.map_err(Error::internal)?;
+    /// `keep_since`, in one atomic batch.
+    async fn prune_batch(&self, below: u64, keep_since: SystemTime) -> Result<u64> {
+        let backend = self.store.backend();
+        backend.writable()?;
+        let range = Range::new(
+            Table::Events,
+            Bound::Unbounded,
+            Bound::Included(below.to_be_bytes().to_vec()),
+        )
+        .limit(PRUNE_BATCH);
+        let mut removals = Vec::new();
+        for (key, value) in backend.scan(range).await? {
             let event = decode::<EventRecord>(&value)?.to_event(read_u64(Some(&key)))?;
             if event.revoked >= keep_since {
                 break;
             }
-            batch.remove(key);
-            count += 1;
+            removals.push((key, None));
         }
+        let count = removals.len() as u64;
         if count > 0 {
-            events
-                .apply_batch(batch)
-                .map_err(|cause| self.store.inner.durability.fail(&cause))?;
+            backend.apply(Table::Events, removals).await?;
         }
         Ok(count)
     }

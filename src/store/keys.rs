@@ -1,11 +1,12 @@
 //! ZSC keys: generate, regenerate, revoke, look up, validate.
 
 use prost::Message;
-use sled::Transactional;
 
-use super::records::{decode, now, KeyRecord, OrgRecord, UserRecord};
-use super::revocation::{org_not_found, read_org, revoke_active_key, KeyTx};
-use super::{abort, audit, lift, Store};
+use super::kv::{abort, lift, Tx, TxResult};
+use super::records::{decode, now, KeyRecord, UserRecord};
+use super::revocation::{org_not_found, read_org, revoke_active_key};
+use super::tables::Table;
+use super::{audit, Store, META_HEAD};
 use crate::domain::{
     AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
     RevocationReason, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
@@ -38,7 +39,6 @@ impl Store {
         actor: &Email,
         mode: KeyMode,
     ) -> Result<GeneratedKey> {
-        let t = self.trees();
         let key = ZscKey::generate();
         let hash = key.hash();
         let now = now();
@@ -50,66 +50,53 @@ impl Store {
             created: now,
         };
         let record = KeyRecord::from_info(&info).encode_to_vec();
+        let prefetch = vec![
+            (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
+            (Table::Users, actor.as_str().as_bytes().to_vec()),
+            (Table::Meta, META_HEAD.to_vec()),
+            audit::head_key(),
+        ];
         let replaced = self
-            .commit(|| {
-                (&t.users, &t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
-                    |(users, orgs, keys, meta, events, trail)| {
-                        let Some(mut org) = read_org(orgs, org_id)? else {
-                            return abort(org_not_found(org_id));
-                        };
-                        let may_hold = match users.get(actor.as_str())? {
-                            Some(bytes) => lift(
-                                decode::<UserRecord>(&bytes).and_then(|r| r.to_user(actor.clone())),
-                            )?
-                            .may_hold_key_of(org_id),
-                            None => false,
-                        };
-                        if !may_hold {
-                            return abort(Error::PermissionDenied(format!(
-                                "{actor} is not an active administrator of org {org_id}"
-                            )));
-                        }
-                        let replaced = match (mode, org.active_key.is_some()) {
-                            (KeyMode::New, true) => {
-                                return abort(Error::AlreadyExists(format!(
-                                "org {org_id} already has a key: use RegenerateKey to replace it"
-                            )))
-                            }
-                            (KeyMode::Replace, false) => {
-                                return abort(Error::not_found(format!(
-                                    "org {org_id} has no key: use GenerateKey to create one"
-                                )))
-                            }
-                            (KeyMode::New, false) => None,
-                            (KeyMode::Replace, true) => {
-                                let tx = KeyTx {
-                                    orgs,
-                                    keys,
-                                    meta,
-                                    events,
-                                };
-                                revoke_active_key(
-                                    &tx,
-                                    org_id,
-                                    &mut org,
-                                    None,
-                                    RevocationReason::Regenerated,
-                                    now,
-                                )?
-                            }
-                        };
-                        org.active_key = Some(hash.0.to_vec());
-                        orgs.insert(org_id.as_str(), org.encode_to_vec())?;
-                        keys.insert(&hash.0, record.as_slice())?;
-                        let action = match mode {
-                            KeyMode::New => AuditAction::KeyGenerated,
-                            KeyMode::Replace => AuditAction::KeyRegenerated,
-                        };
-                        let entry = audit::entry(by, action, Some(org_id), info.key_id.as_str());
-                        audit::append(trail, entry.acting_for(actor).revoking(replaced.as_ref()))?;
-                        Ok(replaced)
-                    },
-                )
+            .commit(prefetch, |tx| {
+                let Some(mut org) = read_org(tx, org_id)? else {
+                    return abort(org_not_found(org_id));
+                };
+                if !may_hold_key(tx, actor, org_id)? {
+                    return abort(Error::PermissionDenied(format!(
+                        "{actor} is not an active administrator of org {org_id}"
+                    )));
+                }
+                let replaced = match (mode, org.active_key.is_some()) {
+                    (KeyMode::New, true) => {
+                        return abort(Error::AlreadyExists(format!(
+                            "org {org_id} already has a key: use RegenerateKey to replace it"
+                        )))
+                    }
+                    (KeyMode::Replace, false) => {
+                        return abort(Error::not_found(format!(
+                            "org {org_id} has no key: use GenerateKey to create one"
+                        )))
+                    }
+                    (KeyMode::New, false) => None,
+                    (KeyMode::Replace, true) => {
+                        let reason = RevocationReason::Regenerated;
+                        revoke_active_key(tx, org_id, &mut org, None, reason, now)?
+                    }
+                };
+                org.active_key = Some(hash.0.to_vec());
+                tx.insert(
+                    Table::Orgs,
+                    org_id.as_str().as_bytes(),
+                    &org.encode_to_vec(),
+                )?;
+                tx.insert(Table::Keys, &hash.0, &record)?;
+                let action = match mode {
+                    KeyMode::New => AuditAction::KeyGenerated,
+                    KeyMode::Replace => AuditAction::KeyRegenerated,
+                };
+                let entry = audit::entry(by, action, Some(org_id), info.key_id.as_str());
+                audit::append(tx, entry.acting_for(actor).revoking(replaced.as_ref()))?;
+                Ok(replaced)
             })
             .await?;
         Ok(GeneratedKey {
@@ -121,107 +108,98 @@ impl Store {
 
     /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
     pub async fn revoke_key(&self, by: &Caller, org_id: &OrgId) -> Result<RevocationEvent> {
-        let t = self.trees();
         let now = now();
-        let event = self
-            .commit(|| {
-                (&t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
-                    |(orgs, keys, meta, events, trail)| {
-                        let Some(mut org) = read_org(orgs, org_id)? else {
-                            return abort(org_not_found(org_id));
-                        };
-                        let tx = KeyTx {
-                            orgs,
-                            keys,
-                            meta,
-                            events,
-                        };
-                        match revoke_active_key(
-                            &tx,
-                            org_id,
-                            &mut org,
-                            None,
-                            RevocationReason::Revoked,
-                            now,
-                        )? {
-                            Some(event) => {
-                                let action = AuditAction::KeyRevoked;
-                                let entry =
-                                    audit::entry(by, action, Some(org_id), event.key_id.as_str());
-                                audit::append(trail, entry.revoking(Some(&event)))?;
-                                Ok(event)
-                            }
-                            None => abort(no_key(org_id)),
-                        }
-                    },
-                )
-            })
-            .await?;
-        Ok(event)
+        let prefetch = vec![
+            (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
+            (Table::Meta, META_HEAD.to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            let Some(mut org) = read_org(tx, org_id)? else {
+                return abort(org_not_found(org_id));
+            };
+            let reason = RevocationReason::Revoked;
+            let Some(event) = revoke_active_key(tx, org_id, &mut org, None, reason, now)? else {
+                return abort(no_key(org_id));
+            };
+            let action = AuditAction::KeyRevoked;
+            let entry = audit::entry(by, action, Some(org_id), event.key_id.as_str());
+            audit::append(tx, entry.revoking(Some(&event)))?;
+            Ok(event)
+        })
+        .await
     }
 
-    pub fn key_info(&self, org_id: &OrgId) -> Result<KeyInfo> {
-        let t = self.trees();
-        let org_bytes = t
-            .orgs
-            .get(org_id.as_str())
-            .map_err(Error::internal)?
-            .ok_or_else(|| org_not_found(org_id))?;
-        let hash = decode::<OrgRecord>(&org_bytes)?
-            .active_key
-            .ok_or_else(|| no_key(org_id))?;
-        let key_bytes = t
-            .keys
-            .get(&hash)
-            .map_err(Error::internal)?
-            .ok_or_else(|| no_key(org_id))?;
-        Ok(decode::<KeyRecord>(&key_bytes)?.to_info())
+    pub async fn key_info(&self, org_id: &OrgId) -> Result<KeyInfo> {
+        let prefetch = vec![(Table::Orgs, org_id.as_str().as_bytes().to_vec())];
+        self.backend()
+            .read(prefetch, |tx| {
+                let Some(org) = read_org(tx, org_id)? else {
+                    return abort(org_not_found(org_id));
+                };
+                let hash = org.active_key.ok_or_else(|| no_key(org_id))?;
+                let key = tx.get(Table::Keys, &hash)?.ok_or_else(|| no_key(org_id))?;
+                Ok(lift(decode::<KeyRecord>(&key))?.to_info())
+            })
+            .await
     }
 
     /// Checks "owner email + key". Every failure is the same Unauthenticated error, so a caller
     /// cannot tell a wrong email from a revoked key or a demoted owner.
     /// A success is counted as `consumer`'s use of the key.
-    pub fn validate_key(
+    ///
+    /// The head, the key, the user and the org are read together (on etcd, from one
+    /// snapshot), so the `sequence` returned and the answer agree: every revocation at or
+    /// below it is reflected in the answer.
+    pub async fn validate_key(
         &self,
         email: &Email,
         key: &ZscKey,
         consumer: &AccountName,
     ) -> Result<Validation> {
-        let t = self.trees();
-        // The durable head, read before anything else: every revocation at or below it is
-        // committed, so the reads below see its effect; and being durable, that sequence can
-        // never be reused after a crash. A Verifier relies on both.
-        let sequence = self.inner.durability.durable_head_now();
         let hash = key.hash();
         let denied = || Error::Unauthenticated(INVALID_EMAIL_OR_KEY);
-        let record = decode::<KeyRecord>(
-            &t.keys
-                .get(hash.0)
-                .map_err(Error::internal)?
-                .ok_or_else(denied)?,
-        )?;
-        let info = record.to_info();
-        if info.owner != *email {
-            return Err(denied());
+        let prefetch = vec![
+            (Table::Meta, META_HEAD.to_vec()),
+            (Table::Keys, hash.0.to_vec()),
+            (Table::Users, email.as_str().as_bytes().to_vec()),
+        ];
+        let backend = self.backend();
+        let validation = backend
+            .read(prefetch, |tx| {
+                let sequence = backend.snapshot_head(tx)?;
+                let Some(record) = tx.get(Table::Keys, &hash.0)? else {
+                    return abort(denied());
+                };
+                let info = lift(decode::<KeyRecord>(&record))?.to_info();
+                if info.owner != *email || !may_hold_key(tx, email, &info.org_id)? {
+                    return abort(denied());
+                }
+                let Some(org) = read_org(tx, &info.org_id)? else {
+                    return abort(denied());
+                };
+                let org = lift(org.to_org(info.org_id.clone()))?;
+                Ok(Validation {
+                    org,
+                    key_id: info.key_id,
+                    owner: info.owner,
+                    sequence,
+                })
+            })
+            .await?;
+        self.count_validation(&validation.key_id, consumer);
+        Ok(validation)
+    }
+}
+
+/// Whether `email` is a user who may hold the key of `org_id` (an active administrator of it).
+fn may_hold_key(tx: &mut dyn Tx, email: &Email, org_id: &OrgId) -> TxResult<bool> {
+    match tx.get(Table::Users, email.as_str().as_bytes())? {
+        Some(bytes) => {
+            let user = lift(decode::<UserRecord>(&bytes).and_then(|r| r.to_user(email.clone())))?;
+            Ok(user.may_hold_key_of(org_id))
         }
-        let user = match self.get_user(email) {
-            Err(Error::NotFound(_)) => return Err(denied()),
-            other => other?,
-        };
-        if !user.may_hold_key_of(&info.org_id) {
-            return Err(denied());
-        }
-        let org = match self.get_org(&info.org_id) {
-            Err(Error::NotFound(_)) => return Err(denied()),
-            other => other?,
-        };
-        self.count_validation(&info.key_id, consumer);
-        Ok(Validation {
-            org,
-            key_id: info.key_id,
-            owner: info.owner,
-            sequence,
-        })
+        None => Ok(false),
     }
 }
 

@@ -1,24 +1,37 @@
-//! Storage: every entity and the revocation log in one embedded sled database.
+//! Storage: every entity, the revocation log and the audit trail, in sled (embedded, the
+//! default) or on etcd (feature `etcd`, for replicas).
 //!
-//! The trees and what each holds are listed once, in `tables.rs`.
+//! The tables and what each holds are listed once, in `tables.rs`. The rules (`orgs.rs`,
+//! `keys.rs`, `accounts.rs`, `revocation.rs`, `events.rs`, `audit.rs`) are closures over the
+//! transactional key-value interface of `kv.rs`; `backend.rs` runs them on `sled_backend.rs`
+//! or `etcd/`.
 //!
-//! Every mutation is one sled transaction over the trees it touches (so no crash leaves half a
-//! change, and a revocation is logged atomically with the change it records), followed by a
-//! shared flush (`durability.rs`) before it returns.
+//! Every mutation is one transaction (so no crash leaves half a change, and a revocation is
+//! logged atomically with the change it records), made durable before it returns: on sled by
+//! a shared flush (`durability.rs`), on etcd by the cluster's own quorum fsync.
 
 mod accounts;
 mod audit;
+mod backend;
 mod backup;
 mod durability;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod events;
 mod files;
 mod keys;
+mod kv;
+mod sled_backend;
 pub use keys::{GeneratedKey, KeyMode};
 mod orgs;
 mod records;
 mod revocation;
 mod tables;
+mod turns;
 mod usage;
+
+#[cfg(test)]
+mod conformance;
 
 use std::{
     fs::{File, TryLockError},
@@ -28,20 +41,20 @@ use std::{
 };
 
 use prost::Message;
-use sled::transaction::{
-    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
-    TransactionalTree,
-};
-use sled::Transactional;
 use tokio::sync::watch;
 
 use crate::domain::{random_base62, AccountToken, AuditAction, Caller, Error, Result, Role};
+use backend::Backend;
 use durability::Durability;
 use files::io_error;
+use kv::{abort, Prefetch, Tx, TxResult};
 use records::AccountRecord;
-use tables::Trees;
+use sled_backend::SledBackend;
+use tables::{Table, Trees};
 
 pub use backup::{backup, restore, BackupReport};
+#[cfg(feature = "etcd")]
+pub use backup::{backup_etcd, restore_etcd};
 pub use events::EventLog;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
@@ -79,19 +92,17 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    trees: Trees,
+    backend: Backend,
     store_id: String,
-    durability: Durability,
+    /// Names this process among the replicas of a shared store (`turns.rs`).
+    replica_id: String,
     usage: usage::UsageCounters,
-    /// Held for the store's lifetime so a second process on the same dir fails at once.
-    _lock: File,
 }
 
 /// What `Store::open` found.
 pub struct Opened {
     pub store: Store,
-    /// True when this open created the data dir's database and its operator token file.
+    /// True when this open created the store and wrote its operator token file.
     pub created: bool,
 }
 
@@ -101,43 +112,42 @@ impl Store {
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Opened> {
         let (lock, db) = open_db(dir, options)?;
         let trees = Trees::open(&db)?;
-        let created = trees
-            .meta
-            .get(META_INITIALISED)
-            .map_err(Error::internal)?
-            .is_none();
-        if created {
-            initialise(dir, &trees)?;
-            db.flush().map_err(Error::internal)?;
-        }
-        let store_id = trees
-            .meta
-            .get(META_STORE_ID)
-            .map_err(Error::internal)?
-            .and_then(|v| String::from_utf8(v.to_vec()).ok())
-            .ok_or_else(|| Error::internal("data dir has no store id"))?;
-        let store = Store {
-            inner: Arc::new(Inner {
-                durability: Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?,
-                usage: usage::UsageCounters::default(),
-                db,
-                trees,
-                store_id,
-                _lock: lock,
-            }),
+        let durability = Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?;
+        let backend = Backend::Sled(SledBackend::new(db.clone(), trees, durability, lock));
+        let created = match futures_now(initialise(dir, &backend))? {
+            true => {
+                db.flush().map_err(Error::internal)?;
+                true
+            }
+            false => false,
         };
-        Ok(Opened { store, created })
+        let store_id = futures_now(read_store_id(&backend))?;
+        Ok(Opened {
+            store: Store::from_backend(backend, store_id),
+            created,
+        })
     }
 
-    /// A random id made when the data dir was created: a subscriber's cursor is only
+    fn from_backend(backend: Backend, store_id: String) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                store_id,
+                replica_id: format!("replica_{}", random_base62(12)),
+                usage: usage::UsageCounters::default(),
+            }),
+        }
+    }
+
+    /// A random id made when the store was created: a subscriber's cursor is only
     /// meaningful against the same store.
     pub fn store_id(&self) -> &str {
         &self.inner.store_id
     }
 
-    /// Size of the database files on disk, in bytes.
+    /// Size of the database files on disk, in bytes (0 on etcd: the cluster keeps them).
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.inner.db.size_on_disk().map_err(Error::internal)
+        self.backend().size_on_disk()
     }
 
     /// Makes everything committed so far durable (one flush shared with concurrent callers).
@@ -146,41 +156,81 @@ impl Store {
     /// leave a committed revocation on disk but unannounced to subscribers.
     pub async fn sync(&self) -> Result<()> {
         let store = self.clone();
-        tokio::spawn(async move { store.inner.durability.sync().await })
+        tokio::spawn(async move { store.backend().sync().await })
             .await
             .map_err(Error::internal)?
     }
 
-    /// Runs one mutation's transaction and answers only once it is durable, whatever its
-    /// outcome: even a refusal or a no-op may rest on another request's change that is
-    /// committed but not yet flushed. Nothing runs once the store has faulted.
-    async fn commit<T>(
+    /// Runs one mutation's rules as one transaction and answers only once it is durable,
+    /// whatever its outcome: even a refusal or a no-op may rest on another request's change
+    /// that is committed but not yet flushed. Nothing runs once the store has faulted.
+    async fn commit<T: Send>(
         &self,
-        transaction: impl FnOnce() -> std::result::Result<T, TransactionError<Error>>,
+        prefetch: Prefetch,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
-        let durability = &self.inner.durability;
-        durability.writable()?;
-        let outcome = transaction().map_err(|e| match e {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(cause) => durability.fail(&cause),
-        });
+        self.backend().writable()?;
+        let outcome = self.backend().transact(prefetch, rules).await;
         self.sync().await?;
         outcome
     }
 
-    /// Why the store refuses writes, once it does (disk full, a failed flush or fsync).
+    /// Why the store refuses writes, once it does (disk full, a failed flush or fsync; on etcd,
+    /// a cluster this replica cannot reach).
     pub fn fault(&self) -> watch::Receiver<Option<String>> {
-        self.inner.durability.fault()
+        self.backend().fault()
     }
 
     /// Head of the revocation log as far as it is durable; changes wake subscribers.
     pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.inner.durability.durable_head()
+        self.backend().durable_head()
     }
 
-    fn trees(&self) -> &Trees {
-        &self.inner.trees
+    fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
+
+    /// Runs a long store job (a pruning batch) so that it holds no runtime worker: on the
+    /// blocking pool for sled, whose calls block their thread; as it is on etcd, whose calls
+    /// are asynchronous I/O.
+    async fn off_the_runtime<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        if self.is_replica() {
+            return work(self.clone()).await;
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || futures_now(work(store)))
+            .await
+            .map_err(Error::internal)?
+    }
+}
+
+/// Runs a future that cannot wait on anything (a sled-backed store operation) to completion.
+fn futures_now<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => unreachable!("sled operations complete without waiting"),
+    }
+}
+
+/// The store id, which initialisation wrote.
+async fn read_store_id(backend: &Backend) -> Result<String> {
+    let id = backend
+        .read(vec![(Table::Meta, META_STORE_ID.to_vec())], |tx| {
+            tx.get(Table::Meta, META_STORE_ID)
+        })
+        .await?;
+    id.and_then(|v| String::from_utf8(v).ok())
+        .ok_or_else(|| Error::internal("store has no store id"))
 }
 
 /// Log or audit entries removed per pruning step: each step is one batch on the blocking pool.
@@ -225,11 +275,19 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
 }
 
 /// First start: a store id, an empty log, and the operator account whose token goes to a
-/// 0600 file. The file is written before the account is committed, so a crash in between
-/// leaves an uninitialised store that the next start initialises afresh.
-fn initialise(dir: &Path, trees: &Trees) -> Result<()> {
+/// 0600 file; true if this call initialised the store. The file is written before the account
+/// is committed, so a crash in between leaves an uninitialised store that the next start
+/// initialises afresh; a start that loses the race to initialise (another replica on the same
+/// etcd prefix) removes the file it wrote, so only the initialising replica has one.
+async fn initialise(dir: &Path, backend: &Backend) -> Result<bool> {
+    let marker = || vec![(Table::Meta, META_INITIALISED.to_vec())];
+    let initialised = |tx: &mut dyn Tx| Ok(tx.get(Table::Meta, META_INITIALISED)?.is_some());
+    if backend.read(marker(), initialised).await? {
+        return Ok(false);
+    }
     let token = AccountToken::generate();
-    write_token_file(&dir.join(OPERATOR_TOKEN_FILE), &token)?;
+    let token_file = dir.join(OPERATOR_TOKEN_FILE);
+    write_token_file(&token_file, &token)?;
     let store_id = format!("st_{}", random_base62(16));
     let account = AccountRecord {
         role: Role::Operator.code(),
@@ -238,22 +296,34 @@ fn initialise(dir: &Path, trees: &Trees) -> Result<()> {
     }
     .encode_to_vec();
     let hash = token.hash();
-    finish(
-        (&trees.meta, &trees.accounts, &trees.tokens, &trees.audit).transaction(
-            |(meta, accounts, tokens, trail)| {
-                meta.insert(META_STORE_ID, store_id.as_bytes())?;
-                meta.insert(META_HEAD, &0u64.to_be_bytes())?;
-                meta.insert(META_OPERATORS, &1u64.to_be_bytes())?;
-                accounts.insert(BOOTSTRAP_OPERATOR.as_bytes(), account.as_slice())?;
-                tokens.insert(&hash.0, BOOTSTRAP_OPERATOR.as_bytes())?;
-                let action = AuditAction::ServiceAccountCreated;
-                let entry = audit::entry(&Caller::cli(), action, None, BOOTSTRAP_OPERATOR);
-                audit::append(trail, entry)?;
-                meta.insert(META_INITIALISED, &[1])?;
-                Ok(())
-            },
-        ),
-    )
+    let created = backend
+        .transact(marker(), |tx| {
+            if tx.get(Table::Meta, META_INITIALISED)?.is_some() {
+                return Ok(false);
+            }
+            if tx.get(Table::Meta, META_STORE_ID)?.is_some() {
+                return abort(Error::FailedPrecondition(
+                    "the store has an id but was never marked initialised: a restore into it \
+                     was interrupted; restore again into an empty prefix"
+                        .into(),
+                ));
+            }
+            tx.insert(Table::Meta, META_STORE_ID, store_id.as_bytes())?;
+            tx.insert(Table::Meta, META_HEAD, &0u64.to_be_bytes())?;
+            tx.insert(Table::Meta, META_OPERATORS, &1u64.to_be_bytes())?;
+            tx.insert(Table::Accounts, BOOTSTRAP_OPERATOR.as_bytes(), &account)?;
+            tx.insert(Table::Tokens, &hash.0, BOOTSTRAP_OPERATOR.as_bytes())?;
+            let action = AuditAction::ServiceAccountCreated;
+            let entry = audit::entry(&Caller::cli(), action, None, BOOTSTRAP_OPERATOR);
+            audit::append(tx, entry)?;
+            tx.insert(Table::Meta, META_INITIALISED, &[1])?;
+            Ok(true)
+        })
+        .await?;
+    if !created {
+        let _ = std::fs::remove_file(&token_file);
+    }
+    Ok(created)
 }
 
 /// Writes a token to a new file only its owner can read (0600 from creation, never wider),
@@ -263,31 +333,29 @@ pub fn write_token_file(path: &Path, token: &AccountToken) -> Result<()> {
     files::write_private_file(path, contents.as_bytes())
 }
 
-type TxResult<T> = ConflictableTransactionResult<T, Error>;
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdUrl;
 
-/// Ends a transaction with a domain error (nothing it wrote is kept).
-fn abort<T>(error: Error) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(error))
+#[cfg(feature = "etcd")]
+impl Store {
+    /// Connects to a store on etcd (initialising the prefix if it is empty: then, and only
+    /// then, the operator token is written to `dir/operator.token`).
+    pub async fn open_etcd(url: &EtcdUrl, dir: &Path) -> Result<Opened> {
+        files::create_private_dir(dir)?;
+        let backend = Backend::Etcd(etcd::EtcdBackend::connect(url).await?);
+        let created = initialise(dir, &backend).await?;
+        let store_id = read_store_id(&backend).await?;
+        Ok(Opened {
+            store: Store::from_backend(backend, store_id),
+            created,
+        })
+    }
 }
 
-/// Lifts a domain result into a transaction, aborting on error.
-fn lift<T>(result: Result<T>) -> TxResult<T> {
-    result.map_err(ConflictableTransactionError::Abort)
-}
-
-fn finish<T>(result: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(error) => error,
-        TransactionError::Storage(error) => Error::internal(error),
-    })
-}
-
-fn read_u64(bytes: Option<&[u8]>) -> u64 {
-    bytes
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-fn tx_u64(tree: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
-    Ok(read_u64(tree.get(key)?.as_deref()))
+impl Store {
+    /// True when this store is one replica's view of a shared store (etcd), whose faults
+    /// come and go with the cluster, rather than a data dir this process owns.
+    pub fn is_replica(&self) -> bool {
+        !matches!(self.backend(), Backend::Sled(_))
+    }
 }

@@ -3,11 +3,12 @@
 use std::ops::Bound;
 
 use prost::Message;
-use sled::Transactional;
 
+use super::kv::{abort, lift, Entry, Range, Tx};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
-use super::revocation::{org_not_found, read_org, revoke_active_key, KeyTx};
-use super::{abort, audit, lift, Store};
+use super::revocation::{org_not_found, read_org, revoke_active_key};
+use super::tables::Table;
+use super::{audit, Store, META_HEAD};
 use crate::domain::{
     AuditAction, Caller, Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result,
     RevocationEvent, RevocationReason, User, UserStatus,
@@ -18,7 +19,6 @@ pub type UserChange = (User, Option<RevocationEvent>);
 
 impl Store {
     pub async fn create_org(&self, by: &Caller, name: Name, edition: Edition) -> Result<Org> {
-        let t = self.trees();
         let org = Org {
             id: OrgId::generate(),
             name: name.as_str().to_owned(),
@@ -33,42 +33,48 @@ impl Store {
         }
         .encode_to_vec();
         let folded = name.folded();
-        self.commit(|| {
-            (&t.orgs, &t.org_names, &t.audit).transaction(|(orgs, org_names, trail)| {
-                if org_names.get(folded.as_bytes())?.is_some() {
-                    return abort(Error::AlreadyExists(format!(
-                        "an org named {:?} already exists",
-                        org.name
-                    )));
-                }
-                org_names.insert(folded.as_bytes(), org.id.as_str().as_bytes())?;
-                orgs.insert(org.id.as_str().as_bytes(), record.as_slice())?;
-                let action = AuditAction::OrgCreated;
-                audit::append(trail, audit::entry(by, action, Some(&org.id), &org.name))?;
-                Ok(())
-            })
+        let prefetch = vec![
+            (Table::OrgNames, folded.as_bytes().to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            if tx.get(Table::OrgNames, folded.as_bytes())?.is_some() {
+                return abort(Error::AlreadyExists(format!(
+                    "an org named {:?} already exists",
+                    org.name
+                )));
+            }
+            tx.insert(
+                Table::OrgNames,
+                folded.as_bytes(),
+                org.id.as_str().as_bytes(),
+            )?;
+            tx.insert(Table::Orgs, org.id.as_str().as_bytes(), &record)?;
+            let action = AuditAction::OrgCreated;
+            audit::append(tx, audit::entry(by, action, Some(&org.id), &org.name))?;
+            Ok(())
         })
         .await?;
         Ok(org)
     }
 
-    pub fn get_org(&self, id: &OrgId) -> Result<Org> {
+    pub async fn get_org(&self, id: &OrgId) -> Result<Org> {
+        let key = id.as_str().as_bytes();
         let bytes = self
-            .trees()
-            .orgs
-            .get(id.as_str())
-            .map_err(Error::internal)?
+            .backend()
+            .read(vec![(Table::Orgs, key.to_vec())], |tx| {
+                tx.get(Table::Orgs, key)
+            })
+            .await?
             .ok_or_else(|| org_not_found(id))?;
         decode::<OrgRecord>(&bytes)?.to_org(id.clone())
     }
 
     /// Orgs in org_id order, starting after `after`.
-    pub fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Page<Org>> {
+    pub async fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Page<Org>> {
         let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.as_bytes().to_vec()));
-        let entries = self
-            .trees()
-            .orgs
-            .range::<Vec<u8>, _>((start, Bound::Unbounded));
+        let range = Range::new(Table::Orgs, start, Bound::Unbounded).limit(limit.saturating_add(1));
+        let entries = self.backend().scan(range).await?;
         paginate(entries, limit, |key, value| {
             let id = OrgId::from_trusted(utf8(key)?);
             let org = decode::<OrgRecord>(value)?.to_org(id.clone())?;
@@ -84,7 +90,6 @@ impl Store {
         display_name: Name,
         profile: Profile,
     ) -> Result<User> {
-        let t = self.trees();
         let now = now();
         let user = User {
             email,
@@ -97,68 +102,77 @@ impl Store {
         };
         let record = UserRecord::from_user(&user).encode_to_vec();
         let index = org_user_key(&user.org_id, &user.email);
-        self.commit(|| {
-            (&t.orgs, &t.users, &t.org_users, &t.audit).transaction(
-                |(orgs, users, org_users, trail)| {
-                    if orgs.get(user.org_id.as_str())?.is_none() {
-                        return abort(org_not_found(&user.org_id));
-                    }
-                    if users.get(user.email.as_str())?.is_some() {
-                        return abort(Error::AlreadyExists(format!(
-                            "a user with email {} already exists",
-                            user.email
-                        )));
-                    }
-                    users.insert(user.email.as_str(), record.as_slice())?;
-                    org_users.insert(index.as_slice(), &[])?;
-                    let action = AuditAction::UserCreated;
-                    let entry = audit::entry(by, action, Some(&user.org_id), user.email.as_str());
-                    audit::append(trail, entry)?;
-                    Ok(())
-                },
-            )
+        let prefetch = vec![
+            (Table::Orgs, user.org_id.as_str().as_bytes().to_vec()),
+            (Table::Users, user.email.as_str().as_bytes().to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            if tx
+                .get(Table::Orgs, user.org_id.as_str().as_bytes())?
+                .is_none()
+            {
+                return abort(org_not_found(&user.org_id));
+            }
+            if tx
+                .get(Table::Users, user.email.as_str().as_bytes())?
+                .is_some()
+            {
+                return abort(Error::AlreadyExists(format!(
+                    "a user with email {} already exists",
+                    user.email
+                )));
+            }
+            tx.insert(Table::Users, user.email.as_str().as_bytes(), &record)?;
+            tx.insert(Table::OrgUsers, &index, &[])?;
+            let action = AuditAction::UserCreated;
+            let entry = audit::entry(by, action, Some(&user.org_id), user.email.as_str());
+            audit::append(tx, entry)?;
+            Ok(())
         })
         .await?;
         Ok(user)
     }
 
-    pub fn get_user(&self, email: &Email) -> Result<User> {
+    pub async fn get_user(&self, email: &Email) -> Result<User> {
+        let key = email.as_str().as_bytes();
         let bytes = self
-            .trees()
-            .users
-            .get(email.as_str())
-            .map_err(Error::internal)?
+            .backend()
+            .read(vec![(Table::Users, key.to_vec())], |tx| {
+                tx.get(Table::Users, key)
+            })
+            .await?
             .ok_or_else(|| user_not_found(email))?;
         decode::<UserRecord>(&bytes)?.to_user(email.clone())
     }
 
     /// An org's users in email order, starting after the email `after`.
-    pub fn list_users(
+    pub async fn list_users(
         &self,
         org_id: &OrgId,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<User>> {
-        self.get_org(org_id)?;
+        self.get_org(org_id).await?;
         let prefix = org_user_key(org_id, &Email::from_trusted(String::new()));
-        let start = match after {
-            Some(email) => {
-                Bound::Excluded(org_user_key(org_id, &Email::from_trusted(email.to_owned())))
-            }
-            None => Bound::Included(prefix.clone()),
-        };
-        let entries = self
-            .trees()
-            .org_users
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(|entry| {
-                entry
-                    .as_ref()
-                    .map_or(true, |(key, _)| key.starts_with(&prefix))
-            });
-        paginate(entries, limit, |key, _| {
+        let mut range = Range::prefix(Table::OrgUsers, &prefix).limit(limit.saturating_add(1));
+        if let Some(email) = after {
+            range.start =
+                Bound::Excluded(org_user_key(org_id, &Email::from_trusted(email.to_owned())));
+        }
+        let entries = self.backend().scan(range).await?;
+        let mut users = Vec::new();
+        for (key, _) in entries.iter().take(limit) {
             let email = Email::from_trusted(utf8(&key[prefix.len()..])?);
-            Ok((email.to_string(), self.get_user(&email)?))
+            users.push(self.get_user(&email).await?);
+        }
+        paginate(entries, limit, |key, _| {
+            let email = utf8(&key[prefix.len()..])?;
+            let user = users.iter().find(|u| u.email.as_str() == email).cloned();
+            Ok((
+                email,
+                user.ok_or_else(|| Error::internal("user listed twice"))?,
+            ))
         })
     }
 
@@ -204,52 +218,38 @@ impl Store {
         by: &Caller,
         email: &Email,
         action: AuditAction,
-        change: impl Fn(&mut User) -> Option<RevocationReason>,
+        change: impl Fn(&mut User) -> Option<RevocationReason> + Send + Sync,
     ) -> Result<UserChange> {
-        let t = self.trees();
         let now = now();
-        self.commit(|| {
-            (&t.users, &t.orgs, &t.keys, &t.meta, &t.events, &t.audit).transaction(
-                |(users, orgs, keys, meta, events, trail)| {
-                    let Some(bytes) = users.get(email.as_str())? else {
-                        return abort(user_not_found(email));
-                    };
-                    let before =
-                        lift(decode::<UserRecord>(&bytes).and_then(|r| r.to_user(email.clone())))?;
-                    let mut user = before.clone();
-                    let loses_key_for = change(&mut user);
-                    if user == before {
-                        return Ok((user, None));
-                    }
-                    user.updated = now;
-                    users.insert(email.as_str(), UserRecord::from_user(&user).encode_to_vec())?;
-                    let event = match loses_key_for {
-                        Some(reason) => match read_org(orgs, &user.org_id)? {
-                            Some(mut org) => {
-                                let tx = KeyTx {
-                                    orgs,
-                                    keys,
-                                    meta,
-                                    events,
-                                };
-                                revoke_active_key(
-                                    &tx,
-                                    &user.org_id,
-                                    &mut org,
-                                    Some(email),
-                                    reason,
-                                    now,
-                                )?
-                            }
-                            None => None,
-                        },
-                        None => None,
-                    };
-                    let entry = audit::entry(by, action, Some(&user.org_id), email.as_str());
-                    audit::append(trail, entry.revoking(event.as_ref()))?;
-                    Ok((user, event))
-                },
-            )
+        let key = email.as_str().as_bytes();
+        let prefetch = vec![
+            (Table::Users, key.to_vec()),
+            (Table::Meta, META_HEAD.to_vec()),
+            audit::head_key(),
+        ];
+        self.commit(prefetch, |tx| {
+            let Some(bytes) = tx.get(Table::Users, key)? else {
+                return abort(user_not_found(email));
+            };
+            let before = lift(decode::<UserRecord>(&bytes).and_then(|r| r.to_user(email.clone())))?;
+            let mut user = before.clone();
+            let loses_key_for = change(&mut user);
+            if user == before {
+                return Ok((user, None));
+            }
+            user.updated = now;
+            tx.insert(
+                Table::Users,
+                key,
+                &UserRecord::from_user(&user).encode_to_vec(),
+            )?;
+            let event = match loses_key_for {
+                Some(reason) => revoke_owned_key(tx, &user.org_id, email, reason, now)?,
+                None => None,
+            };
+            let entry = audit::entry(by, action, Some(&user.org_id), email.as_str());
+            audit::append(tx, entry.revoking(event.as_ref()))?;
+            Ok((user, event))
         })
         .await
     }
@@ -257,14 +257,13 @@ impl Store {
 
 /// Collects up to `limit` items and says where the next page starts if more remain.
 fn paginate<T>(
-    entries: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    entries: Vec<Entry>,
     limit: usize,
     mut item: impl FnMut(&[u8], &[u8]) -> Result<(String, T)>,
 ) -> Result<Page<T>> {
     let mut items = Vec::new();
     let mut last = None;
-    for entry in entries {
-        let (key, value) = entry.map_err(Error::internal)?;
+    for (key, value) in entries {
         if items.len() == limit {
             return Ok(Page {
                 items,
@@ -279,6 +278,20 @@ fn paginate<T>(
         items,
         next_after: None,
     })
+}
+
+/// Revokes the org's active key if `owner` owns it, in the caller's transaction.
+fn revoke_owned_key(
+    tx: &mut dyn Tx,
+    org_id: &OrgId,
+    owner: &Email,
+    reason: RevocationReason,
+    now: std::time::SystemTime,
+) -> super::kv::TxResult<Option<RevocationEvent>> {
+    match read_org(tx, org_id)? {
+        Some(mut org) => revoke_active_key(tx, org_id, &mut org, Some(owner), reason, now),
+        None => Ok(None),
+    }
 }
 
 fn org_user_key(org_id: &OrgId, email: &Email) -> Vec<u8> {

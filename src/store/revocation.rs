@@ -5,24 +5,16 @@
 use std::time::SystemTime;
 
 use prost::Message;
-use sled::transaction::TransactionalTree;
 
 use super::events::append_event;
+use super::kv::{abort, lift, Tx, TxResult};
 use super::records::{decode, KeyRecord, OrgRecord};
-use super::{abort, lift, TxResult};
+use super::tables::Table;
 use crate::domain::{Email, Error, OrgId, RevocationEvent, RevocationReason};
 
-/// The trees a revocation touches, inside a transaction.
-pub(super) struct KeyTx<'a> {
-    pub orgs: &'a TransactionalTree,
-    pub keys: &'a TransactionalTree,
-    pub meta: &'a TransactionalTree,
-    pub events: &'a TransactionalTree,
-}
-
 /// The org's record inside a transaction, if the org exists.
-pub(super) fn read_org(orgs: &TransactionalTree, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {
-    match orgs.get(org_id.as_str())? {
+pub(super) fn read_org(tx: &mut dyn Tx, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {
+    match tx.get(Table::Orgs, org_id.as_str().as_bytes())? {
         Some(bytes) => lift(decode::<OrgRecord>(&bytes)).map(Some),
         None => Ok(None),
     }
@@ -32,7 +24,7 @@ pub(super) fn read_org(orgs: &TransactionalTree, org_id: &OrgId) -> TxResult<Opt
 /// owns it): the key is deleted, `org` forgets it and is written back, and the event is
 /// appended to the log, all in the caller's transaction.
 pub(super) fn revoke_active_key(
-    tx: &KeyTx<'_>,
+    tx: &mut dyn Tx,
     org_id: &OrgId,
     org: &mut OrgRecord,
     owner: Option<&Email>,
@@ -42,7 +34,7 @@ pub(super) fn revoke_active_key(
     let Some(hash) = org.active_key.clone() else {
         return Ok(None);
     };
-    let Some(key_bytes) = tx.keys.get(&hash)? else {
+    let Some(key_bytes) = tx.get(Table::Keys, &hash)? else {
         return abort(Error::internal(format!(
             "org {org_id} names a key that does not exist"
         )));
@@ -51,9 +43,13 @@ pub(super) fn revoke_active_key(
     if owner.is_some_and(|owner| *owner != key.owner) {
         return Ok(None);
     }
-    tx.keys.remove(hash.as_slice())?;
+    tx.remove(Table::Keys, &hash)?;
     org.active_key = None;
-    tx.orgs.insert(org_id.as_str(), org.encode_to_vec())?;
+    tx.insert(
+        Table::Orgs,
+        org_id.as_str().as_bytes(),
+        &org.encode_to_vec(),
+    )?;
     let event = RevocationEvent {
         sequence: 0,
         key_id: key.key_id,
@@ -62,9 +58,9 @@ pub(super) fn revoke_active_key(
         reason,
         revoked: now,
     };
-    append_event(tx.meta, tx.events, event).map(Some)
+    append_event(tx, event).map(Some)
 }
 
-pub(super) fn org_not_found(id: &OrgId) -> Error {
+pub(super) fn org_not_found(id: &OrgId) -> crate::domain::Error {
     Error::not_found(format!("org {id} not found"))
 }

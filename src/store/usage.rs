@@ -11,9 +11,14 @@ use dashmap::DashMap;
 use prost::Message;
 use tokio::sync::Mutex;
 
+use super::kv::Range;
 use super::records::{decode, from_micros, micros, now, UsageRecord};
+use super::tables::Table;
 use super::Store;
-use crate::domain::{AccountName, Error, KeyId, KeyUsage, Result};
+use crate::domain::{AccountName, KeyId, KeyUsage, Result};
+
+/// Totals saved per transaction (well inside etcd's 128 operations per transaction).
+const USAGE_CHUNK: usize = 32;
 
 /// Counts not saved yet, by `usage` tree key.
 #[derive(Default)]
@@ -59,13 +64,16 @@ impl Store {
     }
 
     /// Who validated `key_id`: saved totals plus what is counted since, by consumer name.
-    pub fn key_usage(&self, key_id: &KeyId) -> Result<Vec<KeyUsage>> {
+    pub async fn key_usage(&self, key_id: &KeyId) -> Result<Vec<KeyUsage>> {
         let prefix = usage_prefix(key_id);
         let mut usage = Vec::new();
-        for entry in self.trees().usage.scan_prefix(&prefix) {
-            let (key, value) = entry.map_err(Error::internal)?;
+        let saved = self
+            .backend()
+            .scan(Range::prefix(Table::Usage, &prefix))
+            .await?;
+        for (key, value) in saved {
             let saved = decode::<UsageRecord>(&value)?;
-            usage.push((key.to_vec(), saved.validations, saved.last_us));
+            usage.push((key, saved.validations, saved.last_us));
         }
         for item in self.inner.usage.unsaved.iter() {
             if !item.key().starts_with(&prefix) {
@@ -99,7 +107,6 @@ impl Store {
     /// Adds the counts since the last save to the saved totals, durably.
     pub async fn save_usage(&self) -> Result<()> {
         let _one_at_a_time = self.inner.usage.saving.lock().await;
-        let tree = &self.trees().usage;
         let mut taken = Vec::new();
         for item in self.inner.usage.unsaved.iter() {
             let validations = item.validations.swap(0, Ordering::Relaxed);
@@ -114,14 +121,13 @@ impl Store {
         if taken.is_empty() {
             return Ok(());
         }
-        let saved = self.merge_usage(tree, &taken);
-        let saved = match saved {
-            Ok(()) => self.sync().await,
-            Err(error) => Err(error),
+        let (saved, merged) = match self.merge_usage(&taken).await {
+            Ok(()) => (self.sync().await, 0),
+            Err((merged, error)) => (Err(error), merged),
         };
         if saved.is_err() {
             // Not saved: count them again, for the next save (or the next process) to try.
-            for (key, validations, _) in &taken {
+            for (key, validations, _) in &taken[merged..] {
                 if let Some(counter) = self.inner.usage.unsaved.get(key) {
                     counter
                         .validations
@@ -132,21 +138,38 @@ impl Store {
         saved
     }
 
-    fn merge_usage(&self, tree: &sled::Tree, taken: &[(Vec<u8>, u64, i64)]) -> Result<()> {
-        self.inner.durability.writable()?;
-        let mut batch = sled::Batch::default();
-        for (key, validations, last_us) in taken {
-            let saved = match tree.get(key).map_err(Error::internal)? {
-                Some(bytes) => decode::<UsageRecord>(&bytes)?,
-                None => UsageRecord::default(),
-            };
-            let total = UsageRecord {
-                validations: saved.validations + validations,
-                last_us: saved.last_us.max(*last_us),
-            };
-            batch.insert(key.as_slice(), total.encode_to_vec());
+    /// Adds `taken` to the saved totals. On sled one save at a time (the lock above) makes the
+    /// read-then-write safe; replicas on etcd each add their own counts, so each total is
+    /// read and written in one transaction.
+    /// On failure, says how many of `taken` were saved before it.
+    async fn merge_usage(
+        &self,
+        taken: &[(Vec<u8>, u64, i64)],
+    ) -> std::result::Result<(), (usize, crate::domain::Error)> {
+        self.backend().writable().map_err(|e| (0, e))?;
+        for (done, chunk) in taken.chunks(USAGE_CHUNK).enumerate() {
+            let prefetch = chunk
+                .iter()
+                .map(|(key, ..)| (Table::Usage, key.clone()))
+                .collect();
+            self.backend()
+                .transact(prefetch, |tx| {
+                    for (key, validations, last_us) in chunk {
+                        let saved = match tx.get(Table::Usage, key)? {
+                            Some(bytes) => super::kv::lift(decode::<UsageRecord>(&bytes))?,
+                            None => UsageRecord::default(),
+                        };
+                        let total = UsageRecord {
+                            validations: saved.validations + validations,
+                            last_us: saved.last_us.max(*last_us),
+                        };
+                        tx.insert(Table::Usage, key, &total.encode_to_vec())?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| (done * USAGE_CHUNK, e))?;
         }
-        tree.apply_batch(batch)
-            .map_err(|cause| self.inner.durability.fail(&cause))
+        Ok(())
     }
 }

@@ -166,10 +166,11 @@ async fn every_role_gets_exactly_its_row_of_the_matrix() {
 async fn missing_malformed_or_unknown_tokens_are_unauthenticated() {
     let server = TestServer::start().await;
     let never_issued = zsc::domain::AccountToken::generate();
-    let fake = format!(
-        "{}x",
-        &server.operator_token[..server.operator_token.len() - 1]
-    );
+    // The real token with its last character changed (to one it does not already have).
+    let (body, last) = server
+        .operator_token
+        .split_at(server.operator_token.len() - 1);
+    let fake = format!("{body}{}", if last == "x" { "y" } else { "x" });
     for token in ["", "not-a-token", fake.as_str(), never_issued.expose()] {
         for rpc in [
             "ListOrgs",

@@ -556,6 +556,7 @@ async fn backup_restore_and_operator_token_rotation_are_in_the_trail() {
         .store;
     let page = store
         .list_audit(&Default::default(), None, 100)
+        .await
         .unwrap()
         .items;
     let n = trail.len();

@@ -26,6 +26,15 @@ pub struct TestServer {
     pub tls_ca: Option<Vec<u8>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<zsc::domain::Result<()>>>,
+    /// On the etcd backend: the store's URL, and the cluster, which lives as long as the server.
+    store_url: Option<String>,
+    cluster: Option<Box<dyn std::any::Any + Send>>,
+}
+
+/// The backend `TestServer::start` runs on: sled, or etcd with `ZSC_TEST_BACKEND=etcd` (and the
+/// `etcd` feature), so the same integration tests run against both.
+fn on_etcd() -> bool {
+    cfg!(feature = "etcd") && std::env::var("ZSC_TEST_BACKEND").as_deref() == Ok("etcd")
 }
 
 /// Test-speed settings; everything else is production's.
@@ -36,9 +45,38 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// The test config, on the store at `url` if one is given.
+fn with_store(dir: &Path, url: Option<&str>) -> Config {
+    let mut config = test_config(dir);
+    config.store_url = url.map(str::to_owned);
+    config
+}
+
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(tempfile::tempdir().expect("temp dir"), test_config).await
+        let dir = tempfile::tempdir().expect("temp dir");
+        if on_etcd() {
+            return Self::start_on_etcd(dir).await;
+        }
+        Self::start_with(dir, test_config).await
+    }
+
+    /// A replica on a one-member etcd cluster of its own.
+    #[cfg(feature = "etcd")]
+    async fn start_on_etcd(dir: TempDir) -> Self {
+        let cluster = tokio::task::spawn_blocking(|| zsc::testing::EtcdCluster::start(1))
+            .await
+            .unwrap();
+        let url = cluster.url("/zsc");
+        let mut server = Self::start_on(dir, "127.0.0.1:0", |d| with_store(d, Some(&url))).await;
+        server.store_url = Some(url);
+        server.cluster = Some(Box::new(cluster));
+        server
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn start_on_etcd(_: TempDir) -> Self {
+        unreachable!("on_etcd() is false without the etcd feature")
     }
 
     pub async fn start_with(dir: TempDir, configure: impl FnOnce(&Path) -> Config) -> Self {
@@ -51,7 +89,9 @@ impl TestServer {
         addr: &str,
         configure: impl FnOnce(&Path) -> Config,
     ) -> Self {
-        let server = Server::open(configure(dir.path())).expect("server opens");
+        let server = Server::connect(configure(dir.path()))
+            .await
+            .expect("server opens");
         let metrics_addr = server.metrics_addr();
         let health_addr = server.health_addr();
         let listener = TcpListener::bind(addr).await.expect("bind");
@@ -73,6 +113,46 @@ impl TestServer {
             tls_ca: None,
             stop: Some(stop),
             task: Some(task),
+            store_url: None,
+            cluster: None,
+        }
+    }
+
+    /// A replica on a store on etcd (`url`), in a fresh data dir. The replica that initialised
+    /// the store finds its token in operator.token; the others are given it.
+    #[cfg(feature = "etcd")]
+    pub async fn start_replica(url: &str, operator_token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        config.store_url = Some(url.to_owned());
+        let server = Server::connect(config).await.expect("replica connects");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let written = std::fs::read_to_string(dir.path().join("operator.token")).ok();
+        let operator_token = match (written, operator_token) {
+            (Some(token), None) => token.trim().to_owned(),
+            (None, Some(token)) => token.to_owned(),
+            (written, given) => panic!(
+                "only the initialising replica writes operator.token: written {}, given {}",
+                written.is_some(),
+                given.is_some()
+            ),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            dir,
+            operator_token,
+            metrics_addr: None,
+            health_addr: None,
+            tls_ca: None,
+            stop: Some(stop),
+            task: Some(task),
+            store_url: None,
+            cluster: None,
         }
     }
 
@@ -95,10 +175,14 @@ impl TestServer {
     }
 
     /// Stops and starts again on the same data dir and port.
-    pub async fn restart(self) -> Self {
+    pub async fn restart(mut self) -> Self {
         let addr = self.addr.to_string();
+        let (url, cluster) = (self.store_url.take(), self.cluster.take());
         let dir = self.stop().await;
-        Self::start_on(dir, &addr, test_config).await
+        let mut server = Self::start_on(dir, &addr, |d| with_store(d, url.as_deref())).await;
+        server.store_url = url;
+        server.cluster = cluster;
+        server
     }
 
     pub fn url(&self) -> String {

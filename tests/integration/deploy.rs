@@ -158,6 +158,72 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
 }
 
 #[tokio::test]
+async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() {
+    let docs = YamlLoader::load_from_str(&read("kubernetes-replicas.yaml")).expect("valid YAML");
+    let kinds: Vec<_> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["Service", "Deployment"]);
+    let deployment = &docs[1]["spec"];
+    assert!(deployment["replicas"].as_i64().unwrap() >= 2, "replicas");
+    let pod = &deployment["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "serve");
+    let store = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--store="))
+        .expect("the replicas share a store on etcd");
+    assert!(
+        store.starts_with("etcd://") && store.matches(':').count() >= 4,
+        "{store}"
+    );
+    let envs = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_known(
+        &help("serve").await,
+        &flags(args.iter().copied()),
+        &envs,
+        "kubernetes-replicas.yaml",
+    );
+    let health_port = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--health-listen="))
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert_eq!(
+        container["readinessProbe"]["grpc"]["port"]
+            .as_i64()
+            .map(|p| p.to_string())
+            .as_deref(),
+        Some(health_port)
+    );
+    let env_values: Vec<(String, String)> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let value = e["value"].as_str().unwrap();
+            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+        })
+        .collect();
+    serves_tls(&args, &env_values, "kubernetes-replicas.yaml").await;
+}
+
+#[tokio::test]
 async fn the_dockerfile_is_multi_stage_non_root_with_a_grpc_health_check() {
     let dockerfile = read("Dockerfile");
     let lines: Vec<&str> = dockerfile

@@ -17,6 +17,8 @@ mod operations;
 mod process;
 mod python;
 mod readme;
+#[cfg(feature = "etcd")]
+mod replicas;
 mod storage;
 mod subscribers;
 mod tls;

@@ -1,0 +1,155 @@
+//! The backends the rules run on, behind one enum (a closure-taking `transact` is generic, so
+//! not object-safe): sled, embedded, the default; etcd, for replicas (cargo feature `etcd`).
+
+use tokio::sync::watch;
+
+use super::kv::{Entry, Prefetch, Range, Tx, TxResult};
+use super::sled_backend::SledBackend;
+use super::tables::Table;
+use crate::domain::Result;
+
+// One per process, inside the store's Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Backend {
+    Sled(SledBackend),
+    #[cfg(feature = "etcd")]
+    Etcd(super::etcd::EtcdBackend),
+}
+
+impl Backend {
+    /// Runs `rules` as one transaction, re-running it on conflicts, and commits its writes.
+    /// `prefetch` names keys it reads, for a backend that can fetch them in one round trip.
+    pub async fn transact<T: Send>(
+        &self,
+        prefetch: Prefetch,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
+    ) -> Result<T> {
+        match self {
+            Backend::Sled(sled) => {
+                let _ = prefetch;
+                sled.transact(rules)
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.transact(prefetch, rules).await,
+        }
+    }
+
+    /// Runs a read-only closure; on etcd every read comes from one snapshot.
+    pub async fn read<T: Send>(
+        &self,
+        prefetch: Prefetch,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
+    ) -> Result<T> {
+        match self {
+            Backend::Sled(sled) => {
+                let _ = prefetch;
+                sled.read(rules)
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.read(prefetch, rules).await,
+        }
+    }
+
+    /// The keys in `range`, in key order (or reversed), up to its limit.
+    pub async fn scan(&self, range: Range) -> Result<Vec<Entry>> {
+        match self {
+            Backend::Sled(sled) => sled.scan(&range),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.scan(&range).await,
+        }
+    }
+
+    /// Atomic writes to one table outside any rule (pruning, saving usage counts).
+    pub async fn apply(&self, table: Table, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        match self {
+            Backend::Sled(sled) => sled.apply(table, writes),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.apply(table, writes).await,
+        }
+    }
+
+    /// Reads a key of a table this replica keeps locally and current: every table on sled;
+    /// on etcd the accounts, tokens and events, which its watch keeps up to date.
+    pub fn get_local(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Backend::Sled(sled) => sled.get(table, key),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.get_local(table, key),
+        }
+    }
+
+    /// A range of a table kept locally (see [`Backend::get_local`]).
+    pub fn scan_local(&self, range: &Range) -> Result<Vec<Entry>> {
+        match self {
+            Backend::Sled(sled) => sled.scan(range),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.scan_local(range),
+        }
+    }
+
+    /// The log head a read-only closure reports with what it read: on sled the durable head
+    /// (read first, so every revocation at or below it is visible to the reads after it, and
+    /// never reused after a crash); on etcd the head in the same snapshot.
+    pub fn snapshot_head(&self, tx: &mut dyn Tx) -> TxResult<u64> {
+        match self {
+            Backend::Sled(sled) => {
+                let _ = tx;
+                Ok(sled.durability.durable_head_now())
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => super::kv::get_u64(tx, Table::Meta, super::META_HEAD),
+        }
+    }
+
+    /// Refuses a change once the store cannot take one.
+    pub fn writable(&self) -> Result<()> {
+        match self {
+            Backend::Sled(sled) => sled.durability.writable(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.writable(),
+        }
+    }
+
+    /// Returns once everything committed before the call is durable.
+    pub async fn sync(&self) -> Result<()> {
+        match self {
+            Backend::Sled(sled) => sled.durability.sync().await,
+            // etcd answers a write only once a majority has it on disk; what remains is for
+            // this replica's own streams to have heard of it.
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.sync().await,
+        }
+    }
+
+    /// Why the store refuses writes, once it does.
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        match self {
+            Backend::Sled(sled) => sled.durability.fault(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.fault(),
+        }
+    }
+
+    pub fn durable_head(&self) -> watch::Receiver<u64> {
+        match self {
+            Backend::Sled(sled) => sled.durability.durable_head(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.durable_head(),
+        }
+    }
+
+    pub fn durable_head_now(&self) -> u64 {
+        *self.durable_head().borrow()
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64> {
+        match self {
+            Backend::Sled(sled) => sled
+                .db
+                .size_on_disk()
+                .map_err(crate::domain::Error::internal),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => Ok(0),
+        }
+    }
+}

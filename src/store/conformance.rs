@@ -1,0 +1,551 @@
+//! The store conformance suite: every rule, checked through `Store`'s own methods, once per
+//! backend. [`conformance_suite!`] writes the tests; each backend instantiates it with a
+//! constructor of fresh, empty stores (sled: a temp dir; etcd: a fresh prefix on a real
+//! cluster), so both backends are held to the same tests, not to copies of them.
+
+use std::sync::Arc;
+
+use crate::domain::{
+    AccountName, AuditFilter, Caller, Edition, Email, Name, OrgId, Profile, ZscKey,
+};
+use crate::store::{Store, BOOTSTRAP_OPERATOR};
+
+/// A fresh store and whatever must live as long as it (a temp dir, a cluster).
+pub(crate) struct Fresh {
+    pub store: Store,
+    pub _guard: Box<dyn std::any::Any + Send>,
+}
+
+pub(crate) fn by() -> Caller {
+    Caller::cli()
+}
+
+pub(crate) fn email(s: &str) -> Email {
+    Email::parse("email", s).unwrap()
+}
+
+pub(crate) fn consumer() -> AccountName {
+    AccountName::from_trusted("recruit".into())
+}
+
+/// An org with an active administrator (and a second administrator), as the tests need.
+pub(crate) async fn org_with_admins(store: &Store, name: &str) -> (OrgId, Email, Email) {
+    let org = store
+        .create_org(&by(), Name::parse("name", name).unwrap(), Edition::Free)
+        .await
+        .unwrap();
+    let ada = email(&format!("ada@{}.example", name.to_lowercase()));
+    let bob = email(&format!("bob@{}.example", name.to_lowercase()));
+    for user in [&ada, &bob] {
+        store
+            .create_user(
+                &by(),
+                org.id.clone(),
+                user.clone(),
+                Name::parse("display_name", "A").unwrap(),
+                Profile::Administrator,
+            )
+            .await
+            .unwrap();
+    }
+    (org.id, ada, bob)
+}
+
+pub(crate) async fn validates(store: &Store, owner: &Email, key: &ZscKey) -> bool {
+    store.validate_key(owner, key, &consumer()).await.is_ok()
+}
+
+pub(crate) async fn trail(store: &Store) -> Vec<crate::domain::AuditEvent> {
+    let mut page = store
+        .list_audit(&AuditFilter::default(), None, 1000)
+        .await
+        .unwrap()
+        .items;
+    page.reverse();
+    page
+}
+
+/// Writes the suite for one backend: `$fresh` is an async fn returning a [`Fresh`] store.
+macro_rules! conformance_suite {
+    ($fresh:path) => {
+        use $crate::domain::*;
+        use $crate::store::conformance::*;
+        use $crate::store::KeyMode;
+
+        #[tokio::test]
+        async fn a_new_store_has_an_id_and_one_operator_whose_token_authenticates() {
+            let fresh = $fresh().await;
+            assert!(fresh.store.store_id().starts_with("st_"));
+            let accounts = fresh.store.list_accounts().await.unwrap();
+            assert_eq!(accounts.len(), 1);
+            assert_eq!(accounts[0].role, Role::Operator);
+            let token = AccountToken::generate();
+            fresh.store.reset_operator_token(&token).await.unwrap();
+            let caller = fresh.store.authenticate(&token).unwrap();
+            assert_eq!(caller.name.as_str(), BOOTSTRAP_OPERATOR_NAME);
+        }
+
+        #[tokio::test]
+        async fn org_names_are_unique_whatever_their_case() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let name = |s| Name::parse("name", s).unwrap();
+            store
+                .create_org(&by(), name("Acme"), Edition::Free)
+                .await
+                .unwrap();
+            let again = store.create_org(&by(), name("ACME"), Edition::Free).await;
+            assert!(matches!(again, Err(Error::AlreadyExists(_))), "{again:?}");
+            assert_eq!(store.list_orgs(None, 10).await.unwrap().items.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn user_emails_are_unique_and_users_need_an_org() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let display = || Name::parse("display_name", "A").unwrap();
+            let again = store
+                .create_user(
+                    &by(),
+                    org.clone(),
+                    ada.clone(),
+                    display(),
+                    Profile::Standard,
+                )
+                .await;
+            assert!(matches!(again, Err(Error::AlreadyExists(_))), "{again:?}");
+            let orphan = store
+                .create_user(
+                    &by(),
+                    OrgId::generate(),
+                    email("x@y.example"),
+                    display(),
+                    Profile::Standard,
+                )
+                .await;
+            assert!(matches!(orphan, Err(Error::NotFound(_))), "{orphan:?}");
+            let page = store.list_users(&org, None, 1).await.unwrap();
+            assert_eq!(page.items.len(), 1);
+            let rest = store
+                .list_users(&org, page.next_after.as_deref(), 10)
+                .await
+                .unwrap();
+            assert_eq!(rest.items.len(), 1);
+            assert_eq!(rest.next_after, None);
+        }
+
+        #[tokio::test]
+        async fn the_generate_and_regenerate_matrix() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, bob) = org_with_admins(store, "Acme").await;
+            let none = store
+                .generate_key(&by(), &org, &ada, KeyMode::Replace)
+                .await;
+            assert!(matches!(none, Err(Error::NotFound(_))), "{:?}", none.err());
+            let first = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            assert!(first.replaced.is_none());
+            let twice = store.generate_key(&by(), &org, &ada, KeyMode::New).await;
+            assert!(
+                matches!(twice, Err(Error::AlreadyExists(_))),
+                "{:?}",
+                twice.err()
+            );
+            let stranger = email("eve@else.example");
+            let denied = store
+                .generate_key(&by(), &org, &stranger, KeyMode::Replace)
+                .await;
+            assert!(
+                matches!(denied, Err(Error::PermissionDenied(_))),
+                "{:?}",
+                denied.err()
+            );
+            let missing = store
+                .generate_key(&by(), &OrgId::generate(), &ada, KeyMode::New)
+                .await;
+            assert!(
+                matches!(missing, Err(Error::NotFound(_))),
+                "{:?}",
+                missing.err()
+            );
+
+            let second = store
+                .generate_key(&by(), &org, &bob, KeyMode::Replace)
+                .await
+                .unwrap();
+            let replaced = second.replaced.expect("the old key was revoked");
+            assert_eq!(replaced.sequence, 1);
+            assert_eq!(replaced.reason, RevocationReason::Regenerated);
+            assert_eq!(replaced.key_id, first.info.key_id);
+            assert!(!validates(store, &ada, &first.key).await, "old key revived");
+            assert!(validates(store, &bob, &second.key).await);
+            assert_eq!(
+                store.key_info(&org).await.unwrap().key_id,
+                second.info.key_id
+            );
+            let validation = store
+                .validate_key(&bob, &second.key, &consumer())
+                .await
+                .unwrap();
+            assert_eq!(validation.sequence, 1);
+            assert_eq!(validation.org.id, org);
+            // The right key with the wrong email fails like any other failure.
+            let wrong = store.validate_key(&ada, &second.key, &consumer()).await;
+            assert!(matches!(wrong, Err(Error::Unauthenticated(_))), "{wrong:?}");
+        }
+
+        #[tokio::test]
+        async fn revoking_a_key_logs_it_and_a_second_revoke_finds_none() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let generated = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            let event = store.revoke_key(&by(), &org).await.unwrap();
+            assert_eq!(
+                (event.sequence, event.reason),
+                (1, RevocationReason::Revoked)
+            );
+            assert!(!validates(store, &ada, &generated.key).await);
+            let again = store.revoke_key(&by(), &org).await;
+            assert!(matches!(again, Err(Error::NotFound(_))), "{again:?}");
+            let log = $crate::store::EventLog::new(store.clone());
+            wait_for_head(&log, 1).await;
+            let events = log.read(0, 1, 10).unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].key_id, generated.info.key_id);
+            assert_eq!(log.first_retained().unwrap(), Some(1));
+        }
+
+        #[tokio::test]
+        async fn demoting_or_deactivating_the_owner_revokes_the_key_and_no_one_else_does() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, bob) = org_with_admins(store, "Acme").await;
+            let key = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            // Bob is not the owner: demoting him revokes nothing.
+            let (_, none) = store
+                .update_user_profile(&by(), &bob, Profile::Standard)
+                .await
+                .unwrap();
+            assert!(none.is_none());
+            assert!(validates(store, &ada, &key.key).await);
+            let (_, event) = store
+                .update_user_profile(&by(), &ada, Profile::Standard)
+                .await
+                .unwrap();
+            assert_eq!(event.unwrap().reason, RevocationReason::OwnerDemoted);
+            assert!(!validates(store, &ada, &key.key).await);
+
+            store
+                .update_user_profile(&by(), &ada, Profile::Administrator)
+                .await
+                .unwrap();
+            let key = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            let (user, event) = store.deactivate_user(&by(), &ada).await.unwrap();
+            assert_eq!(user.status, UserStatus::Deactivated);
+            assert_eq!(event.unwrap().reason, RevocationReason::OwnerDeactivated);
+            // Reactivating does not bring the key back.
+            let (_, none) = store.reactivate_user(&by(), &ada).await.unwrap();
+            assert!(none.is_none());
+            assert!(
+                !validates(store, &ada, &key.key).await,
+                "a revoked key revived"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_change_that_changes_nothing_writes_and_audits_nothing() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (_, ada, _) = org_with_admins(store, "Acme").await;
+            let before = trail(store).await.len();
+            let (user, event) = store.reactivate_user(&by(), &ada).await.unwrap();
+            assert!(event.is_none());
+            assert_eq!(user.updated, store.get_user(&ada).await.unwrap().updated);
+            let (_, event) = store
+                .update_user_profile(&by(), &ada, Profile::Administrator)
+                .await
+                .unwrap();
+            assert!(event.is_none());
+            assert_eq!(trail(store).await.len(), before, "a no-op was audited");
+        }
+
+        #[tokio::test]
+        async fn the_last_operator_cannot_be_deleted() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let operator = AccountName::from_trusted(BOOTSTRAP_OPERATOR_NAME.into());
+            let last = store.delete_account(&by(), &operator).await;
+            assert!(
+                matches!(last, Err(Error::FailedPrecondition(_))),
+                "{last:?}"
+            );
+            let second = AccountName::parse("ops-2").unwrap();
+            let (_, token) = store
+                .create_account(&by(), second.clone(), Role::Operator)
+                .await
+                .unwrap();
+            let twice = store
+                .create_account(&by(), second.clone(), Role::Consumer)
+                .await;
+            assert!(matches!(twice, Err(Error::AlreadyExists(_))), "{twice:?}");
+            store.delete_account(&by(), &operator).await.unwrap();
+            let last = store.delete_account(&by(), &second).await;
+            assert!(
+                matches!(last, Err(Error::FailedPrecondition(_))),
+                "{last:?}"
+            );
+            assert!(store.authenticate(&token).is_ok());
+            // The recovery path re-creates the operator account.
+            store
+                .reset_operator_token(&AccountToken::generate())
+                .await
+                .unwrap();
+            store.delete_account(&by(), &second).await.unwrap();
+            wait_until(|| store.authenticate(&token).is_err()).await;
+        }
+
+        #[tokio::test]
+        async fn concurrent_regenerations_leave_both_logs_gapless() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            let before = trail(store).await.len() as u64;
+            let rounds = 40;
+            let tasks: Vec<_> = (0..rounds)
+                .map(|_| {
+                    let (store, org, ada) = (store.clone(), org.clone(), ada.clone());
+                    tokio::spawn(async move {
+                        store
+                            .generate_key(&by(), &org, &ada, KeyMode::Replace)
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut sequences = Vec::new();
+            for task in tasks {
+                let generated = task.await.unwrap();
+                sequences.push(generated.replaced.unwrap().sequence);
+            }
+            sequences.sort();
+            assert_eq!(sequences, (1..=rounds).collect::<Vec<u64>>());
+            let log = $crate::store::EventLog::new(store.clone());
+            wait_for_head(&log, rounds).await;
+            let events = log.read(0, rounds, 1000).unwrap();
+            let logged: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+            assert_eq!(logged, (1..=rounds).collect::<Vec<u64>>());
+            let audit = trail(store).await;
+            let audited: Vec<u64> = audit.iter().map(|e| e.sequence).collect();
+            assert_eq!(audited, (1..=before + rounds).collect::<Vec<u64>>());
+            // Exactly one key is alive: the one whose regeneration committed last.
+            let alive = store.key_info(&org).await.unwrap();
+            let revoked: std::collections::HashSet<_> =
+                events.iter().map(|e| e.key_id.clone()).collect();
+            assert!(!revoked.contains(&alive.key_id));
+            assert_eq!(revoked.len() as u64, rounds);
+        }
+
+        #[tokio::test]
+        async fn every_change_is_audited_once_with_its_revocation() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            store
+                .generate_key(&by(), &org, &ada, KeyMode::Replace)
+                .await
+                .unwrap();
+            let refused = store.generate_key(&by(), &org, &ada, KeyMode::New).await;
+            assert!(refused.is_err());
+            let actions: Vec<AuditAction> = trail(store).await.iter().map(|e| e.action).collect();
+            assert_eq!(
+                actions,
+                [
+                    AuditAction::ServiceAccountCreated,
+                    AuditAction::OrgCreated,
+                    AuditAction::UserCreated,
+                    AuditAction::UserCreated,
+                    AuditAction::KeyGenerated,
+                    AuditAction::KeyRegenerated,
+                ]
+            );
+            let regenerated = trail(store).await.pop().unwrap();
+            assert_eq!(regenerated.revocation_sequence, Some(1));
+            assert_eq!(regenerated.actor.as_ref(), Some(&ada));
+            let by_org = AuditFilter {
+                org_id: Some(org),
+                ..Default::default()
+            };
+            let listed = store.list_audit(&by_org, None, 2).await.unwrap();
+            assert_eq!(listed.items.len(), 2);
+            assert!(listed.next_after.is_some());
+        }
+
+        #[tokio::test]
+        async fn the_audit_trail_pages_through_an_org_and_everything_newest_first() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, _, _) = org_with_admins(store, "Acme").await;
+            for i in 0..150 {
+                store
+                    .create_user(
+                        &by(),
+                        org.clone(),
+                        email(&format!("u{i}@acme.example")),
+                        Name::parse("display_name", "U").unwrap(),
+                        Profile::Standard,
+                    )
+                    .await
+                    .unwrap();
+            }
+            // OrgCreated, 2 admins, 150 users: 153 entries of the org, 154 in all.
+            let by_org = AuditFilter {
+                org_id: Some(org),
+                ..Default::default()
+            };
+            for (filter, total) in [(by_org, 153), (AuditFilter::default(), 154)] {
+                let first = store.list_audit(&filter, None, 140).await.unwrap();
+                assert_eq!(first.items.len(), 140);
+                let before: u64 = first.next_after.as_deref().unwrap().parse().unwrap();
+                let rest = store.list_audit(&filter, Some(before), 140).await.unwrap();
+                assert_eq!(rest.next_after, None);
+                let sequences: Vec<u64> = first
+                    .items
+                    .iter()
+                    .chain(&rest.items)
+                    .map(|e| e.sequence)
+                    .collect();
+                assert_eq!(sequences.len(), total);
+                assert!(
+                    sequences.windows(2).all(|w| w[0] > w[1]),
+                    "newest first, no repeats"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_revocation_is_announced_to_subscribers_before_it_is_answered() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            let log = $crate::store::EventLog::new(store.clone());
+            for round in 1..=200 {
+                let generated = store
+                    .generate_key(&by(), &org, &ada, KeyMode::Replace)
+                    .await
+                    .unwrap();
+                assert_eq!(generated.replaced.unwrap().sequence, round);
+                // No waiting: a subscriber that starts now from the head already has it.
+                assert_eq!(log.durable_head(), round);
+                assert_eq!(log.read(round - 1, round, 1).unwrap().len(), 1);
+            }
+        }
+
+        #[tokio::test]
+        async fn validations_are_counted_and_saved() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let generated = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            for _ in 0..3 {
+                assert!(validates(store, &ada, &generated.key).await);
+            }
+            store.save_usage().await.unwrap();
+            assert!(validates(store, &ada, &generated.key).await);
+            let usage = store.key_usage(&generated.info.key_id).await.unwrap();
+            assert_eq!(usage.len(), 1);
+            assert_eq!(usage[0].validations, 4);
+        }
+    };
+}
+pub(crate) use conformance_suite;
+
+pub(crate) const BOOTSTRAP_OPERATOR_NAME: &str = BOOTSTRAP_OPERATOR;
+
+/// Waits (bounded) until the log's durable head reaches `head`.
+pub(crate) async fn wait_for_head(log: &crate::store::EventLog, head: u64) {
+    let mut rx = log.watch_head();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        rx.wait_for(|h| *h >= head),
+    )
+    .await
+    .expect("the durable head reaches the log's head")
+    .expect("the store is alive");
+}
+
+/// Waits (bounded) until `done` holds: replica-local state follows the store a moment later.
+pub(crate) async fn wait_until(mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+/// Fresh sled stores, in temp dirs.
+pub(crate) async fn fresh_sled() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let options = crate::store::StoreOptions {
+        cache_bytes: 8 * 1024 * 1024,
+    };
+    let store = Store::open(dir.path(), &options).unwrap().store;
+    Fresh {
+        store,
+        _guard: Box::new(Arc::new(dir)),
+    }
+}
+
+mod sled {
+    super::conformance_suite!(crate::store::conformance::fresh_sled);
+}
+
+/// Fresh etcd stores: a one-member cluster of their own (a real etcd), under the default prefix.
+#[cfg(feature = "etcd")]
+pub(crate) async fn fresh_etcd() -> Fresh {
+    let cluster = tokio::task::spawn_blocking(|| crate::testing::EtcdCluster::start(1))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.url("/conformance").parse().unwrap();
+    let store = Store::open_etcd(&url, dir.path()).await.unwrap().store;
+    Fresh {
+        store,
+        _guard: Box::new((cluster, dir)),
+    }
+}
+
+#[cfg(feature = "etcd")]
+mod etcd {
+    super::conformance_suite!(crate::store::conformance::fresh_etcd);
+}

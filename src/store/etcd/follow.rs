@@ -1,0 +1,168 @@
+//! The one follower a replica runs: a single etcd Watch on the store's prefix, from the
+//! revision its copy was loaded at, resumed from the last revision it applied after a
+//! disconnect, and re-loaded by range when etcd has compacted past it. It keeps the mirrored
+//! tables current and moves the durable head only once the events up to it are in the mirror.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+
+use super::{prefix_end, retry_read, split_key, table_key, Head, Mirror, MIRRORED};
+use crate::domain::Result;
+use crate::store::kv::read_u64;
+use crate::store::tables::Table;
+use crate::store::META_HEAD;
+
+pub(super) struct Follower {
+    pub client: Client,
+    pub root: Vec<u8>,
+    pub mirror: Arc<Mirror>,
+    pub head: Arc<Head>,
+    /// The highest etcd revision this replica's copy reflects.
+    pub applied: Arc<tokio::sync::watch::Sender<i64>>,
+}
+
+enum Stopped {
+    /// etcd compacted past the revision to resume from: load again by range.
+    Compacted,
+    Failed(String),
+}
+
+impl Follower {
+    /// Loads the mirrored tables and the head, all at one revision; returns it.
+    pub async fn load(&self) -> Result<i64> {
+        let head_key = table_key(&self.root, Table::Meta, META_HEAD);
+        let first = retry_read(|| {
+            let mut kv = self.client.kv_client();
+            let key = head_key.clone();
+            async move { kv.get(key, None).await }
+        })
+        .await?;
+        let revision = first.header().map_or(0, |h| h.revision());
+        let head = read_u64(first.kvs().first().map(|kv| kv.value()));
+        let mut tables = BTreeMap::new();
+        for table in MIRRORED {
+            let base = table_key(&self.root, table, b"");
+            let end = prefix_end(&base).expect("a table prefix ends in '/'");
+            let mut start = base.clone();
+            loop {
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_revision(revision)
+                    .with_limit(1000);
+                let page = retry_read(|| {
+                    let mut kv = self.client.kv_client();
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { kv.get(start, Some(options)).await }
+                })
+                .await?;
+                for kv in page.kvs() {
+                    tables.insert(kv.key()[self.root.len()..].to_vec(), kv.value().to_vec());
+                }
+                match page.kvs().last() {
+                    Some(last) if page.more() => start = [last.key(), &[0]].concat(),
+                    _ => break,
+                }
+            }
+        }
+        *self
+            .mirror
+            .tables
+            .write()
+            .expect("mirror lock is never poisoned") = tables;
+        self.head.advance(head);
+        self.applied.send_if_modified(|applied| {
+            let moved = revision > *applied;
+            *applied = (*applied).max(revision);
+            moved
+        });
+        Ok(revision)
+    }
+
+    /// Follows the prefix forever (the task is aborted when the store is dropped).
+    pub async fn run(self, mut revision: i64) {
+        loop {
+            match self.follow(&mut revision).await {
+                Stopped::Compacted => {
+                    tracing::warn!(
+                        revision,
+                        "etcd compacted past this replica's watch: reloading"
+                    );
+                    loop {
+                        match self.load().await {
+                            Ok(loaded) => {
+                                revision = loaded;
+                                break;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        }
+                    }
+                }
+                Stopped::Failed(cause) => {
+                    tracing::debug!(%cause, revision, "etcd watch ended; resuming");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Applies events after `revision`, moving it forward, until the watch ends.
+    async fn follow(&self, revision: &mut i64) -> Stopped {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(*revision + 1);
+        let mut watcher = self.client.watch_client();
+        let mut stream = match watcher.watch(self.root.clone(), Some(options)).await {
+            Ok(stream) => stream,
+            Err(error) => return Stopped::Failed(error.to_string()),
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => return Stopped::Failed("watch closed".into()),
+                Err(error) => return Stopped::Failed(error.to_string()),
+            };
+            if response.canceled() {
+                return match response.compact_revision() {
+                    0 => Stopped::Failed(response.cancel_reason().to_owned()),
+                    _ => Stopped::Compacted,
+                };
+            }
+            let mut new_head = None;
+            {
+                let mut tables = self
+                    .mirror
+                    .tables
+                    .write()
+                    .expect("mirror lock is never poisoned");
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    *revision = (*revision).max(kv.mod_revision());
+                    let relative = &kv.key()[self.root.len()..];
+                    let Some((table, key)) = split_key(relative) else {
+                        continue;
+                    };
+                    let put = event.event_type() == EventType::Put;
+                    if MIRRORED.contains(&table) {
+                        if put {
+                            tables.insert(relative.to_vec(), kv.value().to_vec());
+                        } else {
+                            tables.remove(relative);
+                        }
+                    } else if table == Table::Meta && key == META_HEAD && put {
+                        new_head = Some(read_u64(Some(kv.value())));
+                    }
+                }
+            }
+            if let Some(head) = new_head {
+                self.head.advance(head);
+            }
+            let revision = *revision;
+            self.applied.send_if_modified(|applied| {
+                let moved = revision > *applied;
+                *applied = (*applied).max(revision);
+                moved
+            });
+        }
+    }
+}

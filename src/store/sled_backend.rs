@@ -1,0 +1,180 @@
+//! The sled backend: the rules' transactions run as one sled transaction over every tree (sled
+//! re-runs the closure on a conflict), reads go straight to the trees, and a mutation is made
+//! durable by the group commit in `durability.rs`.
+
+use std::{fs::File, ops::Bound};
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+
+use super::durability::Durability;
+use super::kv::{Entry, Range, Tx, TxError, TxResult};
+use super::tables::{Table, Trees};
+use crate::domain::{Error, Result};
+
+pub(super) struct SledBackend {
+    pub db: sled::Db,
+    pub trees: Trees,
+    /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
+    all: Vec<sled::Tree>,
+    pub durability: Durability,
+    /// Held for the store's lifetime so a second process on the same dir fails at once.
+    _lock: File,
+}
+
+impl SledBackend {
+    pub fn new(db: sled::Db, trees: Trees, durability: Durability, lock: File) -> Self {
+        let all = Table::ALL
+            .iter()
+            .map(|&table| trees.get(table).clone())
+            .collect();
+        SledBackend {
+            db,
+            trees,
+            all,
+            durability,
+            _lock: lock,
+        }
+    }
+
+    /// Runs `rules` in one sled transaction over every tree; sled re-runs it on a conflict.
+    /// A storage failure faults the store.
+    pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
+        transact_trees(&self.all, rules).map_err(|e| match e {
+            Failure::Rule(error) => error,
+            Failure::Storage(cause) => self.durability.fail(&cause),
+        })
+    }
+
+    /// Runs a read-only closure against the trees as they are (no transaction: a single
+    /// get is atomic, and the rules that need several reads to agree run in `transact`).
+    pub fn read<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
+        rules(&mut Reader { trees: &self.trees }).map_err(super::kv::outcome_error)
+    }
+
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .trees
+            .get(table)
+            .get(key)
+            .map_err(Error::internal)?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn scan(&self, range: &Range) -> Result<Vec<Entry>> {
+        let tree = self.trees.get(range.table);
+        let bounds = (range.start.clone(), range.end.clone());
+        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+            (&range.start, &range.end)
+        {
+            if s > e {
+                return Ok(Vec::new());
+            }
+        }
+        let iter = tree.range::<Vec<u8>, _>(bounds);
+        let collect = |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(Error::internal)
+        };
+        if range.reverse {
+            iter.rev().take(range.limit).map(collect).collect()
+        } else {
+            iter.take(range.limit).map(collect).collect()
+        }
+    }
+
+    /// Applies writes to one table atomically, outside any transaction (pruning, usage).
+    pub fn apply(&self, table: Table, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.durability.writable()?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.trees
+            .get(table)
+            .apply_batch(batch)
+            .map_err(|cause| self.durability.fail(&cause))
+    }
+}
+
+pub(super) enum Failure {
+    Rule(Error),
+    Storage(String),
+}
+
+/// One sled transaction over `trees` (every table, in `Table::ALL` order).
+pub(super) fn transact_trees<T>(
+    trees: &[sled::Tree],
+    rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
+) -> std::result::Result<T, Failure> {
+    let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
+        rules(&mut InTransaction { trees }).map_err(|e| match e {
+            TxError::Conflict => ConflictableTransactionError::Conflict,
+            other => ConflictableTransactionError::Abort(other),
+        })
+    });
+    outcome.map_err(|e| match e {
+        TransactionError::Abort(TxError::Abort(error)) => Failure::Rule(error),
+        TransactionError::Abort(TxError::Storage(cause)) => Failure::Storage(cause),
+        TransactionError::Abort(other) => Failure::Rule(super::kv::outcome_error(other)),
+        TransactionError::Storage(cause) => Failure::Storage(cause.to_string()),
+    })
+}
+
+struct InTransaction<'a> {
+    trees: &'a [TransactionalTree],
+}
+
+fn unabortable(error: UnabortableTransactionError) -> TxError {
+    match error {
+        UnabortableTransactionError::Conflict => TxError::Conflict,
+        UnabortableTransactionError::Storage(cause) => TxError::Storage(cause.to_string()),
+    }
+}
+
+impl Tx for InTransaction<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+        let value = self.trees[table as usize].get(key).map_err(unabortable)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
+        self.trees[table as usize]
+            .insert(key, value)
+            .map(drop)
+            .map_err(unabortable)
+    }
+
+    fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
+        self.trees[table as usize]
+            .remove(key)
+            .map(drop)
+            .map_err(unabortable)
+    }
+}
+
+/// Plain reads, for read-only closures.
+struct Reader<'a> {
+    trees: &'a Trees,
+}
+
+impl Tx for Reader<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
+        let value = self.trees.get(table).get(key);
+        let value = value.map_err(|cause| TxError::Storage(cause.to_string()))?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn insert(&mut self, _: Table, _: &[u8], _: &[u8]) -> TxResult<()> {
+        Err(TxError::Abort(Error::internal("a read-only closure wrote")))
+    }
+
+    fn remove(&mut self, _: Table, _: &[u8]) -> TxResult<()> {
+        Err(TxError::Abort(Error::internal("a read-only closure wrote")))
+    }
+}

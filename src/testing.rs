@@ -1,0 +1,205 @@
+//! Test support (feature `etcd`): a real 3-member etcd cluster on loopback, for the store
+//! conformance suite and the replica tests. Not part of the service.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// One etcd member: its process (None once killed) and its ports.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+/// A running cluster; every member is SIGKILLed when it is dropped.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members (fast elections: 50 ms heartbeats, 500 ms election timeout) and
+    /// waits until each reports healthy.
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = format!("zsc-test-{}", std::process::id());
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("n{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+                args: Vec::new(),
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for member in &mut members {
+            let data: PathBuf = dir.path().join(&member.name);
+            let client = format!("http://127.0.0.1:{}", member.client_port);
+            let peer = format!("http://127.0.0.1:{}", member.peer_port);
+            member.args = vec![
+                "--name".into(),
+                member.name.clone(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--listen-client-urls".into(),
+                client.clone(),
+                "--advertise-client-urls".into(),
+                client,
+                "--listen-peer-urls".into(),
+                peer.clone(),
+                "--initial-advertise-peer-urls".into(),
+                peer,
+                "--initial-cluster".into(),
+                initial.clone(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                token.clone(),
+                "--heartbeat-interval".into(),
+                "50".into(),
+                "--election-timeout".into(),
+                "500".into(),
+            ];
+            member.spawn();
+        }
+        let cluster = EtcdCluster { members, _dir: dir };
+        for i in 0..n {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    /// `HOST:PORT,...` of every member.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The store URL for `prefix` on this cluster.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("etcd://{}{prefix}", self.endpoints())
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed member again, on its data dir, and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].spawn();
+        self.wait_healthy(i);
+    }
+
+    /// Starts a killed member again without waiting (a lone member cannot become healthy).
+    pub fn members_restart_async(&mut self, i: usize) {
+        if self.members[i].child.is_none() {
+            self.members[i].spawn();
+        }
+    }
+
+    /// Waits until every member reports healthy.
+    pub fn wait_all_healthy(&self) {
+        for i in 0..self.members.len() {
+            self.wait_healthy(i);
+        }
+    }
+
+    /// The index of the current leader, asked of the members still running.
+    pub fn leader(&self) -> Option<usize> {
+        for member in self.members.iter().filter(|m| m.child.is_some()) {
+            let body = http_get(member.client_port, "/v3/maintenance/status", Some("{}"));
+            let Some(body) = body else { continue };
+            // {"header":{...,"member_id":"N",...},...,"leader":"M",...}
+            let field = |name: &str| {
+                let at = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
+                Some(body[at..].split('"').next()?.to_owned())
+            };
+            let (Some(me), Some(leader)) = (field("member_id"), field("leader")) else {
+                continue;
+            };
+            if me == leader {
+                return self.members.iter().position(|m| m.name == member.name);
+            }
+            // Ask the leader itself next round: find it by asking each member.
+        }
+        None
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = self.members[i].client_port;
+        while Instant::now() < deadline {
+            if http_get(port, "/health", None).is_some_and(|b| b.contains("\"health\":\"true\"")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd member {i} did not become healthy");
+    }
+}
+
+impl Member {
+    fn spawn(&mut self) {
+        let child = Command::new("etcd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (apt install etcd-server)");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A tiny HTTP/1.0 request to a member's client port; the body, if it answered 200.
+fn http_get(port: u16, path: &str, post: Option<&str>) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = match post {
+        Some(body) => format!(
+            "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    };
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_owned())
+        .or_else(|| head.contains(" 200 ").then(|| body.to_owned()))
+}
