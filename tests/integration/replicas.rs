@@ -457,16 +457,17 @@ async fn a_sigkilled_replica_leaves_the_others_serving_and_its_subscriber_resume
         .unwrap()
         .into_inner();
     let mut cursor = 0;
+    let mut store_id = String::new();
     for _ in 0..3 {
         a.regenerate(&org_id, &admin).await;
     }
-    while cursor < 3 {
+    while cursor < 3 || store_id.is_empty() {
         match next(&mut stream).await.unwrap() {
             Event::Revocation(event) => {
                 assert_eq!(event.sequence, cursor + 1);
                 cursor = event.sequence;
             }
-            Event::Checkpoint(_) => {}
+            Event::Checkpoint(checkpoint) => store_id = checkpoint.store_id,
         }
     }
     child.kill().await.unwrap();
@@ -479,7 +480,12 @@ async fn a_sigkilled_replica_leaves_the_others_serving_and_its_subscriber_resume
         .await
         .expect("the survivor serves");
     // ...and it resumes there from its cursor: same store, same sequences, nothing missed.
-    let mut resumed = a.watch(watch_from(Some(cursor))).await.unwrap();
+    let resume = WatchRevocationsRequest {
+        after_sequence: Some(cursor),
+        store_id,
+        org_ids: Vec::new(),
+    };
+    let mut resumed = a.watch(resume).await.unwrap();
     let mut sequences = Vec::new();
     loop {
         match next(&mut resumed).await.unwrap() {
