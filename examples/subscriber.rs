@@ -26,6 +26,8 @@ struct Args {
     /// Which service this stands in for (used in the output).
     #[arg(long, default_value = "desk")]
     service: String,
+    /// The zsc server; for replicas on etcd several, comma-separated: the first is followed and
+    /// the others take over in turn, resuming from the cursor.
     #[arg(long, env = "ZSC_URL", default_value = "http://127.0.0.1:50051")]
     url: String,
     /// CA certificate (PEM) to trust when the URL is https://.
@@ -72,7 +74,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = secret(args.token_file.as_deref(), "ZSC_TOKEN", "--token-file")?;
     let key = secret(args.key_file.as_deref(), "ZSC_KEY", "--key-file")?;
     let service = args.service.clone();
-    let mut config = VerifierConfig::new(&args.url, &token);
+    // Several replicas, comma-separated: the first is followed, the others take over in turn.
+    let mut urls = args.url.split(',').map(str::trim).filter(|u| !u.is_empty());
+    let first = urls.next().ok_or("--url names no server")?;
+    let mut config = VerifierConfig::new(first, &token);
+    config.fallback_urls = urls.map(str::to_owned).collect();
     config.tls_ca = args.tls_ca.as_deref().map(std::fs::read).transpose()?;
     config.on_revocation = Some(Arc::new(move |r: &Revocation| {
         println!(

@@ -32,7 +32,7 @@ mod watcher;
 use std::{
     num::NonZeroUsize,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -57,6 +57,10 @@ pub type RevocationHook = Arc<dyn Fn(&Revocation) + Send + Sync>;
 pub struct VerifierConfig {
     /// The zsc server, e.g. `http://127.0.0.1:50051`.
     pub url: String,
+    /// Other replicas of the same store (zsc on etcd). When the one in use fails, the stream
+    /// resumes on the next from its cursor (replicas share the store id and the sequences) and
+    /// validations go there too.
+    pub fallback_urls: Vec<String>,
     /// A consumer (or operator) service-account token.
     pub token: String,
     /// PEM of the CA to trust when `url` is `https://`.
@@ -81,6 +85,7 @@ impl VerifierConfig {
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
         VerifierConfig {
             url: url.into(),
+            fallback_urls: Vec::new(),
             token: token.into(),
             tls_ca: None,
             max_staleness: Duration::from_secs(2),
@@ -137,11 +142,54 @@ pub struct VerifierStats {
 
 pub struct Verifier {
     shared: Arc<Shared>,
-    client: Client,
     watcher: JoinHandle<()>,
 }
 
+/// A client per replica, and which one is in use.
+struct Replicas {
+    clients: Vec<Client>,
+    current: AtomicUsize,
+}
+
+impl Replicas {
+    fn connect(config: &VerifierConfig) -> Result<Replicas, Status> {
+        let bearer = Bearer::new(&config.token)?;
+        let clients = std::iter::once(&config.url)
+            .chain(&config.fallback_urls)
+            .map(|url| {
+                let channel = crate::client::endpoint(url, config.tls_ca.as_deref())
+                    .map_err(|e| Status::invalid_argument(format!("{url}: {e}")))?
+                    .connect_lazy();
+                Ok(KeyServiceClient::with_interceptor(channel, bearer.clone()))
+            })
+            .collect::<Result<_, Status>>()?;
+        Ok(Replicas {
+            clients,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// The replica in use: its index and a client for it.
+    fn current(&self) -> (usize, Client) {
+        let index = self.current.load(Ordering::Relaxed) % self.clients.len();
+        (index, self.clients[index].clone())
+    }
+
+    /// Replica `failed` failed: use the next one (unless another caller already moved on).
+    fn fail_over(&self, failed: usize) {
+        let next = (failed + 1) % self.clients.len();
+        let _ = self
+            .current
+            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn len(&self) -> usize {
+        self.clients.len()
+    }
+}
+
 struct Shared {
+    replicas: Replicas,
     state: Mutex<State>,
     connected: AtomicBool,
     hits: AtomicU64,
@@ -152,7 +200,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// The cache may be used now (the freshness rule of `state.rs`).
     /// A cached answer for `hash` and `email`, if the cache is fresh: one lock, no allocation
     /// but the answer's.
     fn hit(&self, hash: &KeyHash, email: &str) -> Option<Verified> {
@@ -183,22 +230,20 @@ impl Verifier {
     /// Starts the Verifier (inside a tokio runtime); the stream connects in the background
     /// (the cache is bypassed until it has).
     pub fn start(config: VerifierConfig) -> Result<Self, Status> {
-        let channel = crate::client::endpoint(&config.url, config.tls_ca.as_deref())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-            .connect_lazy();
         if config.max_clock_skew >= config.max_staleness {
             return Err(Status::invalid_argument(format!(
                 "max_clock_skew ({:?}) must be below max_staleness ({:?}), or the cache could never be used",
                 config.max_clock_skew, config.max_staleness
             )));
         }
-        let client = KeyServiceClient::with_interceptor(channel, Bearer::new(&config.token)?);
+        let replicas = Replicas::connect(&config)?;
         let hash_key: [u8; 32] = rand::random();
         let staleness = Staleness {
             max_staleness: config.max_staleness,
             max_clock_skew: config.max_clock_skew,
         };
         let shared = Arc::new(Shared {
+            replicas,
             state: Mutex::new(State::new(
                 config.cache_capacity,
                 config.revoked_capacity,
@@ -210,12 +255,8 @@ impl Verifier {
             flushes: AtomicU64::new(0),
             hash_key,
         });
-        let watcher = tokio::spawn(watcher::run(shared.clone(), client.clone(), config));
-        Ok(Verifier {
-            shared,
-            client,
-            watcher,
-        })
+        let watcher = tokio::spawn(watcher::run(shared.clone(), config));
+        Ok(Verifier { shared, watcher })
     }
 
     /// Checks "owner email + key".
@@ -239,8 +280,8 @@ impl Verifier {
             email: email.to_string(),
             key: key.expose().to_owned(),
         };
-        let response = match self.client.clone().validate_key(request).await {
-            Ok(response) => response.into_inner(),
+        let response = match self.validate_remotely(request).await {
+            Ok(response) => response,
             Err(status) if status.code() == Code::Unauthenticated => {
                 return Err(VerifyError::Rejected)
             }
@@ -254,6 +295,27 @@ impl Verifier {
             .state()
             .admit(hash, entry.clone(), response.sequence, &response.store_id);
         Ok(verified(&entry, false))
+    }
+
+    /// ValidateKey on the replica in use, then on the others in turn while one is unavailable.
+    async fn validate_remotely(
+        &self,
+        request: ValidateKeyRequest,
+    ) -> Result<ValidateKeyResponse, Status> {
+        let replicas = &self.shared.replicas;
+        let mut outcome = Err(Status::unavailable("no replica"));
+        for _ in 0..replicas.len() {
+            let (index, mut client) = replicas.current();
+            outcome = client
+                .validate_key(request.clone())
+                .await
+                .map(|r| r.into_inner());
+            match &outcome {
+                Err(status) if status.code() == Code::Unavailable => replicas.fail_over(index),
+                _ => break,
+            }
+        }
+        outcome
     }
 
     /// Offers a ValidateKey success obtained elsewhere (say, by the service's own client) to

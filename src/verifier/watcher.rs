@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status, Streaming};
 
 use super::state::{self, Grant};
-use super::{Client, Shared, VerifierConfig};
+use super::{Shared, VerifierConfig};
 use crate::proto::{
     watch_revocations_response::Event, RevocationReason, WatchRevocationsRequest,
     WatchRevocationsResponse,
@@ -28,9 +28,11 @@ pub struct Revocation {
     pub was_cached: bool,
 }
 
-pub(super) async fn run(shared: Arc<Shared>, mut client: Client, config: VerifierConfig) {
+pub(super) async fn run(shared: Arc<Shared>, config: VerifierConfig) {
     let mut failures = 0u32;
     loop {
+        // The replica in use; after a failure the next one, from the same cursor.
+        let (replica, mut client) = shared.replicas.current();
         let (after_sequence, store_id) = {
             let state = shared.state();
             (state.applied, state.store_id.clone().unwrap_or_default())
@@ -65,6 +67,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut client: Client, config: Verifie
             }
             Ok(()) => tracing::debug!("revocation stream ended"),
         }
+        shared.replicas.fail_over(replica);
         failures = failures.saturating_add(1);
         tokio::time::sleep(backoff(&config, failures)).await;
     }

@@ -496,3 +496,55 @@ async fn a_sigkilled_replica_leaves_the_others_serving_and_its_subscriber_resume
     }
     assert_eq!(sequences, [4, 5]);
 }
+
+#[tokio::test]
+async fn a_verifier_given_several_replicas_moves_to_a_survivor_and_misses_no_revocation() {
+    use zsc::verifier::{Verifier, VerifierConfig, VerifyError};
+    let cluster = cluster().await;
+    let (mut a, b) = replicas(&cluster, "/verifier").await;
+    let (org_id, admin) = a.org_with_admin("Acme").await;
+    let (key, _) = a.key(&org_id, &admin).await;
+    let desk = a.account("desk", Role::Consumer).await;
+    let mut config = VerifierConfig::new(a.url(), &desk);
+    config.fallback_urls = vec![b.url()];
+    config.max_clock_skew = Duration::from_millis(20);
+    config.backoff_min = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    let verifier = Verifier::start(config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !verifier.verify(&admin, &key).await.is_ok_and(|v| v.cached) {
+        assert!(Instant::now() < deadline, "the key was never cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The replica the Verifier follows goes away; a revocation is made through the other.
+    a.shutdown().await;
+    let new_key = b.regenerate(&org_id, &admin).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match verifier.verify(&admin, &key).await {
+            Err(VerifyError::Rejected) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the old key is still accepted: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // It follows the survivor now: the new key validates there and gets cached.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !verifier
+        .verify(&admin, &new_key)
+        .await
+        .is_ok_and(|v| v.cached)
+    {
+        assert!(Instant::now() < deadline, "the new key was never cached");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(verifier.stats().fresh, "fresh again, on the survivor");
+    assert_eq!(
+        verifier.stats().flushes,
+        0,
+        "resumed from its cursor, not from scratch"
+    );
+}
