@@ -129,7 +129,7 @@ async fn run(options: Options) {
         "7",
         "rows 1, 3, 4 on etcd",
         "beside sled",
-        "no etcd backend on main",
+        "here: sled only; etcd beside sled: `cargo bench --features etcd --bench replicas`",
     ));
     rows.sort_by_key(|r| r.row);
     let log_lines = server.log_lines();
