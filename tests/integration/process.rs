@@ -10,10 +10,7 @@ use std::{
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use zsc::client::Bearer;
-use zsc::proto::{
-    access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
-    user_service_client::UserServiceClient,
-};
+use zsc::proto::{key_service_client::KeyServiceClient, user_service_client::UserServiceClient};
 
 use crate::common::Authed;
 
@@ -98,8 +95,6 @@ pub async fn sigterm(child: &mut Child) -> std::process::ExitStatus {
 pub struct Clients {
     pub users: UserServiceClient<Authed>,
     pub keys: KeyServiceClient<Authed>,
-    #[allow(dead_code)] // for tests that manage accounts
-    pub access: AccessServiceClient<Authed>,
 }
 
 impl Clients {
@@ -112,8 +107,7 @@ impl Clients {
         let bearer = Bearer::new(token).unwrap();
         Clients {
             users: UserServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            keys: KeyServiceClient::with_interceptor(channel.clone(), bearer.clone()),
-            access: AccessServiceClient::with_interceptor(channel, bearer),
+            keys: KeyServiceClient::with_interceptor(channel, bearer),
         }
     }
 }
