@@ -26,6 +26,8 @@ use crate::store::EventLog;
 
 /// Events read from the store per batch.
 pub const BATCH: usize = 512;
+/// How often a stopped tail asks whether its store serves again.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// One revocation, encoded once as a whole `WatchRevocationsResponse`.
 pub struct TailEvent {
@@ -159,7 +161,10 @@ impl Tail {
         )
     }
 
-    /// Reads each new durable event once, encodes it once, and moves the head.
+    /// Reads each new durable event once, encodes it once, and moves the head. When the store
+    /// stops serving (a sled fault, or an etcd replica cut off from its cluster) the head becomes
+    /// `None`, which ends every stream; if the store serves again (etcd came back), the tail
+    /// follows its new durable head from where it was.
     async fn follow(self, mut durable: watch::Receiver<u64>, shutdown: Shutdown) {
         let mut cursor = self.shared.head.borrow().unwrap_or_default();
         loop {
@@ -171,11 +176,31 @@ impl Tail {
                 () = shutdown.begun() => return,
                 changed = durable.changed() => {
                     if changed.is_err() {
-                        // The store faulted: no event will come; every stream ends.
                         self.shared.head.send_replace(None);
-                        return;
+                        match self.serving_again(&shutdown).await {
+                            Some(again) => {
+                                durable = again;
+                                self.shared.head.send_replace(Some(cursor));
+                            }
+                            None => return,
+                        }
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits until the store serves again, and returns its new durable head; `None` at shutdown.
+    async fn serving_again(&self, shutdown: &Shutdown) -> Option<watch::Receiver<u64>> {
+        loop {
+            tokio::select! {
+                () = shutdown.begun() => return None,
+                () = tokio::time::sleep(RETRY) => {}
+            }
+            let durable = self.shared.log.watch_head();
+            // A receiver whose sender is gone is the stopped head, not a new one.
+            if self.shared.log.check_live().is_ok() && durable.has_changed().is_ok() {
+                return Some(durable);
             }
         }
     }
@@ -240,7 +265,8 @@ impl Tail {
                 () = shutdown.begun() => return,
                 caught_up = head.wait_for(|h| h.is_none_or(|h| h >= durable)) => caught_up.map(|h| *h),
             };
-            let Ok(Some(_)) = caught_up else { return };
+            // A stopped store has no head to vouch for: no beat until it serves again.
+            let Ok(Some(_)) = caught_up else { continue };
             let checkpoint = beat_checkpoint(self.shared.log.store_id(), durable, server_time);
             let beat = Beat {
                 sequence: durable,

@@ -266,7 +266,23 @@ async fn with_all_of_etcd_down_a_replica_is_not_serving_and_refuses_then_recover
         cluster.wait_all_healthy();
     });
     wait_for_status(&a, ServingStatus::Serving).await;
+    // Back: a new stream on the same replica hears of the next revocation (its revocation
+    // tail follows the store again).
+    let mut stream = a.watch(watch_from(None)).await.unwrap();
+    let head = match next(&mut stream).await.unwrap() {
+        Event::Checkpoint(checkpoint) => checkpoint.sequence,
+        other => panic!("expected a checkpoint first, got {other:?}"),
+    };
     a.regenerate(&org_id, &admin).await;
+    loop {
+        match next(&mut stream).await.unwrap() {
+            Event::Revocation(event) => {
+                assert_eq!(event.sequence, head + 1);
+                break;
+            }
+            Event::Checkpoint(_) => {}
+        }
+    }
 }
 
 #[tokio::test]
