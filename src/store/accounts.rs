@@ -43,11 +43,13 @@ impl Store {
             )));
         }
         let name = account.name.as_str().as_bytes();
-        let prefetch = vec![
-            (Table::Accounts, name.to_vec()),
-            (Table::Meta, META_OPERATORS.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Accounts, name.to_vec()),
+                (Table::Meta, META_OPERATORS.to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             if tx.get(Table::Accounts, name)?.is_some() {
                 return abort(Error::AlreadyExists(format!(
@@ -88,11 +90,13 @@ impl Store {
     /// account cannot be deleted (that would lock every operator out).
     pub async fn delete_account(&self, by: &Caller, name: &AccountName) -> Result<()> {
         let key = name.as_str().as_bytes();
-        let prefetch = vec![
-            (Table::Accounts, key.to_vec()),
-            (Table::Meta, META_OPERATORS.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Accounts, key.to_vec()),
+                (Table::Meta, META_OPERATORS.to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             let Some(bytes) = tx.get(Table::Accounts, key)? else {
                 return abort(Error::not_found(format!(
@@ -153,11 +157,13 @@ impl Store {
     pub async fn reset_operator_token(&self, token: &AccountToken) -> Result<()> {
         let hash = token.hash();
         let name = super::BOOTSTRAP_OPERATOR.as_bytes();
-        let prefetch = vec![
-            (Table::Accounts, name.to_vec()),
-            (Table::Meta, META_OPERATORS.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Accounts, name.to_vec()),
+                (Table::Meta, META_OPERATORS.to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             let record = match tx.get(Table::Accounts, name)? {
                 Some(bytes) => {

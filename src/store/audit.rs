@@ -205,7 +205,7 @@ impl Store {
             .iter()
             .map(|(key, _)| sequence_key(sequence_of(key)))
             .collect();
-        let prefetch = keys.iter().map(|k| (Table::Audit, k.clone())).collect();
+        let prefetch = || keys.iter().map(|k| (Table::Audit, k.clone())).collect();
         let records = self
             .backend()
             .read(prefetch, |tx| {
@@ -231,7 +231,7 @@ impl Store {
     pub async fn prune_audit(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
         let head = self
             .backend()
-            .read(vec![head_key()], |tx| get_u64(tx, Table::Audit, HEAD))
+            .read(|| vec![head_key()], |tx| get_u64(tx, Table::Audit, HEAD))
             .await?;
         let below = head.saturating_sub(keep_count);
         let mut removed = 0;

@@ -18,35 +18,36 @@ pub(super) enum Backend {
 
 impl Backend {
     /// Runs `rules` as one transaction, re-running it on conflicts, and commits its writes.
-    /// `prefetch` names keys it reads, for a backend that can fetch them in one round trip.
+    /// `prefetch` names keys it reads, for a backend that can fetch them in one round trip;
+    /// it is only called by such a backend, so sled builds no list.
     pub async fn transact<T: Send>(
         &self,
-        prefetch: Prefetch,
+        prefetch: impl FnOnce() -> Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         match self {
             Backend::Sled(sled) => {
-                let _ = prefetch;
+                drop(prefetch);
                 sled.transact(rules)
             }
             #[cfg(feature = "etcd")]
-            Backend::Etcd(etcd) => etcd.transact(prefetch, rules).await,
+            Backend::Etcd(etcd) => etcd.transact(prefetch(), rules).await,
         }
     }
 
     /// Runs a read-only closure; on etcd every read comes from one snapshot.
     pub async fn read<T: Send>(
         &self,
-        prefetch: Prefetch,
+        prefetch: impl FnOnce() -> Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         match self {
             Backend::Sled(sled) => {
-                let _ = prefetch;
+                drop(prefetch);
                 sled.read(rules)
             }
             #[cfg(feature = "etcd")]
-            Backend::Etcd(etcd) => etcd.read(prefetch, rules).await,
+            Backend::Etcd(etcd) => etcd.read(prefetch(), rules).await,
         }
     }
 

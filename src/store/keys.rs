@@ -50,12 +50,14 @@ impl Store {
             created: now,
         };
         let record = KeyRecord::from_info(&info).encode_to_vec();
-        let prefetch = vec![
-            (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
-            (Table::Users, actor.as_str().as_bytes().to_vec()),
-            (Table::Meta, META_HEAD.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
+                (Table::Users, actor.as_str().as_bytes().to_vec()),
+                (Table::Meta, META_HEAD.to_vec()),
+                audit::head_key(),
+            ]
+        };
         let replaced = self
             .commit(prefetch, |tx| {
                 let Some(mut org) = read_org(tx, org_id)? else {
@@ -109,11 +111,13 @@ impl Store {
     /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
     pub async fn revoke_key(&self, by: &Caller, org_id: &OrgId) -> Result<RevocationEvent> {
         let now = now();
-        let prefetch = vec![
-            (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
-            (Table::Meta, META_HEAD.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
+                (Table::Meta, META_HEAD.to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             let Some(mut org) = read_org(tx, org_id)? else {
                 return abort(org_not_found(org_id));
@@ -131,7 +135,7 @@ impl Store {
     }
 
     pub async fn key_info(&self, org_id: &OrgId) -> Result<KeyInfo> {
-        let prefetch = vec![(Table::Orgs, org_id.as_str().as_bytes().to_vec())];
+        let prefetch = || vec![(Table::Orgs, org_id.as_str().as_bytes().to_vec())];
         self.backend()
             .read(prefetch, |tx| {
                 let Some(org) = read_org(tx, org_id)? else {
@@ -159,11 +163,13 @@ impl Store {
     ) -> Result<Validation> {
         let hash = key.hash();
         let denied = || Error::Unauthenticated(INVALID_EMAIL_OR_KEY);
-        let prefetch = vec![
-            (Table::Meta, META_HEAD.to_vec()),
-            (Table::Keys, hash.0.to_vec()),
-            (Table::Users, email.as_str().as_bytes().to_vec()),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Meta, META_HEAD.to_vec()),
+                (Table::Keys, hash.0.to_vec()),
+                (Table::Users, email.as_str().as_bytes().to_vec()),
+            ]
+        };
         let backend = self.backend();
         let validation = backend
             .read(prefetch, |tx| {

@@ -166,7 +166,7 @@ impl Store {
     /// that is committed but not yet flushed. Nothing runs once the store has faulted.
     async fn commit<T: Send>(
         &self,
-        prefetch: Prefetch,
+        prefetch: impl FnOnce() -> Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         self.backend().writable()?;
@@ -225,9 +225,10 @@ fn futures_now<T>(future: impl std::future::Future<Output = T>) -> T {
 /// The store id, which initialisation wrote.
 async fn read_store_id(backend: &Backend) -> Result<String> {
     let id = backend
-        .read(vec![(Table::Meta, META_STORE_ID.to_vec())], |tx| {
-            tx.get(Table::Meta, META_STORE_ID)
-        })
+        .read(
+            || vec![(Table::Meta, META_STORE_ID.to_vec())],
+            |tx| tx.get(Table::Meta, META_STORE_ID),
+        )
         .await?;
     id.and_then(|v| String::from_utf8(v).ok())
         .ok_or_else(|| Error::internal("store has no store id"))
@@ -282,7 +283,7 @@ fn lock_data_dir(dir: &Path) -> Result<File> {
 async fn initialise(dir: &Path, backend: &Backend) -> Result<bool> {
     let marker = || vec![(Table::Meta, META_INITIALISED.to_vec())];
     let initialised = |tx: &mut dyn Tx| Ok(tx.get(Table::Meta, META_INITIALISED)?.is_some());
-    if backend.read(marker(), initialised).await? {
+    if backend.read(marker, initialised).await? {
         return Ok(false);
     }
     let token = AccountToken::generate();
@@ -297,7 +298,7 @@ async fn initialise(dir: &Path, backend: &Backend) -> Result<bool> {
     .encode_to_vec();
     let hash = token.hash();
     let created = backend
-        .transact(marker(), |tx| {
+        .transact(marker, |tx| {
             if tx.get(Table::Meta, META_INITIALISED)?.is_some() {
                 return Ok(false);
             }

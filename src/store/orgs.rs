@@ -33,10 +33,12 @@ impl Store {
         }
         .encode_to_vec();
         let folded = name.folded();
-        let prefetch = vec![
-            (Table::OrgNames, folded.as_bytes().to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::OrgNames, folded.as_bytes().to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             if tx.get(Table::OrgNames, folded.as_bytes())?.is_some() {
                 return abort(Error::AlreadyExists(format!(
@@ -62,9 +64,10 @@ impl Store {
         let key = id.as_str().as_bytes();
         let bytes = self
             .backend()
-            .read(vec![(Table::Orgs, key.to_vec())], |tx| {
-                tx.get(Table::Orgs, key)
-            })
+            .read(
+                || vec![(Table::Orgs, key.to_vec())],
+                |tx| tx.get(Table::Orgs, key),
+            )
             .await?
             .ok_or_else(|| org_not_found(id))?;
         decode::<OrgRecord>(&bytes)?.to_org(id.clone())
@@ -102,11 +105,13 @@ impl Store {
         };
         let record = UserRecord::from_user(&user).encode_to_vec();
         let index = org_user_key(&user.org_id, &user.email);
-        let prefetch = vec![
-            (Table::Orgs, user.org_id.as_str().as_bytes().to_vec()),
-            (Table::Users, user.email.as_str().as_bytes().to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Orgs, user.org_id.as_str().as_bytes().to_vec()),
+                (Table::Users, user.email.as_str().as_bytes().to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             if tx
                 .get(Table::Orgs, user.org_id.as_str().as_bytes())?
@@ -138,9 +143,10 @@ impl Store {
         let key = email.as_str().as_bytes();
         let bytes = self
             .backend()
-            .read(vec![(Table::Users, key.to_vec())], |tx| {
-                tx.get(Table::Users, key)
-            })
+            .read(
+                || vec![(Table::Users, key.to_vec())],
+                |tx| tx.get(Table::Users, key),
+            )
             .await?
             .ok_or_else(|| user_not_found(email))?;
         decode::<UserRecord>(&bytes)?.to_user(email.clone())
@@ -222,11 +228,13 @@ impl Store {
     ) -> Result<UserChange> {
         let now = now();
         let key = email.as_str().as_bytes();
-        let prefetch = vec![
-            (Table::Users, key.to_vec()),
-            (Table::Meta, META_HEAD.to_vec()),
-            audit::head_key(),
-        ];
+        let prefetch = || {
+            vec![
+                (Table::Users, key.to_vec()),
+                (Table::Meta, META_HEAD.to_vec()),
+                audit::head_key(),
+            ]
+        };
         self.commit(prefetch, |tx| {
             let Some(bytes) = tx.get(Table::Users, key)? else {
                 return abort(user_not_found(email));

@@ -35,16 +35,19 @@ impl Store {
             until_us: micros(now + hold),
         }
         .encode_to_vec();
-        self.commit(vec![(Table::Meta, key.clone())], |tx| {
-            if let Some(bytes) = tx.get(Table::Meta, &key)? {
-                let current = lift(decode::<TurnRecord>(&bytes))?;
-                if current.holder != me && current.until_us > micros(now) {
-                    return Ok(false);
+        self.commit(
+            || vec![(Table::Meta, key.clone())],
+            |tx| {
+                if let Some(bytes) = tx.get(Table::Meta, &key)? {
+                    let current = lift(decode::<TurnRecord>(&bytes))?;
+                    if current.holder != me && current.until_us > micros(now) {
+                        return Ok(false);
+                    }
                 }
-            }
-            tx.insert(Table::Meta, &key, &taken)?;
-            Ok(true)
-        })
+                tx.insert(Table::Meta, &key, &taken)?;
+                Ok(true)
+            },
+        )
         .await
     }
 }

@@ -148,10 +148,12 @@ impl Store {
     ) -> std::result::Result<(), (usize, crate::domain::Error)> {
         self.backend().writable().map_err(|e| (0, e))?;
         for (done, chunk) in taken.chunks(USAGE_CHUNK).enumerate() {
-            let prefetch = chunk
-                .iter()
-                .map(|(key, ..)| (Table::Usage, key.clone()))
-                .collect();
+            let prefetch = || {
+                chunk
+                    .iter()
+                    .map(|(key, ..)| (Table::Usage, key.clone()))
+                    .collect()
+            };
             self.backend()
                 .transact(prefetch, |tx| {
                     for (key, validations, last_us) in chunk {
