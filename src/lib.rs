@@ -29,8 +29,8 @@
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
-//!   [`fault`]: what the server does when its storage fails (NOT_SERVING, then exit for a
-//!   restart).
+//!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
+//!   reach (NOT_SERVING, and on sled an exit for a restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
@@ -63,7 +63,6 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod domain;
-pub mod fault;
 pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -1,6 +1,8 @@
 //! The one way to start zsc: [`Server::open`] then [`Server::run`]. `main` and every test
 //! go through here, so tests exercise exactly what production runs.
 
+mod fault;
+
 use std::{
     future::Future,
     net::SocketAddr,
@@ -416,14 +418,14 @@ impl Server {
         let storage_failure = Arc::new(std::sync::Mutex::new(None));
         let signal = {
             let stopping = stopping.clone();
-            let storage_failed = crate::fault::restart_needed(
+            let storage_failed = fault::restart_needed(
                 store.clone(),
                 health.clone(),
                 names.to_vec(),
                 config.data_dir.clone(),
             );
             if store.is_replica() {
-                side_tasks.push(tokio::spawn(crate::fault::serve_while_reachable(
+                side_tasks.push(tokio::spawn(fault::serve_while_reachable(
                     store.clone(),
                     health.clone(),
                     names.to_vec(),

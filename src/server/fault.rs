@@ -19,7 +19,7 @@ const PROBE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Completes, with the cause, once the store has faulted and the data dir takes writes again;
 /// from the fault on, every name in `names` reports NOT_SERVING. Never completes otherwise.
-pub async fn restart_needed(
+pub(super) async fn restart_needed(
     store: Store,
     health: HealthReporter,
     names: Vec<&'static str>,
@@ -69,7 +69,7 @@ async fn probe(dir: PathBuf) -> std::io::Result<()> {
 /// For a replica on a shared store (etcd): NOT_SERVING while the cluster cannot be reached,
 /// SERVING again once it can, until shutdown. Changes are refused meanwhile (UNAVAILABLE); the
 /// replica needs no restart.
-pub async fn serve_while_reachable(
+pub(super) async fn serve_while_reachable(
     store: Store,
     health: HealthReporter,
     names: Vec<&'static str>,
