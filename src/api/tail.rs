@@ -58,14 +58,20 @@ pub fn encode(event: Event) -> Bytes {
         .into()
 }
 
-/// The heartbeat checkpoint: "everything up to `head` has been sent; at `server_time` the
-/// durable head was `head`".
-fn beat_checkpoint(store_id: &str, head: u64, server_time: SystemTime) -> Event {
+/// The one checkpoint message: "everything up to `sequence` has been sent; at `server_time`
+/// the durable head was `durable_head`" (read after the clock). A heartbeat's has both at the
+/// head.
+pub fn checkpoint(
+    store_id: &str,
+    sequence: u64,
+    durable_head: u64,
+    server_time: SystemTime,
+) -> Event {
     Event::Checkpoint(pb::Checkpoint {
-        sequence: head,
+        sequence,
         store_id: store_id.to_owned(),
         server_time: Some(server_time.into()),
-        durable_head: head,
+        durable_head,
     })
 }
 
@@ -108,7 +114,7 @@ impl Tail {
         let head = *durable.borrow();
         let first_beat = Arc::new(Beat {
             sequence: head,
-            encoded: encode(beat_checkpoint(log.store_id(), head, SystemTime::now())),
+            encoded: encode(checkpoint(log.store_id(), head, head, SystemTime::now())),
         });
         let tail = Tail {
             shared: Arc::new(Shared {
@@ -267,7 +273,7 @@ impl Tail {
             };
             // A stopped store has no head to vouch for: no beat until it serves again.
             let Ok(Some(_)) = caught_up else { continue };
-            let checkpoint = beat_checkpoint(self.shared.log.store_id(), durable, server_time);
+            let checkpoint = checkpoint(self.shared.log.store_id(), durable, durable, server_time);
             let beat = Beat {
                 sequence: durable,
                 encoded: encode(checkpoint),

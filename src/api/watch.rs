@@ -28,9 +28,9 @@ use tonic::Status;
 
 use super::auth::Standing;
 use super::subscribers::{Holding, Slot};
-use super::tail::{encode, Tail, TailEvent, BATCH};
+use super::tail::{checkpoint, encode, Tail, TailEvent, BATCH};
 use crate::domain::{Error, OrgId, Result};
-use crate::proto::{self as pb, watch_revocations_response::Event};
+use crate::proto as pb;
 use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
@@ -302,12 +302,8 @@ impl Producer {
     fn checkpoint_now(&self) -> Bytes {
         let server_time = SystemTime::now();
         let durable_head = self.log().durable_head();
-        encode(Event::Checkpoint(pb::Checkpoint {
-            sequence: self.cursor,
-            store_id: self.log().store_id().to_owned(),
-            server_time: Some(server_time.into()),
-            durable_head,
-        }))
+        let store_id = self.log().store_id();
+        encode(checkpoint(store_id, self.cursor, durable_head, server_time))
     }
 
     async fn checkpoint(&mut self) -> Result<(), End> {
