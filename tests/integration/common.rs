@@ -319,9 +319,13 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, expected: Code
 /// The whole retained revocation log, read with WatchRevocations(after_sequence = 0) up to
 /// the first checkpoint.
 pub async fn read_log(server: &TestServer) -> Vec<RevocationEvent> {
-    let mut stream = server
-        .op_keys()
-        .await
+    whole_log(&mut server.op_keys().await).await.0
+}
+
+/// The whole retained log through `keys`, up to the first checkpoint, and that checkpoint's
+/// store id.
+pub async fn whole_log(keys: &mut KeyServiceClient<Authed>) -> (Vec<RevocationEvent>, String) {
+    let mut stream = keys
         .watch_revocations(WatchRevocationsRequest {
             after_sequence: Some(0),
             ..Default::default()
@@ -333,7 +337,9 @@ pub async fn read_log(server: &TestServer) -> Vec<RevocationEvent> {
     while let Some(message) = stream.message().await.expect("stream") {
         match message.event.expect("event set") {
             watch_revocations_response::Event::Revocation(event) => events.push(event),
-            watch_revocations_response::Event::Checkpoint(_) => return events,
+            watch_revocations_response::Event::Checkpoint(checkpoint) => {
+                return (events, checkpoint.store_id)
+            }
         }
     }
     panic!("stream ended before a checkpoint")

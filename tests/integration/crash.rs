@@ -158,7 +158,7 @@ async fn check(
     baseline: &mut u64,
     cycle: usize,
 ) -> String {
-    let (events, store_id) = read_whole_log(op).await;
+    let (events, store_id) = whole_log(&mut op.keys).await;
     for (i, event) in events.iter().enumerate() {
         assert_eq!(
             event.sequence,
@@ -345,26 +345,6 @@ async fn cycle_owner(op: &mut Clients, model: &mut OrgModel) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// The whole log from 0, and the store id of the checkpoint that ends it.
-async fn read_whole_log(op: &mut Clients) -> (Vec<RevocationEvent>, String) {
-    let mut stream = op
-        .keys
-        .watch_revocations(watch_from(Some(0)))
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(message) = stream.message().await.expect("stream") {
-        match message.event.expect("event set") {
-            watch_revocations_response::Event::Revocation(event) => events.push(event),
-            watch_revocations_response::Event::Checkpoint(checkpoint) => {
-                return (events, checkpoint.store_id)
-            }
-        }
-    }
-    panic!("stream ended before a checkpoint")
 }
 
 fn org_request(name: &str) -> CreateOrgRequest {

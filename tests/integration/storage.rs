@@ -417,7 +417,7 @@ async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restar
         expect_code(old, Code::Unauthenticated);
     }
     let last = op.keys.validate_key(validate_request(&admin, last)).await;
-    let log_head = read_log_from(&mut op).await;
+    let log_head = whole_log(&mut op.keys).await.0;
     match last {
         Ok(_) => assert_eq!(log_head.len(), revoked.len()),
         Err(status) => {
@@ -441,24 +441,6 @@ async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restar
         .await
         .expect("writes work again");
     assert!(sigterm(&mut child).await.success());
-}
-
-/// The whole retained log, read from 0 up to the first checkpoint.
-async fn read_log_from(op: &mut Clients) -> Vec<RevocationEvent> {
-    let mut stream = op
-        .keys
-        .watch_revocations(watch_from(Some(0)))
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(message) = stream.message().await.expect("stream") {
-        match message.event.expect("event set") {
-            watch_revocations_response::Event::Revocation(event) => events.push(event),
-            watch_revocations_response::Event::Checkpoint(_) => return events,
-        }
-    }
-    panic!("stream ended before a checkpoint")
 }
 
 fn validate_request(email: &str, key: &str) -> ValidateKeyRequest {
