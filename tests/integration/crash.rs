@@ -120,28 +120,7 @@ fn serve_args(data: &Path) -> Vec<&str> {
 }
 
 async fn new_org(op: &mut Clients, name: &str) -> OrgModel {
-    let org_id = op
-        .users
-        .create_org(org_request(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .org_id;
-    let owner = format!(
-        "owner@{}.example.com",
-        name.to_lowercase().replace(' ', "-")
-    );
-    op.users
-        .create_user(user_request(&org_id, &owner, Profile::Administrator))
-        .await
-        .unwrap();
-    let key = op
-        .keys
-        .generate_key(key_request(&org_id, &owner))
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
+    let (org_id, owner, key) = op.org_with_key(name).await;
     OrgModel {
         org_id,
         owner,

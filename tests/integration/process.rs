@@ -10,7 +10,10 @@ use std::{
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use zsc::client::Bearer;
-use zsc::proto::{key_service_client::KeyServiceClient, user_service_client::UserServiceClient};
+use zsc::proto::{
+    key_service_client::KeyServiceClient, user_service_client::UserServiceClient, CreateOrgRequest,
+    CreateUserRequest, Edition, GenerateKeyRequest, Profile,
+};
 
 use crate::common::Authed;
 
@@ -98,6 +101,45 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Creates an org with an administrator and a key; returns (org_id, admin, key).
+    pub async fn org_with_key(&mut self, name: &str) -> (String, String, String) {
+        let org_id = self
+            .users
+            .create_org(CreateOrgRequest {
+                name: name.into(),
+                edition: Edition::Enterprise as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .org_id;
+        let admin = format!(
+            "admin@{}.example.com",
+            name.to_lowercase().replace(' ', "-")
+        );
+        self.users
+            .create_user(CreateUserRequest {
+                org_id: org_id.clone(),
+                email: admin.clone(),
+                display_name: "Admin".into(),
+                profile: Profile::Administrator as i32,
+            })
+            .await
+            .unwrap();
+        let generate = GenerateKeyRequest {
+            org_id: org_id.clone(),
+            actor_email: admin.clone(),
+        };
+        let key = self
+            .keys
+            .generate_key(generate)
+            .await
+            .unwrap()
+            .into_inner()
+            .key;
+        (org_id, admin, key)
+    }
+
     pub async fn connect(addr: &str, token: &str) -> Self {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()

@@ -275,42 +275,6 @@ async fn health_of(addr: &str) -> ServingStatus {
     response.into_inner().status()
 }
 
-/// Creates an org with an administrator and a key; returns (org_id, admin, key).
-async fn org_with_key(op: &mut Clients, name: &str) -> (String, String, String) {
-    let org_id = op
-        .users
-        .create_org(CreateOrgRequest {
-            name: name.into(),
-            edition: Edition::Enterprise as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .org_id;
-    let admin = format!("admin@{}.example.com", name.to_lowercase());
-    op.users
-        .create_user(CreateUserRequest {
-            org_id: org_id.clone(),
-            email: admin.clone(),
-            display_name: "Admin".into(),
-            profile: Profile::Administrator as i32,
-        })
-        .await
-        .unwrap();
-    let generate = GenerateKeyRequest {
-        org_id: org_id.clone(),
-        actor_email: admin.clone(),
-    };
-    let key = op
-        .keys
-        .generate_key(generate)
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
-    (org_id, admin, key)
-}
-
 #[tokio::test]
 async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restart_keeps_every_acknowledged_change(
 ) {
@@ -320,8 +284,8 @@ async fn a_full_disk_refuses_changes_unavailable_keeps_validating_and_the_restar
     let args = serve_args(&data);
     let (mut child, log, addr) = spawn_zsc(logs.path(), &strs(&args), "info").await;
     let mut op = Clients::connect(&addr, &operator_token(&data)).await;
-    let (org_id, admin, first_key) = org_with_key(&mut op, "Acme").await;
-    let (_, other_admin, other_key) = org_with_key(&mut op, "Globex").await;
+    let (org_id, admin, first_key) = op.org_with_key("Acme").await;
+    let (_, other_admin, other_key) = op.org_with_key("Globex").await;
 
     // A subscriber following the log from before the disk fills.
     let mut stream = op
