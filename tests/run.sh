@@ -38,7 +38,7 @@ echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c
 
 # The zsc.v1 contract only grows: compare it with the contract as last released (landed). Move this
 # ref forward when a contract change lands.
-RELEASED_CONTRACT=0e35538950423d26733baa1a3e6e1769d184ff68
+RELEASED_CONTRACT=deb9a3d3b69d50f0b498da15b64be444692ccc18
 (cd proto && buf lint && buf breaking --against "../.git#ref=$RELEASED_CONTRACT,subdir=proto")
 # The default build (sled only, no protoc needed), then the same suite with the etcd backend: the
 # store conformance suite and the replica tests run against a real etcd cluster started by the tests.
