@@ -15,6 +15,20 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 /// Why a character may not appear in a name or an email, for the error message; `None` when it
 /// may. `space_allowed`: whether U+0020 is allowed (names yes, emails no).
 pub fn refused(c: char, space_allowed: bool) -> Option<&'static str> {
+    // ASCII, the common case, without the category table (same answers: the unit test
+    // `ascii_answers_are_the_category_tables` compares them).
+    if c.is_ascii() {
+        return match c {
+            ' ' if space_allowed => None,
+            ' ' => Some("space"),
+            c if c.is_ascii_control() => Some("control"),
+            _ => None,
+        };
+    }
+    by_category(c, space_allowed)
+}
+
+fn by_category(c: char, space_allowed: bool) -> Option<&'static str> {
     match c.general_category() {
         GeneralCategory::Control => Some("control"),
         GeneralCategory::Format => Some("invisible formatting"),
@@ -46,6 +60,20 @@ pub fn nfc(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_answers_are_the_category_tables() {
+        for c in (0u8..=0x7F).map(char::from) {
+            for space_allowed in [false, true] {
+                assert_eq!(
+                    refused(c, space_allowed),
+                    by_category(c, space_allowed),
+                    "U+{:04X}",
+                    u32::from(c)
+                );
+            }
+        }
+    }
 
     #[test]
     fn each_refused_class_is_named() {
