@@ -131,7 +131,25 @@ impl Store {
 
     /// Who holds the token with this hash now. A deleted account's token, and one replaced by
     /// `operator-token`, belong to no one.
+    ///
+    /// Every authenticated call asks, so the answer is kept in memory for as long as the
+    /// accounts stay as they were
+    /// ([`Backend::accounts_generation`](super::backend::Backend::accounts_generation)): the generation is read
+    /// before the tables, so an answer read from tables older than a change is never kept
+    /// under the generation that follows it.
     pub fn holder_of(&self, token: SecretHash) -> Result<Caller> {
+        let generation = self.backend().accounts_generation();
+        let holders = &self.inner.holders;
+        if let Some(known) = holders.get(&token).filter(|k| k.0 == generation) {
+            return Ok(known.1.clone());
+        }
+        let caller = self.read_holder(token)?;
+        // Only tokens that belong to someone are kept: refused guesses cannot grow the map.
+        holders.insert(token, (generation, caller.clone()));
+        Ok(caller)
+    }
+
+    fn read_holder(&self, token: SecretHash) -> Result<Caller> {
         let backend = self.backend();
         let unknown = || Error::Unauthenticated(UNKNOWN_TOKEN);
         let name = backend

@@ -51,6 +51,17 @@ impl Backend {
         }
     }
 
+    /// A number that moves whenever a service account or a token changes, once the change is
+    /// visible to [`Backend::get_local`]: what was read at one generation is current while the
+    /// generation stays the same.
+    pub fn accounts_generation(&self) -> u64 {
+        match self {
+            Backend::Sled(sled) => sled.accounts_generation(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.accounts_generation(),
+        }
+    }
+
     /// The keys in `range`, in key order (or reversed), up to its limit.
     pub async fn scan(&self, range: Range) -> Result<Vec<Entry>> {
         match self {

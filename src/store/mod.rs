@@ -43,7 +43,9 @@ use std::{
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::domain::{random_base62, AccountToken, AuditAction, Caller, Error, Result, Role};
+use crate::domain::{
+    random_base62, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
+};
 use backend::Backend;
 use durability::Durability;
 use files::io_error;
@@ -97,6 +99,9 @@ struct Inner {
     /// Names this process among the replicas of a shared store (`turns.rs`).
     replica_id: String,
     usage: usage::UsageCounters,
+    /// Who holds each token lately asked about, and at which accounts generation
+    /// ([`Store::holder_of`]).
+    holders: dashmap::DashMap<SecretHash, (u64, Caller)>,
 }
 
 /// What `Store::open` found.
@@ -135,6 +140,7 @@ impl Store {
                 store_id,
                 replica_id: format!("replica_{}", random_base62(12)),
                 usage: usage::UsageCounters::default(),
+                holders: dashmap::DashMap::new(),
             }),
         }
     }

@@ -2,7 +2,12 @@
 //! re-runs the closure on a conflict), reads go straight to the trees, and a mutation is made
 //! durable by the group commit in `durability.rs`.
 
-use std::{fs::File, ops::Bound};
+use std::{
+    cell::Cell,
+    fs::File,
+    ops::Bound,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -20,6 +25,9 @@ pub(super) struct SledBackend {
     /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
     all: Vec<sled::Tree>,
     pub durability: Durability,
+    /// Bumped after every commit that changed a service account or a token
+    /// ([`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
+    accounts_generation: AtomicU64,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -35,17 +43,34 @@ impl SledBackend {
             trees,
             all,
             durability,
+            accounts_generation: AtomicU64::new(0),
             _lock: lock,
+        }
+    }
+
+    pub fn accounts_generation(&self) -> u64 {
+        self.accounts_generation.load(Ordering::Acquire)
+    }
+
+    /// Called once a write to `table` is visible to readers.
+    fn wrote(&self, table: Table) {
+        if table.holds_accounts() {
+            self.accounts_generation.fetch_add(1, Ordering::Release);
         }
     }
 
     /// Runs `rules` in one sled transaction over every tree; sled re-runs it on a conflict.
     /// A storage failure faults the store.
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
-        transact_trees(&self.all, rules).map_err(|e| match e {
+        let accounts = Cell::new(false);
+        let outcome = transact_trees(&self.all, &accounts, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
-        })
+        });
+        if accounts.get() {
+            self.wrote(Table::Accounts);
+        }
+        outcome
     }
 
     /// Runs a read-only closure against the trees as they are (no transaction: a single
@@ -98,7 +123,9 @@ impl SledBackend {
         self.trees
             .get(table)
             .apply_batch(batch)
-            .map_err(|cause| self.durability.fail(&cause))
+            .map_err(|cause| self.durability.fail(&cause))?;
+        self.wrote(table);
+        Ok(())
     }
 }
 
@@ -107,13 +134,15 @@ pub(super) enum Failure {
     Storage(String),
 }
 
-/// One sled transaction over `trees` (every table, in `Table::ALL` order).
+/// One sled transaction over `trees` (every table, in `Table::ALL` order). `accounts` is set
+/// when a run of `rules` wrote to a table that holds accounts (perhaps a run sled re-ran).
 pub(super) fn transact_trees<T>(
     trees: &[sled::Tree],
+    accounts: &Cell<bool>,
     rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
 ) -> std::result::Result<T, Failure> {
     let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
-        rules(&mut InTransaction { trees }).map_err(|e| match e {
+        rules(&mut InTransaction { trees, accounts }).map_err(|e| match e {
             TxError::Conflict => ConflictableTransactionError::Conflict,
             other => ConflictableTransactionError::Abort(other),
         })
@@ -128,6 +157,7 @@ pub(super) fn transact_trees<T>(
 
 struct InTransaction<'a> {
     trees: &'a [TransactionalTree],
+    accounts: &'a Cell<bool>,
 }
 
 fn unabortable(error: UnabortableTransactionError) -> TxError {
@@ -144,6 +174,8 @@ impl Tx for InTransaction<'_> {
     }
 
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
+        self.accounts
+            .set(self.accounts.get() || table.holds_accounts());
         self.trees[table as usize]
             .insert(key, value)
             .map(drop)
@@ -151,6 +183,8 @@ impl Tx for InTransaction<'_> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
+        self.accounts
+            .set(self.accounts.get() || table.holds_accounts());
         self.trees[table as usize]
             .remove(key)
             .map(drop)

@@ -52,3 +52,11 @@ tables! {
     Audit => audit: "audit", "the audit trail and its org index (`audit.rs`)";
     Usage => usage: "usage", "key_id \\0 account -> `UsageRecord`, saved validation counts (`usage.rs`)";
 }
+
+impl Table {
+    /// Whether the table holds who a bearer token belongs to: a change to it is a change of
+    /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation).
+    pub fn holds_accounts(self) -> bool {
+        matches!(self, Table::Accounts | Table::Tokens)
+    }
+}
