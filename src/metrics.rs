@@ -18,8 +18,8 @@ use crate::shutdown::Shutdown;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
-    method: String,
-    code: String,
+    method: &'static str,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,11 +123,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn rpc(&self, method: &str, code: &str, seconds: f64) {
-        let labels = RpcLabels {
-            method: method.to_owned(),
-            code: code.to_owned(),
-        };
+    pub fn rpc(&self, method: &'static str, code: &'static str, seconds: f64) {
+        let labels = RpcLabels { method, code };
         self.inner.rpcs.get_or_create(&labels).inc();
         self.inner
             .rpc_seconds

@@ -60,10 +60,15 @@ const OPEN_METHODS: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// Whether `path` is a method this server serves. Metrics label anything else "unknown", so a
-/// client cannot grow their label sets without bound by inventing paths.
-pub fn is_known_method(path: &str) -> bool {
-    OPEN_METHODS.contains(&path) || MATRIX.iter().any(|(p, _)| *p == path)
+/// `path` as this server spells it, if it serves it. Metrics label anything else "unknown", so
+/// a client cannot grow their label sets without bound by inventing paths (and the label is
+/// static: no allocation per call).
+pub fn known_method(path: &str) -> Option<&'static str> {
+    OPEN_METHODS
+        .iter()
+        .copied()
+        .chain(MATRIX.iter().map(|(p, _)| *p))
+        .find(|p| *p == path)
 }
 
 /// Checks the caller of `path`; the [`Caller`] is what handlers and logs see.
