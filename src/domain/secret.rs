@@ -8,7 +8,7 @@
 //! A [`Secret`] redacts itself in `Debug`, has no `Display`, and is zeroed on drop, so logging
 //! one takes a deliberate `expose()` that a reviewer will see.
 
-use std::{fmt, marker::PhantomData};
+use std::{fmt, marker::PhantomData, sync::LazyLock};
 
 use zeroize::Zeroizing;
 
@@ -94,7 +94,10 @@ impl<K: SecretKind> Secret<K> {
     }
 
     pub fn hash(&self) -> SecretHash {
-        let mut hasher = blake3::Hasher::new_derive_key(HASH_CONTEXT);
+        // The context's key is derived once; each hash starts from a copy of that state.
+        static START: LazyLock<blake3::Hasher> =
+            LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
+        let mut hasher = START.clone();
         hasher.update(self.text.as_bytes());
         SecretHash(*hasher.finalize().as_bytes())
     }
@@ -134,6 +137,17 @@ fn checksum(signed: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_hash_of_a_secret_never_changes() {
+        // Stores hold these hashes: a change here would lock out every key and token.
+        let signed = format!("zsc_{}", "a".repeat(RANDOM_CHARS));
+        let key = ZscKey::parse(&format!("{signed}{}", checksum(&signed))).unwrap();
+        let mut fresh = blake3::Hasher::new_derive_key(HASH_CONTEXT);
+        fresh.update(key.expose().as_bytes());
+        assert_eq!(key.hash().0, *fresh.finalize().as_bytes());
+        assert_eq!(key.hash(), key.hash());
+    }
 
     #[test]
     fn generated_secrets_parse_and_hash_stably() {
