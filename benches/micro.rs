@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the hot paths' CPU work (criterion).
 //!
-//! - `verifier/hit`: `Verifier::verify` answered from its cache, the whole public call (key
-//!   parse, email parse, keyed blake3, the lock, the clones). The Verifier's state machine is
+//! - `verifier/hit`: `Verifier::verify` answered from its cache, the whole public call (the
+//!   keyed blake3 of the key, the lock-free lookup, the email compare, the clock read for
+//!   freshness, the answer's copy; a hit parses nothing). The Verifier's state machine is
 //!   private, so the cache is filled the real way: a server in this process, a Verifier
 //!   subscribed to it, one verify that misses and is admitted. The hit path never awaits, so
 //!   each call is polled once (`now_or_never`), with no runtime overhead in the figure.

@@ -23,11 +23,14 @@
 use std::{
     collections::{HashMap, VecDeque},
     num::NonZeroUsize,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
-use lru::LruCache;
+use compact_str::CompactString;
 use tokio::time::Instant;
+
+use super::cache::{Cache, Writer};
 
 /// How old the applied news may be, and how far the server's clock may be from ours.
 #[derive(Clone, Copy, Debug)]
@@ -62,20 +65,22 @@ pub enum Grant {
     ClockAhead(Duration),
 }
 
-/// What the cache knows about a key, keyed by a keyed blake3 hash of the key.
+/// What the cache knows about a key, keyed by a keyed blake3 hash of the key. Compact strings:
+/// every hit copies them into its answer, and the ids (and most emails and names) fit inline.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
-    pub email: String,
-    pub key_id: String,
-    pub org_id: String,
-    pub org_name: String,
+    pub email: CompactString,
+    pub key_id: CompactString,
+    pub org_id: CompactString,
+    pub org_name: CompactString,
 }
 
 pub type KeyHash = [u8; 32];
 
 pub struct State {
-    cache: LruCache<KeyHash, Entry>,
-    by_key_id: HashMap<String, KeyHash>,
+    /// Bounded; the hits read it without the lock this `State` is under.
+    cache: Writer,
+    by_key_id: HashMap<CompactString, KeyHash>,
     /// Revoked key_ids this Verifier has applied, oldest first, bounded.
     revoked: VecDeque<(u64, String)>,
     revoked_ids: HashMap<String, u64>,
@@ -86,15 +91,14 @@ pub struct State {
     /// The last sequence applied (event or checkpoint): where a resumed stream starts.
     pub applied: Option<u64>,
     pub store_id: Option<String>,
+    /// The cache keeps the resulting deadline (the freshness rule), where hits read it.
     staleness: Staleness,
-    /// The cache may answer before this instant (the freshness rule); None: not at all.
-    fresh_until: Option<Instant>,
 }
 
 impl State {
     pub fn new(capacity: NonZeroUsize, revoked_capacity: usize, staleness: Staleness) -> Self {
         State {
-            cache: LruCache::new(capacity),
+            cache: Writer::new(capacity),
             by_key_id: HashMap::new(),
             revoked: VecDeque::new(),
             revoked_ids: HashMap::new(),
@@ -103,26 +107,31 @@ impl State {
             applied: None,
             store_id: None,
             staleness,
-            fresh_until: None,
         }
+    }
+
+    /// The cache, as the hits read it (without this state's lock).
+    pub fn reader(&self) -> Arc<Cache> {
+        self.cache.reader()
     }
 
     /// Whether the cache may answer at `now` (the freshness rule).
     pub fn fresh(&self, now: Instant) -> bool {
-        self.fresh_until.is_some_and(|until| now < until)
+        self.cache.cache().fresh(now)
     }
 
     /// The stream is gone: nothing it said is renewed, so the cache stops answering at once.
     pub fn disconnected(&mut self) {
-        self.fresh_until = None;
+        self.cache.unfresh();
     }
 
-    pub fn get(&mut self, hash: &KeyHash) -> Option<&Entry> {
-        self.cache.get(hash)
+    #[cfg(test)]
+    pub fn get(&self, hash: &KeyHash) -> Option<Entry> {
+        self.cache.cache().get(hash, Entry::clone)
     }
 
     pub fn len(&self) -> usize {
-        self.cache.len()
+        self.cache.cache().len()
     }
 
     /// Offers a success read at `sequence` of the store `store_id`; returns whether it was
@@ -130,11 +139,11 @@ impl State {
     pub fn admit(&mut self, hash: KeyHash, entry: Entry, sequence: u64, store_id: &str) -> bool {
         let ours = self.store_id.as_deref() == Some(store_id);
         let trusted = ours && self.trusted_from.is_some_and(|from| sequence >= from);
-        if !trusted || self.revoked_ids.contains_key(&entry.key_id) {
+        if !trusted || self.revoked_ids.contains_key(entry.key_id.as_str()) {
             return false;
         }
         self.by_key_id.insert(entry.key_id.clone(), hash);
-        if let Some((_, evicted)) = self.cache.push(hash, entry) {
+        if let Some(evicted) = self.cache.insert(hash, entry) {
             if self.by_key_id.get(&evicted.key_id) != Some(&hash) {
                 self.by_key_id.remove(&evicted.key_id);
             }
@@ -157,7 +166,7 @@ impl State {
             self.trusted_from = self.trusted_from.map(|from| from.max(seq));
         }
         let hash = self.by_key_id.remove(key_id)?;
-        self.cache.pop(&hash)
+        self.cache.remove(&hash)
     }
 
     /// A checkpoint, arrived at `arrival` (monotonic) when the local wall clock read
@@ -185,13 +194,14 @@ impl State {
         self.applied = Some(self.applied.map_or(sequence, |a| a.max(sequence)));
         let grant = self.staleness.grant(checkpoint, arrival, arrival_wall);
         if let Grant::Until(until) = grant {
-            self.fresh_until = Some(self.fresh_until.map_or(until, |u| u.max(until)));
+            self.cache.fresh_until(until);
         }
         grant
     }
 
     /// Forgets everything: the server's log is not the one this state was built from.
     pub fn flush(&mut self) {
+        self.cache.unfresh();
         self.cache.clear();
         self.by_key_id.clear();
         self.revoked.clear();
@@ -199,7 +209,6 @@ impl State {
         self.trusted_from = None;
         self.applied = None;
         self.store_id = None;
-        self.fresh_until = None;
     }
 }
 

@@ -357,3 +357,58 @@ async fn a_cache_hit_needs_the_owners_email_in_any_case_and_a_well_formed_key() 
     let garbage = verifier.verify(&format!("{admin} "), &key).await;
     assert!(garbage.is_err(), "{garbage:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hit_that_starts_after_a_revocation_is_applied_serves_the_key() {
+    use futures_util::FutureExt;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use std::sync::Arc;
+
+    let server = TestServer::start().await;
+    let desk = server.account("desk", Role::Consumer).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    let (key, _) = server.key(&org_id, &admin).await;
+    // The hook runs once the revocation is applied to the cache.
+    let applied = Arc::new(AtomicBool::new(false));
+    let mut config = config(&server, &desk, Duration::from_secs(600));
+    let flag = applied.clone();
+    config.on_revocation = Some(Arc::new(move |_| flag.store(true, SeqCst)));
+    let verifier = Arc::new(Verifier::start(config).unwrap());
+    warmed(&verifier, &admin, &key).await;
+
+    // Two threads hit the cache without pause (a hit never awaits; a miss would, and is not
+    // polled further) while the key is revoked.
+    let hits_before = Arc::new(AtomicU64::new(0));
+    let hitters: Vec<_> = (0..2)
+        .map(|_| {
+            let (verifier, applied) = (verifier.clone(), applied.clone());
+            let (admin, key, hits_before) = (admin.clone(), key.clone(), hits_before.clone());
+            std::thread::spawn(move || {
+                let mut misses_after = 0;
+                while misses_after < 1000 {
+                    let revoked = applied.load(SeqCst);
+                    match verifier.verify(&admin, &key).now_or_never() {
+                        Some(Ok(answer)) if answer.cached => {
+                            assert!(!revoked, "a hit after the revocation was applied");
+                            hits_before.fetch_add(1, SeqCst);
+                        }
+                        _ if revoked => misses_after += 1,
+                        _ => {}
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("the threads are hitting", || {
+        hits_before.load(SeqCst) > 1000
+    })
+    .await;
+    server.regenerate(&org_id, &admin).await;
+    for hitter in hitters {
+        tokio::task::spawn_blocking(move || hitter.join())
+            .await
+            .unwrap()
+            .expect("no hit after the revocation");
+    }
+    assert_eq!(verifier.stats().cached_keys, 0);
+}
