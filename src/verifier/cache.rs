@@ -26,12 +26,21 @@ use tokio::time::Instant;
 
 use super::state::{Entry, KeyHash};
 
+/// How much earlier than granted the hits stop answering. They read the coarse monotonic clock
+/// (`CLOCK_MONOTONIC_COARSE` on Linux: a few ns, where the precise clock costs ~20 ns here, an
+/// eighth of a hit), which runs up to one kernel tick (1 to 10 ms) behind: with this margin a
+/// hit never answers after the deadline `State` set, only up to 20 ms before it.
+const COARSE_MARGIN: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What the hits read. Shared (`Arc`) between the writer and the Verifier's callers.
 pub struct Cache {
     map: papaya::HashMap<KeyHash, Slot, foldhash::fast::RandomState>,
     /// The freshness deadline (see `state.rs`): 0 for none, else 1 + its nanoseconds since
     /// `epoch` (a deadline before `epoch` is kept as `epoch`: never later than granted).
     fresh_until: AtomicU64,
+    /// The same deadline on the coarse clock, less [`COARSE_MARGIN`], for the hits: 0 for
+    /// none, else its coarse ticks.
+    coarse_fresh_until: AtomicU64,
     epoch: Instant,
 }
 
@@ -62,6 +71,14 @@ impl Cache {
         }
     }
 
+    /// Whether a hit may answer now: [`Cache::fresh`] on the coarse clock, never later than it.
+    pub fn fresh_for_hit(&self) -> bool {
+        match self.coarse_fresh_until.load(Ordering::Acquire) {
+            0 => false,
+            until => coarsetime::Instant::now_without_cache_update().as_ticks() < until,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -89,6 +106,7 @@ impl Writer {
                 .hasher(foldhash::fast::RandomState::default())
                 .build(),
             fresh_until: AtomicU64::new(0),
+            coarse_fresh_until: AtomicU64::new(0),
             epoch: Instant::now(),
         };
         Writer {
@@ -151,13 +169,26 @@ impl Writer {
 
     /// Extends the freshness deadline to `until` (never shortens it).
     pub fn fresh_until(&mut self, until: Instant) {
+        // What is left of the grant, measured from a coarse reading taken now: the coarse
+        // clock's lag at this reading only makes the deadline earlier.
+        let left = until.saturating_duration_since(Instant::now());
+        let coarse = coarsetime::Instant::now_without_cache_update()
+            .saturating_add(left.into())
+            .saturating_sub(COARSE_MARGIN.into());
         let until = self.cache.since_epoch(until).saturating_add(1);
         self.cache.fresh_until.fetch_max(until, Ordering::Release);
+        if left > COARSE_MARGIN {
+            let coarse = coarse.as_ticks().max(1);
+            self.cache
+                .coarse_fresh_until
+                .fetch_max(coarse, Ordering::Release);
+        }
     }
 
     /// The cache stops answering at once.
     pub fn unfresh(&mut self) {
         self.cache.fresh_until.store(0, Ordering::Release);
+        self.cache.coarse_fresh_until.store(0, Ordering::Release);
     }
 
     /// The clock hand: spares (and clears) a referenced entry once, evicts the first
@@ -272,5 +303,22 @@ mod tests {
         assert!(!writer.cache().fresh(now + second));
         writer.unfresh();
         assert!(!writer.cache().fresh(now));
+    }
+
+    #[test]
+    fn a_hit_is_fresh_only_within_the_deadline_less_the_margin() {
+        let mut writer = writer(1);
+        assert!(!writer.cache().fresh_for_hit(), "no deadline yet");
+        // A grant shorter than the margin: the hits do not answer at all.
+        writer.fresh_until(Instant::now() + COARSE_MARGIN / 2);
+        assert!(!writer.cache().fresh_for_hit());
+        writer.fresh_until(Instant::now() + std::time::Duration::from_secs(60));
+        assert!(writer.cache().fresh_for_hit());
+        writer.unfresh();
+        assert!(!writer.cache().fresh_for_hit(), "withdrawn at once");
+        // A deadline that passes: the hits stop answering (by 2 margins, whatever the tick).
+        writer.fresh_until(Instant::now() + 2 * COARSE_MARGIN);
+        std::thread::sleep(3 * COARSE_MARGIN);
+        assert!(!writer.cache().fresh_for_hit());
     }
 }

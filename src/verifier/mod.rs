@@ -223,7 +223,7 @@ impl Shared {
                 // The same text first (a compare of words, not a loop over bytes): callers
                 // usually pass the address as the server normalised it.
                 let same = entry.email == email || entry.email.eq_ignore_ascii_case(email);
-                (same && self.cache.fresh(Instant::now())).then(|| verified(entry, true))
+                (same && self.cache.fresh_for_hit()).then(|| verified(entry, true))
             })
             .flatten()?;
         // Only this thread writes its counter: a load and a store, not a locked add.
