@@ -14,6 +14,7 @@ mod accounts;
 mod audit;
 mod backend;
 mod backup;
+mod bulk;
 mod durability;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -55,6 +56,8 @@ use tables::{Table, Trees};
 pub use backup::{backup, restore, BackupReport};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
+#[doc(hidden)]
+pub use bulk::BulkOrg;
 pub use events::EventLog;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
