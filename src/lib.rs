@@ -32,7 +32,8 @@
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
-//! - [`cli`], [`telemetry`]: flags and logging for the binary.
+//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
+//!   and `zsc restore` show on a terminal while they run, and the rate they report.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
 //!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
@@ -64,6 +65,7 @@ pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod metrics;
+pub mod progress;
 pub mod proto;
 pub mod server;
 pub mod shutdown;

@@ -53,7 +53,7 @@ use records::AccountRecord;
 use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
-pub use backup::{backup, restore, BackupReport};
+pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
 #[doc(hidden)]
