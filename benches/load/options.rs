@@ -23,6 +23,10 @@ pub(crate) struct Options {
     /// Row 5: keys in the big store, and in the store it is compared with.
     pub(crate) scale_keys: usize,
     pub(crate) scale_baseline: usize,
+    /// Row 5: where to keep its stores between runs (built once, reused after).
+    pub(crate) scale_dir: Option<PathBuf>,
+    /// Row 5: `--cache-bytes` for its servers (None: the server's default).
+    pub(crate) scale_cache_bytes: Option<String>,
 }
 
 impl Options {
@@ -44,6 +48,8 @@ impl Options {
             rows: vec![1, 2, 3, 4, 5, 6, 7],
             scale_keys: 1_000_000,
             scale_baseline: 1_000,
+            scale_dir: None,
+            scale_cache_bytes: None,
         };
         let mut keys = None;
         let mut subscribers = None;
@@ -73,6 +79,8 @@ impl Options {
                         .expect("--load-fraction is a number such as 0.8")
                 }
                 "--keys" => keys = Some(number(&value("--keys")).max(1)),
+                "--scale-dir" => o.scale_dir = Some(value("--scale-dir").into()),
+                "--cache-bytes" => o.scale_cache_bytes = Some(value("--cache-bytes")),
                 "--rows" => {
                     o.rows = value("--rows")
                         .split(',')

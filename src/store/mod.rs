@@ -80,10 +80,13 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
 }
 
+/// sled's page cache unless `--cache-bytes` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
