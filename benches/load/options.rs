@@ -95,7 +95,7 @@ impl Options {
             o.rounds = 3;
             o.window = Duration::from_millis(500);
             o.subscribers = 100;
-            o.scale_keys = 10_000;
+            o.scale_keys = 5_000;
         }
         o.scale_keys = keys.unwrap_or(o.scale_keys);
         o.subscribers = subscribers.unwrap_or(o.subscribers).max(1);

@@ -296,6 +296,10 @@ pub(crate) async fn row5(options: &Options, rows: &mut Vec<Row>) {
     // Both servers at once, their windows alternating.
     small.start().await;
     big.start().await;
+    let kib = |server: &ServerUnderTest| server.rss_kib().map_or(f64::NAN, |k| k as f64);
+    // Before any load: what opening the store costs (sled's recovery), apart from the cache.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (small_idle, big_idle) = (kib(&small.server()), kib(&big.server()));
     let small_call = small.validate_call(options).await;
     let big_call = big.validate_call(options).await;
     let (small_server, big_server) = (small.server(), big.server());
@@ -339,7 +343,18 @@ pub(crate) async fn row5(options: &Options, rows: &mut Vec<Row>) {
         target: ">= 0.9x".into(),
         result: verdict(b / s >= 0.9),
     });
-    let kib = |server: &ServerUnderTest| server.rss_kib().map_or(f64::NAN, |k| k as f64);
+    rows.push(Row {
+        row: "5",
+        figure: format!("server RSS, {big_n} keys, just started (before any call)"),
+        median: mib(big_idle * 1024.0),
+        p99: "-".into(),
+        baseline: format!("{small_n} keys"),
+        baseline_median: mib(small_idle * 1024.0),
+        baseline_p99: "-".into(),
+        ratio: format!("{:.2}x", big_idle / small_idle),
+        target: "(diagnostic)".into(),
+        result: "-".into(),
+    });
     let (small_rss, big_rss) = (kib(&small_server), kib(&big_server));
     rows.push(Row {
         row: "5",
