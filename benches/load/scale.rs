@@ -6,6 +6,7 @@
 //! `zsc backup` / `zsc restore` of each store (duration and rate).
 
 use super::*;
+use std::os::unix::fs::OpenOptionsExt;
 use zsc::domain::{Caller, Email, Name};
 use zsc::store::{BulkOrg, Store, StoreOptions};
 
@@ -109,7 +110,15 @@ impl Scaled {
                 .iter()
                 .map(|(e, k)| format!("{e} {k}\n"))
                 .collect();
-            std::fs::write(&credentials_file, lines).expect("write the credentials");
+            // Keys: readable by their owner only.
+            std::fs::File::options()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&credentials_file)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, lines.as_bytes()))
+                .expect("write the credentials");
         }
         Scaled {
             keys,
