@@ -17,8 +17,10 @@
 //!   `store/durability.rs`, private files in `store/files.rs`) and etcd (feature `etcd`:
 //!   optimistic transactions, one watch per replica). The trees are named once
 //!   (`store/tables.rs`). The revocation log ([`store::EventLog`]), the audit trail
-//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`). A conformance suite
-//!   (`store/conformance.rs`) runs the same tests against both backends.
+//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`), offline backup and
+//!   restore (`store/backup.rs`, streamed), and the load bench's bulk loader (`store/bulk.rs`:
+//!   CreateOrg, CreateUser and GenerateKey's rules for many orgs in one transaction). A
+//!   conformance suite (`store/conformance.rs`) runs the same tests against both backends.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
