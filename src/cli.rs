@@ -131,6 +131,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_USAGE_SAVE_INTERVAL", default_value_t = DEFAULT_USAGE_SAVE_INTERVAL.into())]
     pub usage_save_interval: Duration,
 
+    /// sled's page cache, in bytes. The server's memory grows past it (sled keeps pages larger in
+    /// memory than it counts them); see the README's Performance section, row 5.
+    #[arg(long, env = "ZSC_CACHE_BYTES", default_value_t = crate::store::DEFAULT_CACHE_BYTES)]
+    pub cache_bytes: u64,
+
     /// End a revocation stream whose subscriber reads nothing for this long (it resumes from its cursor).
     #[arg(long, env = "ZSC_SUBSCRIBER_STALL_TIMEOUT", default_value_t = DEFAULT_STALL_TIMEOUT.into())]
     pub subscriber_stall_timeout: Duration,
@@ -233,6 +238,7 @@ impl ServeArgs {
         config.audit_retention_count = self.audit_retention_count;
         config.audit_retention_age = self.audit_retention_age.into();
         config.usage_save_interval = self.usage_save_interval.into();
+        config.store.cache_bytes = self.cache_bytes;
         config.shutdown_grace = self.shutdown_grace.into();
         config.log_reads = self.log_reads;
         config.limits = Limits {
@@ -282,6 +288,12 @@ mod tests {
         let config = serve(&["--data-dir", "d"]).config().unwrap();
         // Debug shows every field, so a default that drifts from Config::new shows up here.
         assert_eq!(format!("{config:?}"), format!("{:?}", Config::new("d")));
+    }
+
+    #[test]
+    fn cache_bytes_sets_the_store_cache() {
+        let config = serve(&["--cache-bytes", "16777216"]).config().unwrap();
+        assert_eq!(config.store.cache_bytes, 16 << 20);
     }
 
     #[test]

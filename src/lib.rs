@@ -17,8 +17,10 @@
 //!   `store/durability.rs`, private files in `store/files.rs`) and etcd (feature `etcd`:
 //!   optimistic transactions, one watch per replica). The trees are named once
 //!   (`store/tables.rs`). The revocation log ([`store::EventLog`]), the audit trail
-//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`). A conformance suite
-//!   (`store/conformance.rs`) runs the same tests against both backends.
+//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`), offline backup and
+//!   restore (`store/backup.rs`, streamed), and the load bench's bulk loader (`store/bulk.rs`:
+//!   CreateOrg, CreateUser and GenerateKey's rules for many orgs in one transaction). A
+//!   conformance suite (`store/conformance.rs`) runs the same tests against both backends.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
@@ -32,7 +34,8 @@
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
-//! - [`cli`], [`telemetry`]: flags and logging for the binary.
+//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
+//!   and `zsc restore` show on a terminal while they run, and the rate they report.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
 //!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
@@ -64,6 +67,7 @@ pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod metrics;
+pub mod progress;
 pub mod proto;
 pub mod server;
 pub mod shutdown;

@@ -1,11 +1,16 @@
 //! `zsc`: parses the command line and calls the library. See `src/lib.rs` for the map.
 
-use std::{path::Path, process::ExitCode};
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 use clap::Parser;
 use zsc::cli::{Cli, Command, ServeArgs};
 use zsc::domain::{AccountToken, Error, Result};
-use zsc::store::{self, Store, StoreOptions, OPERATOR_TOKEN_FILE};
+use zsc::progress::{self, Progress};
+use zsc::store::{self, BackupReport, Done, Store, StoreOptions, OPERATOR_TOKEN_FILE};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,52 +26,44 @@ async fn main() -> ExitCode {
             data_dir,
             out,
             store: Some(url),
-        } => remote::backup(&url, &out).await.map(|report| {
-            println!(
-                "backed up {} entries (revocation log head {}, store {}) to {}",
-                report.entries,
-                report.head,
-                report.store_id,
-                out.display()
-            );
+        } => {
             let _ = data_dir;
-        }),
+            let started = Instant::now();
+            let report = remote::backup(&url, &out).await;
+            report.map(|report| backed_up(&report, started.elapsed(), &out))
+        }
         Command::Backup {
             data_dir,
             out,
             store: None,
-        } => store::backup(&data_dir, &out).map(|report| {
-            println!(
-                "backed up {} entries (revocation log head {}, store {}) to {}",
-                report.entries,
-                report.head,
-                report.store_id,
-                out.display()
-            );
-        }),
+        } => {
+            let progress = Progress::backup();
+            let report =
+                store::backup_reporting(&data_dir, &out, &mut |done| progress.update(done));
+            let took = progress.finish();
+            report.map(|report| backed_up(&report, took, &out))
+        }
         Command::Restore {
             input,
             store: Some(url),
             ..
-        } => remote::restore(&input, &url).await.map(|report| {
-            println!(
-                "restored {} entries into {url} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
-                report.entries, report.head, report.store_id
-            );
-        }),
+        } => {
+            let started = Instant::now();
+            let report = remote::restore(&input, &url).await;
+            report.map(|report| restored(&report, started.elapsed(), &url))
+        }
         Command::Restore {
             input,
             data_dir,
             store: None,
-        } => store::restore(&input, &data_dir).map(|report| {
-            println!(
-                "restored {} entries into {} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
-                report.entries,
-                data_dir.display(),
-                report.head,
-                report.store_id
-            );
-        }),
+        } => {
+            let size = std::fs::metadata(&input).map_or(0, |m| m.len());
+            let progress = Progress::restore(size);
+            let report =
+                store::restore_reporting(&input, &data_dir, &mut |done| progress.update(done));
+            let took = progress.finish();
+            report.map(|report| restored(&report, took, &data_dir.display().to_string()))
+        }
         Command::OperatorToken {
             data_dir,
             store: None,
@@ -75,9 +72,11 @@ async fn main() -> ExitCode {
             data_dir,
             store: Some(url),
         } => remote::operator_token(&url, &data_dir).await,
-        Command::HealthCheck { url, service, tls_ca } => {
-            return health_check(&url, &service, tls_ca.as_deref()).await
-        }
+        Command::HealthCheck {
+            url,
+            service,
+            tls_ca,
+        } => return health_check(&url, &service, tls_ca.as_deref()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,6 +85,35 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The closing line of `zsc backup`: what it wrote, and how fast.
+fn backed_up(report: &BackupReport, took: Duration, out: &Path) {
+    let done = Done {
+        entries: report.entries,
+        bytes: report.bytes,
+    };
+    println!(
+        "backed up {} to {} (revocation log head {}, store {})",
+        progress::summary(done, took),
+        out.display(),
+        report.head,
+        report.store_id
+    );
+}
+
+/// The closing line of `zsc restore`.
+fn restored(report: &BackupReport, took: Duration, into: &str) {
+    let done = Done {
+        entries: report.entries,
+        bytes: report.bytes,
+    };
+    println!(
+        "restored {} into {into} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
+        progress::summary(done, took),
+        report.head,
+        report.store_id
+    );
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {

@@ -55,3 +55,6 @@ ZSC_TEST_BACKEND=etcd cargo test --locked --features etcd --test integration -- 
 # The benchmark suite (README "Performance") in its quick mode, so that it never rots: a debug build
 # on the test build's dependencies, under a minute. It prints figures and asserts nothing about times.
 cargo bench --locked --profile dev -- --quick
+# Row 7 of the load bench: rows 1, 3 and 4 again on a 3-member etcd cluster (the build above has no
+# etcd backend, so there it only says how to run it).
+cargo bench --locked --profile dev --features etcd --bench load -- --quick --rows 7

@@ -58,19 +58,7 @@ pub(crate) async fn org_with_key(
 pub(crate) async fn fixture(url: &str, operator_token: &str) -> Fixture {
     let operator = Bearer::new(operator_token).expect("operator token");
     let channel = connect(url).await;
-    // Wait until the server says SERVING.
-    let mut health = HealthClient::new(channel.clone());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health
-        .check(HealthCheckRequest::default())
-        .await
-        .map(|r| r.into_inner().status)
-        .ok()
-        != Some(1)
-    {
-        assert!(Instant::now() < deadline, "the server is SERVING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_serving(url).await;
     let run = std::process::id();
     let (_, email, key) =
         org_with_key(channel.clone(), operator.clone(), format!("Bench {run}")).await;

@@ -59,20 +59,24 @@ type Keys = KeyServiceClient<Authed>;
 type Health = HealthClient<Authed>;
 type Call = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
+mod etcd;
 mod fanout;
 mod fixture;
 mod measure;
 mod options;
+mod scale;
 mod server;
 mod table;
 mod validate;
 mod verifier;
 mod writes;
 
+use etcd::*;
 use fanout::*;
 use fixture::*;
 use measure::*;
 use options::*;
+use scale::*;
 use server::*;
 use table::*;
 use validate::*;
@@ -91,6 +95,30 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// Rows 1, 2, 3, 4 and 6 (those `options` selects) on one server.
+async fn measure(
+    options: &Options,
+    server: &ServerUnderTest,
+    url: &str,
+    token: &str,
+    rows: &mut Vec<Row>,
+) {
+    let fx = fixture(url, token).await;
+    let mut validate_peak = None;
+    if options.row(1) {
+        validate_peak = Some(row1(options, &fx, server, rows).await);
+    }
+    if options.row(2) {
+        row2(options, &fx, rows).await;
+    }
+    if options.row(4) {
+        row4(options, &fx, rows, server).await;
+    }
+    if options.row(3) || options.row(6) {
+        rows3and6(options, &fx, server, validate_peak, rows).await;
+    }
+}
+
 fn main() {
     let options = Options::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -102,39 +130,38 @@ fn main() {
 
 async fn run(options: Options) {
     let started = Instant::now();
-    let (server, url, token) = ServerUnderTest::start(&options).await;
-    eprintln!("load: server at {url}; setting up");
-    let fx = fixture(&url, &token).await;
     let mut rows = Vec::new();
-    let mut validate_peak = None;
-    if options.row(1) {
-        validate_peak = Some(row1(&options, &fx, &server, &mut rows).await);
+    let mut servers = Vec::new();
+    if [1, 2, 3, 4, 6].iter().any(|&r| options.row(r)) {
+        let (server, url, token) = ServerUnderTest::start(&options, None).await;
+        eprintln!("load: server at {url}; setting up");
+        measure(&options, &server, &url, &token, &mut rows).await;
+        servers.push(format!("server: {}", server.describe()));
+        if let Some(lines) = server.log_lines() {
+            servers.push(format!("server log lines written during the run: {lines}"));
+        }
+        server.stop().await;
     }
-    if options.row(2) {
-        row2(&options, &fx, &mut rows).await;
+    if options.row(5) {
+        if options.target.is_some() || options.in_process {
+            rows.push(Row::not_measured(
+                "5",
+                "ValidateKey with 1,000,000 keys; RSS; restart; backup",
+                ">= 0.9x; <= 512 MiB; <= 3 s",
+                "builds and restarts stores of its own: run without --target / --in-process",
+            ));
+        } else {
+            row5(&options, &mut rows).await;
+            servers.push(format!(
+                "row 5: two `zsc serve` children at once on stores of {} and {} keys, default flags",
+                options.scale_keys, options.scale_baseline
+            ));
+        }
     }
-    if options.row(4) {
-        row4(&options, &fx, &mut rows, &server).await;
+    if options.row(7) {
+        servers.extend(row7(&options, &mut rows).await);
     }
-    if options.row(3) || options.row(6) {
-        rows3and6(&options, &fx, &server, validate_peak, &mut rows).await;
-    }
-    rows.push(Row::not_measured(
-        "5",
-        "ValidateKey with 1,000,000 keys; RSS; restart; backup",
-        ">= 0.9x; <= 512 MiB; <= 3 s",
-        "a 1M-key store: no bulk loader, 3M durable API calls",
-    ));
-    rows.push(Row::not_measured(
-        "7",
-        "rows 1, 3, 4 on etcd",
-        "beside sled",
-        "here: sled only; etcd beside sled: `cargo bench --features etcd --bench replicas`",
-    ));
     rows.sort_by_key(|r| r.row);
-    let log_lines = server.log_lines();
-    let describe = server.describe();
-    server.stop().await;
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
@@ -149,14 +176,13 @@ async fn run(options: Options) {
         "machine: {cores} cores ({}), shared by client and server (and anything else running)",
         cpu_model()
     );
-    println!("server: {describe}");
+    for line in servers {
+        println!("{line}");
+    }
     println!(
         "client: tonic; rows 1 and 6: {} HTTP/2 connections x {} in flight (closed loop); open loop sends at fixed rate from a dispatcher thread, latency from intended send time",
         options.connections, options.in_flight
     );
-    if let Some(lines) = log_lines {
-        println!("server log lines written during the run: {lines}");
-    }
     println!();
     print_table(&rows);
 }

@@ -4,6 +4,7 @@ use super::*;
 
 // Options
 
+#[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) quick: bool,
     pub(crate) target: Option<String>,
@@ -19,6 +20,13 @@ pub(crate) struct Options {
     /// Row 1's open-loop rate, as a fraction of Health/Check's peak (the target says 0.8).
     pub(crate) load_fraction: f64,
     pub(crate) rows: Vec<u32>,
+    /// Row 5: keys in the big store, and in the store it is compared with.
+    pub(crate) scale_keys: usize,
+    pub(crate) scale_baseline: usize,
+    /// Row 5: where to keep its stores between runs (built once, reused after).
+    pub(crate) scale_dir: Option<PathBuf>,
+    /// Row 5: `--cache-bytes` for its servers (None: the server's default).
+    pub(crate) scale_cache_bytes: Option<String>,
 }
 
 impl Options {
@@ -37,8 +45,13 @@ impl Options {
             rounds: 5,
             window: Duration::from_secs(2),
             load_fraction: 0.8,
-            rows: vec![1, 2, 3, 4, 6],
+            rows: vec![1, 2, 3, 4, 5, 6, 7],
+            scale_keys: 1_000_000,
+            scale_baseline: 1_000,
+            scale_dir: None,
+            scale_cache_bytes: None,
         };
+        let mut keys = None;
         let mut subscribers = None;
         let mut rounds = None;
         let mut window = None;
@@ -65,6 +78,9 @@ impl Options {
                         .parse()
                         .expect("--load-fraction is a number such as 0.8")
                 }
+                "--keys" => keys = Some(number(&value("--keys")).max(1)),
+                "--scale-dir" => o.scale_dir = Some(value("--scale-dir").into()),
+                "--cache-bytes" => o.scale_cache_bytes = Some(value("--cache-bytes")),
                 "--rows" => {
                     o.rows = value("--rows")
                         .split(',')
@@ -79,7 +95,9 @@ impl Options {
             o.rounds = 3;
             o.window = Duration::from_millis(500);
             o.subscribers = 100;
+            o.scale_keys = 5_000;
         }
+        o.scale_keys = keys.unwrap_or(o.scale_keys);
         o.subscribers = subscribers.unwrap_or(o.subscribers).max(1);
         o.rounds = rounds.unwrap_or(o.rounds);
         o.window = window.unwrap_or(o.window);

@@ -26,7 +26,11 @@ pub(crate) enum ServerUnderTest {
 
 impl ServerUnderTest {
     /// Starts (or finds) the server; returns it, its URL and an operator token.
-    pub(crate) async fn start(options: &Options) -> (ServerUnderTest, String, String) {
+    /// `store`: an etcd store URL (`--store`); None: sled in a temp data dir.
+    pub(crate) async fn start(
+        options: &Options,
+        store: Option<&str>,
+    ) -> (ServerUnderTest, String, String) {
         if let Some(target) = &options.target {
             let file = options
                 .token_file
@@ -51,7 +55,10 @@ impl ServerUnderTest {
             // The fan-out rows subscribe up to 10,000 streams from one consumer account.
             config.watch.max_subscribers = SUBSCRIBER_CAP;
             config.watch.max_subscribers_per_account = SUBSCRIBER_CAP;
-            let server = zsc::server::Server::open(config).expect("server opens");
+            config.store_url = store.map(str::to_owned);
+            let server = zsc::server::Server::connect(config)
+                .await
+                .expect("server opens");
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let url = format!("http://{}", listener.local_addr().expect("addr"));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -66,31 +73,9 @@ impl ServerUnderTest {
             };
             return (server, url, token);
         }
-        // A free port, handed to the child (a race with another process is possible, and
-        // would show as the child failing to start).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let log = dir.path().join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_zsc"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            // The fan-out rows subscribe up to 10,000 streams from one consumer account.
-            .args(["--max-subscribers", &SUBSCRIBER_CAP.to_string()])
-            .args(["--max-subscribers-per-account", &SUBSCRIBER_CAP.to_string()])
-            // The default log level, whatever this shell has.
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start zsc serve");
+        let store_flag: Vec<&str> = store.iter().flat_map(|url| ["--store", url]).collect();
+        let (child, url, log) = spawn_child(dir.path(), &store_flag);
         let token = read_token(&data).await;
-        let url = format!("http://127.0.0.1:{port}");
         let server = ServerUnderTest::Child {
             child,
             log,
@@ -151,21 +136,7 @@ impl ServerUnderTest {
 
     pub(crate) async fn stop(self) {
         match self {
-            ServerUnderTest::Child { mut child, .. } => {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(child.id().to_string())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(15);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            ServerUnderTest::Child { mut child, .. } => stop_child(&mut child).await,
             ServerUnderTest::InProcess { mut stop, task, .. } => {
                 if let Some(stop) = stop.take() {
                     let _ = stop.send(());
@@ -174,6 +145,74 @@ impl ServerUnderTest {
             }
             ServerUnderTest::External { .. } => {}
         }
+    }
+}
+
+/// SIGTERM, then SIGKILL if it has not exited within 15 s.
+pub(crate) async fn stop_child(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts `zsc serve` on `dir/data` (logging to `dir/server.log`, appended: a restart adds to
+/// it), with `extra` flags; returns the child, its URL and its log.
+pub(crate) fn spawn_child(dir: &Path, extra: &[&str]) -> (Child, String, PathBuf) {
+    // A free port, handed to the child (a race with another process is possible, and would
+    // show as the child failing to start).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let log = dir.join("server.log");
+    let log_file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_zsc"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        // The fan-out rows subscribe up to 10,000 streams from one consumer account.
+        .args(["--max-subscribers", &SUBSCRIBER_CAP.to_string()])
+        .args(["--max-subscribers-per-account", &SUBSCRIBER_CAP.to_string()])
+        .args(extra)
+        // The default log level, whatever this shell has.
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start zsc serve");
+    (child, format!("http://127.0.0.1:{port}"), log)
+}
+
+/// Waits until the server at `url` answers Health/Check with SERVING.
+pub(crate) async fn wait_serving(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut health = HealthClient::new(connect(url).await);
+    while health
+        .check(HealthCheckRequest::default())
+        .await
+        .map(|r| r.into_inner().status)
+        .ok()
+        != Some(1)
+    {
+        assert!(Instant::now() < deadline, "the server at {url} is SERVING");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -197,7 +236,7 @@ pub(crate) async fn read_token(data: &Path) -> String {
 
 /// One new HTTP/2 connection (a tonic Channel is one), retried while the server starts.
 pub(crate) async fn connect(url: &str) -> Channel {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let endpoint = zsc::client::endpoint(url, None).expect("valid url");
         match endpoint.connect().await {
@@ -207,7 +246,7 @@ pub(crate) async fn connect(url: &str) -> Channel {
                     Instant::now() < deadline,
                     "cannot connect to {url}: {error}"
                 );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
     }

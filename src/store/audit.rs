@@ -97,12 +97,12 @@ pub(super) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Whether `key` is the audit head's key.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(super) fn is_head(key: &[u8]) -> bool {
     key == HEAD
 }
 
 /// The audit head kept in a backup's `audit` tree entries.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(super) fn head_of<'a>(mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
     entries
         .find(|(key, _)| *key == HEAD)

@@ -7,8 +7,17 @@
 //!
 //! A restore gets a new store id: events made after the backup are gone, so no subscriber may
 //! resume across it (its cursor is refused with OUT_OF_RANGE and it flushes its cache).
+//!
+//! Both stream: a backup writes each entry as it reads it, a restore applies entries in batches
+//! as it reads them (into a staging dir that only a complete, verified file becomes the
+//! database), so a store of millions of keys needs no more memory than a batch. Both report
+//! how far they have got ([`Done`]) to a callback, for the CLI's progress display.
 
-use std::{fs, path::Path};
+use std::{
+    fs::{self, File},
+    io::{BufReader, Read, Write},
+    path::Path,
+};
 
 use prost::Message;
 
@@ -34,10 +43,22 @@ struct Entry {
     value: Vec<u8>,
 }
 
+/// How far a backup or restore has got: entries and bytes of the backup file so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Done {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Entries between two progress reports (and per sled batch in a restore).
+const REPORT_EVERY: u64 = 10_000;
+
 /// What a backup or restore handled.
 #[derive(Debug)]
 pub struct BackupReport {
     pub entries: u64,
+    /// The size of the backup file.
+    pub bytes: u64,
     /// The revocation log head in the backup.
     pub head: u64,
     /// The store id of the data dir backed up, or the new one a restore made.
@@ -46,6 +67,15 @@ pub struct BackupReport {
 
 /// Writes every tree of the (stopped) data dir `dir` to `out`, atomically and mode 0600.
 pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
+    backup_reporting(dir, out, &mut |_| {})
+}
+
+/// [`backup`], calling `progress` every few thousand entries and once at the end.
+pub fn backup_reporting(
+    dir: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(Done),
+) -> Result<BackupReport> {
     if !has_database(dir) {
         return Err(Error::not_found(format!(
             "no zsc database in {}",
@@ -54,16 +84,16 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
     }
     let (_lock, db) = open_db(dir, &StoreOptions::default())?;
     let trees = Trees::open(&db)?;
-    let mut all = Vec::new();
-    for &table in Table::ALL {
-        for item in trees.get(table).iter() {
-            let (key, value) = item.map_err(Error::internal)?;
-            all.push((table, key.to_vec(), value.to_vec()));
+    let done = files::write_private_file_with(out, |file| {
+        let mut backup = Encoder::new(file, progress)?;
+        for &table in Table::ALL {
+            for item in trees.get(table).iter() {
+                let (key, value) = item.map_err(Error::internal)?;
+                backup.entry(table, &key, &value)?;
+            }
         }
-    }
-    let (bytes, entries) = encode(&all);
-    files::write_private_file(out, &bytes)?;
-
+        backup.finish()
+    })?;
     let head = read_u64(
         trees
             .meta
@@ -77,101 +107,114 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
         .map_err(Error::internal)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     Ok(BackupReport {
-        entries,
+        entries: done.entries,
+        bytes: done.bytes,
         head,
         store_id: store_id.unwrap_or_default(),
     })
 }
 
-/// The backup file for `all` (every key of every table) and how many entries it holds.
-fn encode(all: &[(Table, Vec<u8>, Vec<u8>)]) -> (Vec<u8>, u64) {
-    let mut bytes = MAGIC.to_vec();
-    let mut digest = blake3::Hasher::new();
-    let mut entries = 0u64;
-    for (table, key, value) in all {
-        let entry = Entry {
-            tree: table.name().to_owned(),
-            key: key.clone(),
-            value: value.clone(),
-        }
-        .encode_length_delimited_to_vec();
-        digest.update(&entry);
-        bytes.extend_from_slice(&entry);
-        entries += 1;
+/// Writes a backup file: the magic, then each entry as it comes, then the end entry.
+struct Encoder<'a> {
+    out: &'a mut dyn Write,
+    digest: blake3::Hasher,
+    done: Done,
+    buffer: Vec<u8>,
+    progress: &'a mut dyn FnMut(Done),
+}
+
+impl<'a> Encoder<'a> {
+    fn new(out: &'a mut dyn Write, progress: &'a mut dyn FnMut(Done)) -> Result<Self> {
+        let mut encoder = Encoder {
+            out,
+            digest: blake3::Hasher::new(),
+            done: Done::default(),
+            buffer: Vec::new(),
+            progress,
+        };
+        encoder.write(MAGIC)?;
+        Ok(encoder)
     }
-    let end = Entry {
-        tree: String::new(),
-        key: entries.to_be_bytes().to_vec(),
-        value: digest.finalize().as_bytes().to_vec(),
-    };
-    bytes.extend_from_slice(&end.encode_length_delimited_to_vec());
-    (bytes, entries)
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::internal(format!("writing the backup: {e}")))?;
+        self.done.bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn entry(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        Entry {
+            tree: table.name().to_owned(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+        .encode_length_delimited(&mut buffer)
+        .expect("a Vec grows as needed");
+        self.digest.update(&buffer);
+        self.write(&buffer)?;
+        self.buffer = buffer;
+        self.done.entries += 1;
+        if self.done.entries.is_multiple_of(REPORT_EVERY) {
+            (self.progress)(self.done);
+        }
+        Ok(())
+    }
+
+    /// Writes the end entry (the count and the digest); returns what was written.
+    fn finish(mut self) -> Result<Done> {
+        let end = Entry {
+            tree: String::new(),
+            key: self.done.entries.to_be_bytes().to_vec(),
+            value: self.digest.finalize().as_bytes().to_vec(),
+        };
+        self.write(&end.encode_length_delimited_to_vec())?;
+        (self.progress)(self.done);
+        Ok(self.done)
+    }
 }
 
 /// Restores a backup into `dir`, which must not hold a database yet. The restored store gets a
 /// new store id.
 pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
+    restore_reporting(input, dir, &mut |_| {})
+}
+
+/// [`restore`], calling `progress` every few thousand entries and once at the end.
+pub fn restore_reporting(
+    input: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(Done),
+) -> Result<BackupReport> {
     if has_database(dir) {
         return Err(Error::FailedPrecondition(format!(
             "{} already holds a zsc database; restore into an empty data dir",
             dir.display()
         )));
     }
-    let bytes = fs::read(input).map_err(|e| io_error(input, e))?;
-    let entries = parse(&bytes)
-        .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
+    let file = File::open(input).map_err(|e| io_error(input, e))?;
+    let mut entries = Decoder::new(file, input)?;
 
     files::create_private_dir(dir)?;
     let _lock = lock_data_dir(dir)?;
-    // Built aside and moved into place only when complete and flushed: an interrupted restore
-    // leaves no database behind (so no half-restored store, and never one under the old id).
+    // Built aside and moved into place only when complete, verified and flushed: an
+    // interrupted or refused restore leaves no database behind (so no half-restored store,
+    // and never one under the old id).
     let staging = dir.join("db.restoring");
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
     }
     let store_id = format!("st_{}", random_base62(16));
-    let from_store = entries
-        .iter()
-        .find(|e| e.table == Table::Meta && e.key == META_STORE_ID)
-        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
-        .unwrap_or_default();
-    let head = {
-        let db = sled::Config::new()
-            .path(&staging)
-            .open()
-            .map_err(Error::internal)?;
-        let trees = Trees::open(&db)?;
-        for &table in Table::ALL {
-            let mut batch = sled::Batch::default();
-            let in_table = || entries.iter().filter(move |e| e.table == table);
-            for entry in in_table() {
-                batch.insert(entry.key.as_slice(), entry.value.as_slice());
-            }
-            match table {
-                // A restore is a new store: no subscriber may resume across it.
-                Table::Meta => batch.insert(META_STORE_ID, store_id.as_bytes()),
-                Table::Audit => {
-                    let head = audit::head_of(in_table().map(|e| (&e.key[..], &e.value[..])));
-                    for (key, value) in audit::restored(head, &from_store) {
-                        batch.insert(key, value);
-                    }
-                }
-                _ => {}
-            }
-            trees
-                .get(table)
-                .apply_batch(batch)
-                .map_err(Error::internal)?;
+    let restored = restore_into(&staging, &mut entries, &store_id, progress);
+    let head = match restored {
+        Ok(head) => head,
+        Err(error) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(error);
         }
-        let head = read_u64(
-            trees
-                .meta
-                .get(META_HEAD)
-                .map_err(Error::internal)?
-                .as_deref(),
-        );
-        db.flush().map_err(Error::internal)?;
-        head
     };
     // sled's flush is not an fsync: sync every file and the staging dir itself before the
     // rename makes it the database, then the rename.
@@ -180,10 +223,75 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
     fs::rename(&staging, &target).map_err(|e| io_error(&target, e))?;
     files::fsync_parent(&target)?;
     Ok(BackupReport {
-        entries: entries.len() as u64,
+        entries: entries.done.entries,
+        bytes: entries.done.bytes,
         head,
         store_id,
     })
+}
+
+/// Applies every entry of `entries` to a new sled database at `staging`, in batches, then
+/// the new store id and the restore's audit entry; returns the revocation log head.
+fn restore_into(
+    staging: &Path,
+    entries: &mut Decoder,
+    store_id: &str,
+    progress: &mut dyn FnMut(Done),
+) -> Result<u64> {
+    let db = sled::Config::new()
+        .path(staging)
+        .open()
+        .map_err(Error::internal)?;
+    let trees = Trees::open(&db)?;
+    let apply = |table: Table, batch: sled::Batch| {
+        trees.get(table).apply_batch(batch).map_err(Error::internal)
+    };
+    let (mut from_store, mut audit_head) = (String::new(), 0);
+    let mut pending: Option<(Table, sled::Batch)> = None;
+    while let Some(entry) = entries.next_entry()? {
+        match entry.table {
+            Table::Meta if entry.key == META_STORE_ID => {
+                from_store = String::from_utf8_lossy(&entry.value).into_owned();
+            }
+            Table::Audit if audit::is_head(&entry.key) => {
+                audit_head = read_u64(Some(&entry.value));
+            }
+            _ => {}
+        }
+        if let Some((table, batch)) = pending.take_if(|(table, _)| *table != entry.table) {
+            apply(table, batch)?;
+        }
+        let (_, batch) = pending.get_or_insert_with(|| (entry.table, sled::Batch::default()));
+        batch.insert(entry.key, entry.value);
+        if entries.done.entries.is_multiple_of(REPORT_EVERY) {
+            if let Some((table, batch)) = pending.take() {
+                apply(table, batch)?;
+            }
+            progress(entries.done);
+        }
+    }
+    if let Some((table, batch)) = pending.take() {
+        apply(table, batch)?;
+    }
+    // A restore is a new store: no subscriber may resume across it.
+    let mut meta = sled::Batch::default();
+    meta.insert(META_STORE_ID, store_id.as_bytes());
+    apply(Table::Meta, meta)?;
+    let mut audit = sled::Batch::default();
+    for (key, value) in audit::restored(audit_head, &from_store) {
+        audit.insert(key, value);
+    }
+    apply(Table::Audit, audit)?;
+    let head = read_u64(
+        trees
+            .meta
+            .get(META_HEAD)
+            .map_err(Error::internal)?
+            .as_deref(),
+    );
+    db.flush().map_err(Error::internal)?;
+    progress(entries.done);
+    Ok(head)
 }
 
 /// One key of one table, read back from a backup.
@@ -193,35 +301,93 @@ struct Restored {
     value: Vec<u8>,
 }
 
-/// Checks the magic, every entry, the count and the digest.
-fn parse(bytes: &[u8]) -> std::result::Result<Vec<Restored>, &'static str> {
-    let mut rest = bytes.strip_prefix(MAGIC).ok_or("wrong header")?;
-    let mut digest = blake3::Hasher::new();
-    let mut entries = Vec::new();
-    loop {
-        let before = rest;
-        let entry =
-            Entry::decode_length_delimited(&mut rest).map_err(|_| "truncated or corrupt entry")?;
-        if entry.tree.is_empty() {
-            let count =
-                <[u8; 8]>::try_from(entry.key.as_slice()).map_err(|_| "corrupt end entry")?;
-            if u64::from_be_bytes(count) != entries.len() as u64
-                || entry.value != digest.finalize().as_bytes()
-            {
-                return Err("checksum mismatch");
-            }
-            if !rest.is_empty() {
-                return Err("data after the end entry");
-            }
-            return Ok(entries);
+/// Reads a backup file entry by entry, checking the magic, every entry, and at the end the
+/// count and the digest: an entry is only known good once the end entry has been read.
+struct Decoder {
+    input: BufReader<File>,
+    name: String,
+    digest: blake3::Hasher,
+    done: Done,
+    ended: bool,
+}
+
+impl Decoder {
+    fn new(file: File, path: &Path) -> Result<Self> {
+        let mut decoder = Decoder {
+            input: BufReader::with_capacity(1 << 20, file),
+            name: path.display().to_string(),
+            digest: blake3::Hasher::new(),
+            done: Done::default(),
+            ended: false,
+        };
+        let mut magic = [0; MAGIC.len()];
+        if decoder.input.read_exact(&mut magic).is_err() || magic != MAGIC {
+            return Err(decoder.refuse("wrong header"));
         }
-        let table = Table::from_name(&entry.tree).ok_or("unknown tree")?;
-        digest.update(&before[..before.len() - rest.len()]);
-        entries.push(Restored {
+        decoder.done.bytes = MAGIC.len() as u64;
+        Ok(decoder)
+    }
+
+    fn refuse(&self, why: &str) -> Error {
+        Error::invalid(format!("{} is not a zsc backup: {why}", self.name))
+    }
+
+    /// The next entry; None after the end entry (once the count and the digest check out).
+    fn next_entry(&mut self) -> Result<Option<Restored>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let corrupt = "truncated or corrupt entry";
+        // The length prefix: a varint of at most 10 bytes.
+        let mut framed = Vec::with_capacity(64);
+        loop {
+            let mut byte = [0];
+            self.input
+                .read_exact(&mut byte)
+                .map_err(|_| self.refuse(corrupt))?;
+            framed.push(byte[0]);
+            if byte[0] < 0x80 {
+                break;
+            }
+            if framed.len() == 10 {
+                return Err(self.refuse(corrupt));
+            }
+        }
+        let len = prost::decode_length_delimiter(&framed[..]).map_err(|_| self.refuse(corrupt))?;
+        let start = framed.len();
+        framed.resize(start + len, 0);
+        self.input
+            .read_exact(&mut framed[start..])
+            .map_err(|_| self.refuse(corrupt))?;
+        let entry = Entry::decode(&framed[start..]).map_err(|_| self.refuse(corrupt))?;
+        self.done.bytes += framed.len() as u64;
+        if entry.tree.is_empty() {
+            let count = <[u8; 8]>::try_from(entry.key.as_slice())
+                .map_err(|_| self.refuse("corrupt end entry"))?;
+            if u64::from_be_bytes(count) != self.done.entries
+                || entry.value != self.digest.finalize().as_bytes()
+            {
+                return Err(self.refuse("checksum mismatch"));
+            }
+            if self
+                .input
+                .read(&mut [0])
+                .map_err(|_| self.refuse(corrupt))?
+                != 0
+            {
+                return Err(self.refuse("data after the end entry"));
+            }
+            self.ended = true;
+            return Ok(None);
+        }
+        let table = Table::from_name(&entry.tree).ok_or_else(|| self.refuse("unknown tree"))?;
+        self.digest.update(&framed);
+        self.done.entries += 1;
+        Ok(Some(Restored {
             table,
             key: entry.key,
             value: entry.value,
-        });
+        }))
     }
 }
 
@@ -229,15 +395,22 @@ fn parse(bytes: &[u8]) -> std::result::Result<Vec<Restored>, &'static str> {
 #[cfg(feature = "etcd")]
 pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupReport> {
     let all = super::etcd::dump(url).await?;
-    let (bytes, entries) = encode(&all);
-    files::write_private_file(out, &bytes)?;
+    let done = files::write_private_file_with(out, |file| {
+        let mut progress = |_| {};
+        let mut backup = Encoder::new(file, &mut progress)?;
+        for (table, key, value) in &all {
+            backup.entry(*table, key, value)?;
+        }
+        backup.finish()
+    })?;
     let meta = |key: &[u8]| {
         all.iter()
             .find(|(t, k, _)| *t == Table::Meta && k == key)
             .map(|(_, _, v)| v.clone())
     };
     Ok(BackupReport {
-        entries,
+        entries: done.entries,
+        bytes: done.bytes,
         head: read_u64(meta(META_HEAD).as_deref()),
         store_id: String::from_utf8_lossy(&meta(META_STORE_ID).unwrap_or_default()).into_owned(),
     })
@@ -249,9 +422,12 @@ pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupRepor
 /// rather than serve half a store.
 #[cfg(feature = "etcd")]
 pub async fn restore_etcd(input: &Path, url: &super::EtcdUrl) -> Result<BackupReport> {
-    let bytes = fs::read(input).map_err(|e| io_error(input, e))?;
-    let entries = parse(&bytes)
-        .map_err(|why| Error::invalid(format!("{} is not a zsc backup: {why}", input.display())))?;
+    let file = File::open(input).map_err(|e| io_error(input, e))?;
+    let mut decoder = Decoder::new(file, input)?;
+    let mut entries = Vec::new();
+    while let Some(entry) = decoder.next_entry()? {
+        entries.push(entry);
+    }
     let store_id = format!("st_{}", random_base62(16));
     let from_store = entries
         .iter()
@@ -290,7 +466,129 @@ pub async fn restore_etcd(input: &Path, url: &super::EtcdUrl) -> Result<BackupRe
     super::etcd::load_empty(url, all, (Table::Meta, META_INITIALISED.to_vec(), vec![1])).await?;
     Ok(BackupReport {
         entries: count,
+        bytes: decoder.done.bytes,
         head,
         store_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Caller, Email, Name};
+    use crate::store::{BulkOrg, Store};
+
+    /// Every (table, key, value) of the sled database in `dir`.
+    fn everything(dir: &Path) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let (_lock, db) = open_db(dir, &StoreOptions::default()).unwrap();
+        let trees = Trees::open(&db).unwrap();
+        let mut all = Vec::new();
+        for &table in Table::ALL {
+            for item in trees.get(table).iter() {
+                let (key, value) = item.unwrap();
+                all.push((table, key.to_vec(), value.to_vec()));
+            }
+        }
+        all
+    }
+
+    /// A store of more entries than one restore batch (and one progress report) holds.
+    async fn store_of(orgs: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let batch = (0..orgs)
+            .map(|i| BulkOrg {
+                name: Name::parse("name", &format!("Org {i}")).unwrap(),
+                admin: Email::parse("email", &format!("admin@org-{i}.example")).unwrap(),
+            })
+            .collect();
+        store
+            .bulk_orgs_with_keys(&Caller::cli(), batch)
+            .await
+            .unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_restored_store_holds_every_entry_of_the_original_and_progress_adds_up() {
+        let original = store_of(2_000).await;
+        let work = tempfile::tempdir().unwrap();
+        let file = work.path().join("zsc.backup");
+        let mut reported = Vec::new();
+        let backup = backup_reporting(original.path(), &file, &mut |d| reported.push(d)).unwrap();
+        assert!(backup.entries > 2 * REPORT_EVERY, "{backup:?}");
+        assert_eq!(backup.bytes, fs::metadata(&file).unwrap().len());
+        assert!(reported.is_sorted_by_key(|d| d.entries) && reported.len() >= 3);
+        let last = Done {
+            entries: backup.entries,
+            bytes: backup.bytes,
+        };
+        assert_eq!(
+            reported.last(),
+            Some(&last),
+            "the last report is the whole file"
+        );
+
+        let restored_dir = work.path().join("restored");
+        let mut reported = Vec::new();
+        let restored = restore_reporting(&file, &restored_dir, &mut |d| reported.push(d)).unwrap();
+        assert_eq!(
+            (restored.entries, restored.bytes),
+            (last.entries, last.bytes)
+        );
+        assert!(reported.is_sorted_by_key(|d| d.bytes) && reported.len() >= 3);
+        assert_eq!(reported.last(), Some(&last));
+
+        // Everything is there, but the store id (a new one) and the restore's own audit entry.
+        let before = everything(original.path());
+        let after = everything(&restored_dir);
+        let store_id = |all: &[(Table, Vec<u8>, Vec<u8>)]| {
+            all.iter()
+                .find(|(t, k, _)| *t == Table::Meta && k == META_STORE_ID)
+                .map(|(_, _, v)| v.clone())
+        };
+        assert_ne!(store_id(&before), store_id(&after));
+        let added: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
+        let lost: Vec<_> = before.iter().filter(|e| !after.contains(e)).collect();
+        let kinds = |entries: &[&(Table, Vec<u8>, Vec<u8>)]| {
+            entries
+                .iter()
+                .map(|(t, k, _)| (*t, k[0]))
+                .collect::<Vec<_>>()
+        };
+        // Lost: the old store id and the old audit head; added: the new ones and one entry.
+        assert_eq!(kinds(&lost), [(Table::Meta, b's'), (Table::Audit, b'h')]);
+        assert_eq!(
+            kinds(&added),
+            [
+                (Table::Meta, b's'),
+                (Table::Audit, b'h'),
+                (Table::Audit, b's')
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_backup_is_refused_and_leaves_no_database() {
+        let original = store_of(1_000).await;
+        let work = tempfile::tempdir().unwrap();
+        let file = work.path().join("zsc.backup");
+        backup(original.path(), &file).unwrap();
+        let bytes = fs::read(&file).unwrap();
+        // Cut after most entries were applied: the restore fails at the end, not at once.
+        fs::write(&file, &bytes[..bytes.len() - 100]).unwrap();
+        let into = work.path().join("restored");
+        let error = restore(&file, &into).unwrap_err();
+        assert!(error.to_string().contains("not a zsc backup"), "{error}");
+        assert!(!has_database(&into), "no database");
+        assert!(
+            !into.join("db.restoring").exists(),
+            "no staging left behind"
+        );
+        // And the data dir takes a good restore afterwards.
+        fs::write(&file, &bytes).unwrap();
+        restore(&file, &into).unwrap();
+    }
 }

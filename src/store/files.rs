@@ -6,7 +6,7 @@
 
 use std::{
     fs::{self, DirBuilder, File},
-    io::Write,
+    io::{BufWriter, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::Path,
 };
@@ -47,21 +47,45 @@ pub(super) fn secure_tree(dir: &Path) -> Result<()> {
 /// Writes `bytes` to a new file at `path`, 0600 from creation: written aside, fsynced, renamed
 /// into place and the rename fsynced, so a crash leaves either the old file or the whole new one.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_private_file_with(path, |file| {
+        file.write_all(bytes)
+            .map_err(|e| io_error(&path.with_extension("partial"), e))
+    })
+}
+
+/// [`write_private_file`] for contents that `write` streams into the file (buffered); the
+/// file replaces `path` only if `write` succeeds. Returns what `write` returned.
+pub(super) fn write_private_file_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     let tmp = path.with_extension("partial");
     // A fresh file, so 0600 holds even if an old partial file had wider permissions.
     let _ = fs::remove_file(&tmp);
-    let mut file = File::options()
+    let file = File::options()
         .create_new(true)
         .write(true)
         .mode(FILE_MODE)
         .open(&tmp)
         .map_err(|e| io_error(&tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+    let mut buffered = BufWriter::with_capacity(1 << 20, file);
+    let written = match write(&mut buffered) {
+        Ok(written) => written,
+        Err(error) => {
+            drop(buffered);
+            let _ = fs::remove_file(&tmp);
+            return Err(error);
+        }
+    };
+    buffered
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|file| file.sync_all())
         .map_err(|e| io_error(&tmp, e))?;
     set_mode(&tmp, FILE_MODE)?;
     fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-    fsync_parent(path)
+    fsync_parent(path)?;
+    Ok(written)
 }
 
 /// Makes `path`'s creation, removal or rename durable by syncing the directory holding it.

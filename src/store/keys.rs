@@ -2,14 +2,14 @@
 
 use prost::Message;
 
-use super::kv::{abort, lift, Tx, TxResult};
+use super::kv::{abort, lift, Prefetch, Tx, TxResult};
 use super::records::{decode, now, KeyRecord, UserRecord};
 use super::revocation::{org_not_found, read_org, revoke_active_key};
 use super::tables::Table;
 use super::{audit, Store, META_HEAD};
 use crate::domain::{
     AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
-    RevocationReason, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
+    RevocationReason, SecretHash, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
 };
 
 /// Whether generating a key should replace the org's current one.
@@ -39,71 +39,12 @@ impl Store {
         actor: &Email,
         mode: KeyMode,
     ) -> Result<GeneratedKey> {
-        let key = ZscKey::generate();
-        let hash = key.hash();
-        let now = now();
-        let info = KeyInfo {
-            key_id: KeyId::generate(),
-            org_id: org_id.clone(),
-            owner: actor.clone(),
-            key_prefix: key.display_prefix(),
-            created: now,
-        };
-        let record = KeyRecord::from_info(&info).encode_to_vec();
-        let prefetch = || {
-            vec![
-                (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
-                (Table::Users, actor.as_str().as_bytes().to_vec()),
-                (Table::Meta, META_HEAD.to_vec()),
-                audit::head_key(),
-            ]
-        };
-        let replaced = self
-            .commit(prefetch, |tx| {
-                let Some(mut org) = read_org(tx, org_id)? else {
-                    return abort(org_not_found(org_id));
-                };
-                if !may_hold_key(tx, actor, org_id)? {
-                    return abort(Error::PermissionDenied(format!(
-                        "{actor} is not an active administrator of org {org_id}"
-                    )));
-                }
-                let replaced = match (mode, org.active_key.is_some()) {
-                    (KeyMode::New, true) => {
-                        return abort(Error::AlreadyExists(format!(
-                            "org {org_id} already has a key: use RegenerateKey to replace it"
-                        )))
-                    }
-                    (KeyMode::Replace, false) => {
-                        return abort(Error::not_found(format!(
-                            "org {org_id} has no key: use GenerateKey to create one"
-                        )))
-                    }
-                    (KeyMode::New, false) => None,
-                    (KeyMode::Replace, true) => {
-                        let reason = RevocationReason::Regenerated;
-                        revoke_active_key(tx, org_id, &mut org, None, reason, now)?
-                    }
-                };
-                org.active_key = Some(hash.0.to_vec());
-                tx.insert(
-                    Table::Orgs,
-                    org_id.as_str().as_bytes(),
-                    &org.encode_to_vec(),
-                )?;
-                tx.insert(Table::Keys, &hash.0, &record)?;
-                let action = match mode {
-                    KeyMode::New => AuditAction::KeyGenerated,
-                    KeyMode::Replace => AuditAction::KeyRegenerated,
-                };
-                let entry = audit::entry(by, action, Some(org_id), info.key_id.as_str());
-                audit::append(tx, entry.acting_for(actor).revoking(replaced.as_ref()))?;
-                Ok(replaced)
-            })
-            .await?;
+        let new = NewKey::generate(org_id, actor);
+        let prefetch = || new.prefetch();
+        let replaced = self.commit(prefetch, |tx| new.store(tx, by, mode)).await?;
         Ok(GeneratedKey {
-            key,
-            info,
+            key: new.key,
+            info: new.info,
             replaced,
         })
     }
@@ -195,6 +136,95 @@ impl Store {
             .await?;
         self.count_validation(&validation.key_id, consumer);
         Ok(validation)
+    }
+}
+
+/// A new key (never stored: only its hash is) and its record, made before its transaction so
+/// that a re-run stores the same key (and the bulk loader, `bulk.rs`, can store many in one).
+pub(super) struct NewKey {
+    pub key: ZscKey,
+    hash: SecretHash,
+    pub info: KeyInfo,
+    record: Vec<u8>,
+}
+
+impl NewKey {
+    pub fn generate(org_id: &OrgId, actor: &Email) -> Self {
+        let key = ZscKey::generate();
+        let info = KeyInfo {
+            key_id: KeyId::generate(),
+            org_id: org_id.clone(),
+            owner: actor.clone(),
+            key_prefix: key.display_prefix(),
+            created: now(),
+        };
+        NewKey {
+            hash: key.hash(),
+            key,
+            record: KeyRecord::from_info(&info).encode_to_vec(),
+            info,
+        }
+    }
+
+    pub fn prefetch(&self) -> Prefetch {
+        let info = &self.info;
+        vec![
+            (Table::Orgs, info.org_id.as_str().as_bytes().to_vec()),
+            (Table::Users, info.owner.as_str().as_bytes().to_vec()),
+            (Table::Meta, META_HEAD.to_vec()),
+            audit::head_key(),
+        ]
+    }
+
+    /// GenerateKey's and RegenerateKey's rule: the org exists, its owner-to-be is an active
+    /// administrator of it, and `mode` agrees with whether it has a key; the key replaced (if
+    /// any) is revoked, the new one stored and made the org's, and the change audited.
+    pub fn store(
+        &self,
+        tx: &mut dyn Tx,
+        by: &Caller,
+        mode: KeyMode,
+    ) -> TxResult<Option<RevocationEvent>> {
+        let (org_id, actor, now) = (&self.info.org_id, &self.info.owner, self.info.created);
+        let Some(mut org) = read_org(tx, org_id)? else {
+            return abort(org_not_found(org_id));
+        };
+        if !may_hold_key(tx, actor, org_id)? {
+            return abort(Error::PermissionDenied(format!(
+                "{actor} is not an active administrator of org {org_id}"
+            )));
+        }
+        let replaced = match (mode, org.active_key.is_some()) {
+            (KeyMode::New, true) => {
+                return abort(Error::AlreadyExists(format!(
+                    "org {org_id} already has a key: use RegenerateKey to replace it"
+                )))
+            }
+            (KeyMode::Replace, false) => {
+                return abort(Error::not_found(format!(
+                    "org {org_id} has no key: use GenerateKey to create one"
+                )))
+            }
+            (KeyMode::New, false) => None,
+            (KeyMode::Replace, true) => {
+                let reason = RevocationReason::Regenerated;
+                revoke_active_key(tx, org_id, &mut org, None, reason, now)?
+            }
+        };
+        org.active_key = Some(self.hash.0.to_vec());
+        tx.insert(
+            Table::Orgs,
+            org_id.as_str().as_bytes(),
+            &org.encode_to_vec(),
+        )?;
+        tx.insert(Table::Keys, &self.hash.0, &self.record)?;
+        let action = match mode {
+            KeyMode::New => AuditAction::KeyGenerated,
+            KeyMode::Replace => AuditAction::KeyRegenerated,
+        };
+        let entry = audit::entry(by, action, Some(org_id), self.info.key_id.as_str());
+        audit::append(tx, entry.acting_for(actor).revoking(replaced.as_ref()))?;
+        Ok(replaced)
     }
 }
 

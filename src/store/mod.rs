@@ -14,6 +14,7 @@ mod accounts;
 mod audit;
 mod backend;
 mod backup;
+mod bulk;
 mod durability;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -54,9 +55,11 @@ use records::AccountRecord;
 use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
-pub use backup::{backup, restore, BackupReport};
+pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
+#[doc(hidden)]
+pub use bulk::BulkOrg;
 pub use events::EventLog;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
@@ -79,10 +82,13 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
 }
 
+/// sled's page cache unless `--cache-bytes` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use prost::Message;
 
-use super::kv::{abort, lift, Entry, Range, Tx};
+use super::kv::{abort, lift, Entry, Prefetch, Range, Tx, TxResult};
 use super::records::{decode, micros, now, OrgRecord, UserRecord};
 use super::revocation::{org_not_found, read_org, revoke_active_key};
 use super::tables::Table;
@@ -19,45 +19,10 @@ pub type UserChange = (User, Option<RevocationEvent>);
 
 impl Store {
     pub async fn create_org(&self, by: &Caller, name: Name, edition: Edition) -> Result<Org> {
-        let org = Org {
-            id: OrgId::generate(),
-            name: name.as_str().to_owned(),
-            edition,
-            created: now(),
-        };
-        let record = OrgRecord {
-            name: org.name.clone(),
-            edition: edition.code(),
-            created_us: micros(org.created),
-            active_key: None,
-        }
-        .encode_to_vec();
-        let folded = name.folded();
-        let prefetch = || {
-            vec![
-                (Table::OrgNames, folded.as_bytes().to_vec()),
-                audit::head_key(),
-            ]
-        };
-        self.commit(prefetch, |tx| {
-            if tx.get(Table::OrgNames, folded.as_bytes())?.is_some() {
-                return abort(Error::AlreadyExists(format!(
-                    "an org named {:?} already exists",
-                    org.name
-                )));
-            }
-            tx.insert(
-                Table::OrgNames,
-                folded.as_bytes(),
-                org.id.as_str().as_bytes(),
-            )?;
-            tx.insert(Table::Orgs, org.id.as_str().as_bytes(), &record)?;
-            let action = AuditAction::OrgCreated;
-            audit::append(tx, audit::entry(by, action, Some(&org.id), &org.name))?;
-            Ok(())
-        })
-        .await?;
-        Ok(org)
+        let new = NewOrg::new(name, edition);
+        let prefetch = || new.prefetch();
+        self.commit(prefetch, |tx| new.insert(tx, by)).await?;
+        Ok(new.org)
     }
 
     pub async fn get_org(&self, id: &OrgId) -> Result<Org> {
@@ -93,50 +58,10 @@ impl Store {
         display_name: Name,
         profile: Profile,
     ) -> Result<User> {
-        let now = now();
-        let user = User {
-            email,
-            org_id,
-            display_name: display_name.into_string(),
-            profile,
-            status: UserStatus::Active,
-            created: now,
-            updated: now,
-        };
-        let record = UserRecord::from_user(&user).encode_to_vec();
-        let index = org_user_key(&user.org_id, &user.email);
-        let prefetch = || {
-            vec![
-                (Table::Orgs, user.org_id.as_str().as_bytes().to_vec()),
-                (Table::Users, user.email.as_str().as_bytes().to_vec()),
-                audit::head_key(),
-            ]
-        };
-        self.commit(prefetch, |tx| {
-            if tx
-                .get(Table::Orgs, user.org_id.as_str().as_bytes())?
-                .is_none()
-            {
-                return abort(org_not_found(&user.org_id));
-            }
-            if tx
-                .get(Table::Users, user.email.as_str().as_bytes())?
-                .is_some()
-            {
-                return abort(Error::AlreadyExists(format!(
-                    "a user with email {} already exists",
-                    user.email
-                )));
-            }
-            tx.insert(Table::Users, user.email.as_str().as_bytes(), &record)?;
-            tx.insert(Table::OrgUsers, &index, &[])?;
-            let action = AuditAction::UserCreated;
-            let entry = audit::entry(by, action, Some(&user.org_id), user.email.as_str());
-            audit::append(tx, entry)?;
-            Ok(())
-        })
-        .await?;
-        Ok(user)
+        let new = NewUser::new(org_id, email, display_name, profile);
+        let prefetch = || new.prefetch();
+        self.commit(prefetch, |tx| new.insert(tx, by)).await?;
+        Ok(new.user)
     }
 
     pub async fn get_user(&self, email: &Email) -> Result<User> {
@@ -260,6 +185,129 @@ impl Store {
             Ok((user, event))
         })
         .await
+    }
+}
+
+/// A new org, its record and its folded name, made before its transaction so that a re-run
+/// writes the same org (and the bulk loader, `bulk.rs`, can create many in one).
+pub(super) struct NewOrg {
+    pub org: Org,
+    record: Vec<u8>,
+    folded: String,
+}
+
+impl NewOrg {
+    pub fn new(name: Name, edition: Edition) -> Self {
+        let org = Org {
+            id: OrgId::generate(),
+            name: name.as_str().to_owned(),
+            edition,
+            created: now(),
+        };
+        let record = OrgRecord {
+            name: org.name.clone(),
+            edition: edition.code(),
+            created_us: micros(org.created),
+            active_key: None,
+        }
+        .encode_to_vec();
+        NewOrg {
+            org,
+            record,
+            folded: name.folded(),
+        }
+    }
+
+    pub fn prefetch(&self) -> Prefetch {
+        vec![
+            (Table::OrgNames, self.folded.as_bytes().to_vec()),
+            audit::head_key(),
+        ]
+    }
+
+    /// CreateOrg's rule: the name (folded) is not taken; the org, its name and the audit entry.
+    pub fn insert(&self, tx: &mut dyn Tx, by: &Caller) -> TxResult<()> {
+        let org = &self.org;
+        if tx.get(Table::OrgNames, self.folded.as_bytes())?.is_some() {
+            return abort(Error::AlreadyExists(format!(
+                "an org named {:?} already exists",
+                org.name
+            )));
+        }
+        tx.insert(
+            Table::OrgNames,
+            self.folded.as_bytes(),
+            org.id.as_str().as_bytes(),
+        )?;
+        tx.insert(Table::Orgs, org.id.as_str().as_bytes(), &self.record)?;
+        let action = AuditAction::OrgCreated;
+        audit::append(tx, audit::entry(by, action, Some(&org.id), &org.name))?;
+        Ok(())
+    }
+}
+
+/// A new user and its records, made before its transaction (see [`NewOrg`]).
+pub(super) struct NewUser {
+    pub user: User,
+    record: Vec<u8>,
+    index: Vec<u8>,
+}
+
+impl NewUser {
+    pub fn new(org_id: OrgId, email: Email, display_name: Name, profile: Profile) -> Self {
+        let now = now();
+        let user = User {
+            email,
+            org_id,
+            display_name: display_name.into_string(),
+            profile,
+            status: UserStatus::Active,
+            created: now,
+            updated: now,
+        };
+        let record = UserRecord::from_user(&user).encode_to_vec();
+        let index = org_user_key(&user.org_id, &user.email);
+        NewUser {
+            user,
+            record,
+            index,
+        }
+    }
+
+    pub fn prefetch(&self) -> Prefetch {
+        let user = &self.user;
+        vec![
+            (Table::Orgs, user.org_id.as_str().as_bytes().to_vec()),
+            (Table::Users, user.email.as_str().as_bytes().to_vec()),
+            audit::head_key(),
+        ]
+    }
+
+    /// CreateUser's rule: the org exists and the email is not taken; the user, the org's
+    /// index of it and the audit entry.
+    pub fn insert(&self, tx: &mut dyn Tx, by: &Caller) -> TxResult<()> {
+        let user = &self.user;
+        if tx
+            .get(Table::Orgs, user.org_id.as_str().as_bytes())?
+            .is_none()
+        {
+            return abort(org_not_found(&user.org_id));
+        }
+        if tx
+            .get(Table::Users, user.email.as_str().as_bytes())?
+            .is_some()
+        {
+            return abort(Error::AlreadyExists(format!(
+                "a user with email {} already exists",
+                user.email
+            )));
+        }
+        tx.insert(Table::Users, user.email.as_str().as_bytes(), &self.record)?;
+        tx.insert(Table::OrgUsers, &self.index, &[])?;
+        let action = AuditAction::UserCreated;
+        let entry = audit::entry(by, action, Some(&user.org_id), user.email.as_str());
+        audit::append(tx, entry)?;
+        Ok(())
     }
 }
 

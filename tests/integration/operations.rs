@@ -367,6 +367,81 @@ async fn a_backup_round_trip_keeps_everything_under_a_new_store_id() {
     assert!(zsc::store::backup(&work.path().join("nothing"), &file).is_err());
 }
 
+/// "backed up N entries, X MiB in T s (R entries/s, M MiB/s) ...": N, and whether the rates
+/// are there.
+fn closing_count(stdout: &str, verb: &str) -> u64 {
+    // On a terminal the line may follow the progress line's escape codes.
+    let line = stdout
+        .split(['\r', '\n'])
+        .find_map(|l| l.find(verb).map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no {verb:?} in {stdout:?}"));
+    assert!(
+        line.contains(" entries/s, ") && line.contains(" MiB/s)") && line.contains(" MiB in "),
+        "the closing line reports the rate: {line}"
+    );
+    line[verb.len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count in {line}"))
+}
+
+/// Runs `zsc ARGS` on a terminal of its own (util-linux's `script` gives it a pty); returns
+/// what the terminal showed.
+async fn on_a_terminal(args: &[&str]) -> String {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_zsc"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .await
+        .expect("script (util-linux) runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn backup_and_restore_report_their_count_and_rate_and_show_progress_only_on_a_terminal() {
+    let server = TestServer::start().await;
+    server.org_with_admin("Acme").await;
+    let dir = server.stop().await;
+    let data = dir.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_str().unwrap().to_owned();
+    let reference = zsc::store::backup(dir.path(), std::path::Path::new(&path("reference")))
+        .unwrap()
+        .entries;
+
+    // Not on a terminal: the closing line on stdout, nothing on stderr.
+    let file = path("zsc.backup");
+    let output = run_zsc(&["backup", "--data-dir", data, "--out", &file]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(closing_count(&stdout, "backed up "), reference);
+    assert!(output.stderr.is_empty(), "{output:?}");
+    let restored = path("restored");
+    let output = run_zsc(&["restore", "--in", &file, "--data-dir", &restored]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(closing_count(&stdout, "restored "), reference);
+    assert!(output.stderr.is_empty(), "{output:?}");
+
+    // On a terminal: the progress line is drawn (then cleared), and the same closing line.
+    let shown = on_a_terminal(&["backup", "--data-dir", data, "--out", &path("tty.backup")]).await;
+    assert!(shown.contains("backing up: "), "{shown:?}");
+    assert_eq!(closing_count(&shown, "backed up "), reference);
+    let into = path("tty-restored");
+    let shown = on_a_terminal(&["restore", "--in", &file, "--data-dir", &into]).await;
+    assert!(shown.contains("restoring: "), "{shown:?}");
+    assert!(
+        shown.contains(&format!("({reference} entries)")),
+        "{shown:?}"
+    );
+}
+
 #[tokio::test]
 async fn operator_token_recovers_a_lost_token_from_the_command_line() {
     let server = TestServer::start().await;
