@@ -129,6 +129,13 @@ impl Store {
         self.holder_of(token.hash())
     }
 
+    /// Moves whenever an account or token changes on this replica (created, deleted, its token
+    /// replaced), once the change is visible to [`Store::holder_of`]: whoever checked a caller
+    /// at one generation need not read it again until the generation moves.
+    pub fn accounts_generation(&self) -> u64 {
+        self.backend().accounts_generation()
+    }
+
     /// Who holds the token with this hash now. A deleted account's token, and one replaced by
     /// `operator-token`, belong to no one.
     pub fn holder_of(&self, token: SecretHash) -> Result<Caller> {

@@ -79,6 +79,17 @@ impl Backend {
         }
     }
 
+    /// A number that moves whenever this replica's copy of the accounts or tokens changes
+    /// (after the change is visible to [`Backend::get_local`]): a caller that checked an
+    /// account at one generation need not read it again until the generation moves.
+    pub fn accounts_generation(&self) -> u64 {
+        match self {
+            Backend::Sled(sled) => sled.accounts_generation(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.accounts_generation(),
+        }
+    }
+
     /// A range of a table kept locally (see [`Backend::get_local`]).
     pub fn scan_local(&self, range: &Range) -> Result<Vec<Entry>> {
         match self {

@@ -2,7 +2,12 @@
 //! re-runs the closure on a conflict), reads go straight to the trees, and a mutation is made
 //! durable by the group commit in `durability.rs`.
 
-use std::{fs::File, ops::Bound};
+use std::{
+    cell::Cell,
+    fs::File,
+    ops::Bound,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -20,6 +25,9 @@ pub(super) struct SledBackend {
     /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
     all: Vec<sled::Tree>,
     pub durability: Durability,
+    /// Moves after every committed change to the accounts or tokens (see
+    /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
+    accounts: AtomicU64,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -35,17 +43,28 @@ impl SledBackend {
             trees,
             all,
             durability,
+            accounts: AtomicU64::new(0),
             _lock: lock,
         }
     }
 
     /// Runs `rules` in one sled transaction over every tree; sled re-runs it on a conflict.
     /// A storage failure faults the store.
+    /// A change to the accounts or tokens moves the accounts generation once it is committed.
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
-        transact_trees(&self.all, rules).map_err(|e| match e {
+        let accounts_written = Cell::new(false);
+        let outcome = transact_trees(&self.all, &accounts_written, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
-        })
+        });
+        if outcome.is_ok() && accounts_written.get() {
+            self.accounts.fetch_add(1, Ordering::Release);
+        }
+        outcome
+    }
+
+    pub fn accounts_generation(&self) -> u64 {
+        self.accounts.load(Ordering::Acquire)
     }
 
     /// Runs a read-only closure against the trees as they are (no transaction: a single
@@ -98,7 +117,11 @@ impl SledBackend {
         self.trees
             .get(table)
             .apply_batch(batch)
-            .map_err(|cause| self.durability.fail(&cause))
+            .map_err(|cause| self.durability.fail(&cause))?;
+        if table.holds_accounts() {
+            self.accounts.fetch_add(1, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -107,13 +130,20 @@ pub(super) enum Failure {
     Storage(String),
 }
 
-/// One sled transaction over `trees` (every table, in `Table::ALL` order).
+/// One sled transaction over `trees` (every table, in `Table::ALL` order). Sets
+/// `accounts_written` if a run of `rules` wrote to the accounts or tokens (a run that sled
+/// re-ran counts too: a spare re-check costs nothing but two reads).
 pub(super) fn transact_trees<T>(
     trees: &[sled::Tree],
+    accounts_written: &Cell<bool>,
     rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
 ) -> std::result::Result<T, Failure> {
     let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
-        rules(&mut InTransaction { trees }).map_err(|e| match e {
+        let mut tx = InTransaction {
+            trees,
+            accounts_written,
+        };
+        rules(&mut tx).map_err(|e| match e {
             TxError::Conflict => ConflictableTransactionError::Conflict,
             other => ConflictableTransactionError::Abort(other),
         })
@@ -128,6 +158,7 @@ pub(super) fn transact_trees<T>(
 
 struct InTransaction<'a> {
     trees: &'a [TransactionalTree],
+    accounts_written: &'a Cell<bool>,
 }
 
 fn unabortable(error: UnabortableTransactionError) -> TxError {
@@ -144,6 +175,9 @@ impl Tx for InTransaction<'_> {
     }
 
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
+        if table.holds_accounts() {
+            self.accounts_written.set(true);
+        }
         self.trees[table as usize]
             .insert(key, value)
             .map(drop)
@@ -151,6 +185,9 @@ impl Tx for InTransaction<'_> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
+        if table.holds_accounts() {
+            self.accounts_written.set(true);
+        }
         self.trees[table as usize]
             .remove(key)
             .map(drop)

@@ -22,6 +22,12 @@ macro_rules! tables {
             pub fn from_name(name: &str) -> Option<Table> {
                 Table::ALL.iter().copied().find(|t| t.name() == name)
             }
+
+            /// Whether a write to this table changes who a token belongs to or what its
+            /// account may do: such writes move the store's accounts generation.
+            pub fn holds_accounts(self) -> bool {
+                matches!(self, Table::Accounts | Table::Tokens)
+            }
         }
 
         /// An open handle on every tree.

@@ -70,6 +70,7 @@ impl Follower {
             .tables
             .write()
             .expect("mirror lock is never poisoned") = tables;
+        self.mirror.accounts_changed();
         self.head.advance(head);
         self.applied.send_if_modified(|applied| {
             let moved = revision > *applied;
@@ -129,6 +130,7 @@ impl Follower {
                 };
             }
             let mut new_head = None;
+            let mut accounts_changed = false;
             {
                 let mut tables = self
                     .mirror
@@ -144,6 +146,7 @@ impl Follower {
                     };
                     let put = event.event_type() == EventType::Put;
                     if MIRRORED.contains(&table) {
+                        accounts_changed |= table.holds_accounts();
                         if put {
                             tables.insert(relative.to_vec(), kv.value().to_vec());
                         } else {
@@ -153,6 +156,9 @@ impl Follower {
                         new_head = Some(read_u64(Some(kv.value())));
                     }
                 }
+            }
+            if accounts_changed {
+                self.mirror.accounts_changed();
             }
             if let Some(head) = new_head {
                 self.head.advance(head);

@@ -292,6 +292,15 @@ impl Head {
 #[derive(Default)]
 pub(super) struct Mirror {
     tables: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Moves after each change to the mirrored accounts or tokens is in `tables`.
+    accounts: std::sync::atomic::AtomicU64,
+}
+
+impl Mirror {
+    fn accounts_changed(&self) {
+        self.accounts
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl EtcdBackend {
@@ -452,6 +461,12 @@ impl EtcdBackend {
             self.wrote(response.header().map_or(0, |h| h.revision()));
         }
         Ok(())
+    }
+
+    pub fn accounts_generation(&self) -> u64 {
+        self.mirror
+            .accounts
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn get_local(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
