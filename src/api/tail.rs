@@ -2,6 +2,12 @@
 //! store once and encodes it once, and keeps the most recent ones in memory for every stream;
 //! ONE ticker encodes the heartbeat checkpoint once per interval for every stream at the head.
 //!
+//! Streams learn of a new head, a new heartbeat or shutdown through one [`Signal`] (a `watch`:
+//! it only wakes, and cannot lag or drop anything). Streams are spread over [`SHARDS`] such
+//! signals, and the tail wakes one shard at a time, yielding to the runtime between shards: a
+//! revocation to 1,000 subscribers is then 64 small bursts with the other tasks (a ValidateKey
+//! that arrived meanwhile) run between them, not one burst that every request queues behind.
+//!
 //! Streams read the store themselves only when they are behind what the tail holds (a resume
 //! from an old cursor). The tail follows the store's durable head, so it never holds an event
 //! that is not durable; when the store faults, the head channel closes and every stream ends.
@@ -11,7 +17,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -28,6 +37,9 @@ use crate::store::EventLog;
 pub const BATCH: usize = 512;
 /// How often a stopped tail asks whether its store serves again.
 const RETRY: Duration = Duration::from_millis(200);
+/// The signals streams are spread over: the tail wakes the streams of one, then lets the
+/// runtime run other tasks before the next.
+pub const SHARDS: usize = 64;
 
 /// One revocation, encoded once as a whole `WatchRevocationsResponse`.
 pub struct TailEvent {
@@ -44,6 +56,18 @@ impl TailEvent {
             encoded: encode(Event::Revocation(event.into())),
         }
     }
+}
+
+/// What a stream is woken for: the tail's head moved, a heartbeat is due, or shutdown began.
+#[derive(Clone)]
+pub struct Signal {
+    /// Every durable event up to here is in the tail (or older than what it holds). `None` once
+    /// the store has stopped (faulted): no event will come, and streams end.
+    pub head: Option<u64>,
+    /// The latest heartbeat; a new one (another `Arc`) is due to every stream.
+    pub beat: Arc<Beat>,
+    /// Shutdown has begun: streams send a last checkpoint and end.
+    pub closing: bool,
 }
 
 /// A heartbeat: the checkpoint at the tail's head, encoded once for every stream there.
@@ -84,9 +108,13 @@ struct Shared {
     log: EventLog,
     recent: RwLock<Recent>,
     /// Every event up to this sequence is in `recent` (or older than its first entry). `None`
-    /// once the store has stopped (faulted): no event will come, and streams end.
+    /// once the store has stopped (faulted): no event will come, and streams end. What the
+    /// ticker waits on; streams hear of it through their shard's signal.
     head: watch::Sender<Option<u64>>,
-    beat: watch::Sender<Arc<Beat>>,
+    /// One signal per shard of streams, each carrying the same news.
+    shards: Box<[watch::Sender<Signal>]>,
+    /// The shard the next stream joins (round robin).
+    next_shard: AtomicUsize,
 }
 
 /// The newest events, in order, without gaps.
@@ -116,6 +144,11 @@ impl Tail {
             sequence: head,
             encoded: encode(checkpoint(log.store_id(), head, head, SystemTime::now())),
         });
+        let signal = Signal {
+            head: Some(head),
+            beat: first_beat,
+            closing: false,
+        };
         let tail = Tail {
             shared: Arc::new(Shared {
                 recent: RwLock::new(Recent {
@@ -124,7 +157,10 @@ impl Tail {
                     capacity: capacity.max(1),
                 }),
                 head: watch::Sender::new(Some(head)),
-                beat: watch::Sender::new(first_beat),
+                shards: (0..SHARDS)
+                    .map(|_| watch::Sender::new(signal.clone()))
+                    .collect(),
+                next_shard: AtomicUsize::new(0),
                 log,
             }),
         };
@@ -142,9 +178,27 @@ impl Tail {
         self.shared.head.subscribe()
     }
 
-    /// The heartbeat checkpoint, renewed every heartbeat.
-    pub fn beat(&self) -> watch::Receiver<Arc<Beat>> {
-        self.shared.beat.subscribe()
+    /// A new stream's signal (on the next shard), with its current value marked seen.
+    pub fn signal(&self) -> watch::Receiver<Signal> {
+        let shard = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        self.shared.shards[shard].subscribe()
+    }
+
+    /// Tells every shard's streams, one shard at a time: after waking a shard that has
+    /// streams, the tail yields, so that tasks already waiting (a request that arrived
+    /// meanwhile) run before the next shard's streams, not after all of them.
+    async fn publish(&self, change: impl Fn(&mut Signal)) {
+        for shard in self.shared.shards.iter() {
+            shard.send_modify(&change);
+            if shard.receiver_count() > 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    async fn publish_head(&self, head: Option<u64>) {
+        self.shared.head.send_replace(head);
+        self.publish(|signal| signal.head = head).await;
     }
 
     /// Up to `limit` events after `after` (and up to the head) from memory; `None` when
@@ -175,20 +229,26 @@ impl Tail {
         let mut cursor = self.shared.head.borrow().unwrap_or_default();
         loop {
             let target = *durable.borrow_and_update();
-            if let Err(error) = self.catch_up(&mut cursor, target) {
-                tracing::error!(%error, "the revocation tail could not read the log");
+            let before = self.shared.head.borrow().unwrap_or_default();
+            match self.catch_up(&mut cursor, target) {
+                Ok(()) => {}
+                Err(error) => tracing::error!(%error, "the revocation tail could not read the log"),
+            }
+            let head = self.shared.head.borrow().unwrap_or_default();
+            if head != before {
+                self.publish_head(Some(head)).await;
             }
             tokio::select! {
-                () = shutdown.begun() => return,
+                () = shutdown.begun() => return self.publish(|signal| signal.closing = true).await,
                 changed = durable.changed() => {
                     if changed.is_err() {
-                        self.shared.head.send_replace(None);
+                        self.publish_head(None).await;
                         match self.serving_again(&shutdown).await {
                             Some(again) => {
                                 durable = again;
-                                self.shared.head.send_replace(Some(cursor));
+                                self.publish_head(Some(cursor)).await;
                             }
-                            None => return,
+                            None => return self.publish(|signal| signal.closing = true).await,
                         }
                     }
                 }
@@ -274,11 +334,11 @@ impl Tail {
             // A stopped store has no head to vouch for: no beat until it serves again.
             let Ok(Some(_)) = caught_up else { continue };
             let checkpoint = checkpoint(self.shared.log.store_id(), durable, durable, server_time);
-            let beat = Beat {
+            let beat = Arc::new(Beat {
                 sequence: durable,
                 encoded: encode(checkpoint),
-            };
-            self.shared.beat.send_replace(Arc::new(beat));
+            });
+            self.publish(|signal| signal.beat = beat.clone()).await;
         }
     }
 }
