@@ -17,6 +17,8 @@
 
 use std::{
     collections::VecDeque,
+    hash::{Hash, Hasher},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, RwLock,
@@ -26,7 +28,7 @@ use std::{
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::domain::{OrgId, Result, RevocationEvent};
 use crate::proto::{self as pb, watch_revocations_response::Event};
@@ -113,8 +115,10 @@ struct Shared {
     head: watch::Sender<Option<u64>>,
     /// One signal per shard of streams, each carrying the same news.
     shards: Box<[watch::Sender<Signal>]>,
-    /// The shard the next stream joins (round robin).
+    /// The shard the next stream of an unknown connection joins (round robin).
     next_shard: AtomicUsize,
+    /// Wakes the idle task (see [`Tail::nudge`]).
+    nudge: Notify,
 }
 
 /// The newest events, in order, without gaps.
@@ -161,12 +165,27 @@ impl Tail {
                     .map(|_| watch::Sender::new(signal.clone()))
                     .collect(),
                 next_shard: AtomicUsize::new(0),
+                nudge: Notify::new(),
                 log,
             }),
         };
         shutdown.spawn(tail.clone().follow(durable, shutdown.clone()));
         shutdown.spawn(tail.clone().tick(heartbeat, shutdown.clone()));
+        shutdown.spawn(tail.clone().idle(shutdown.clone()));
         tail
+    }
+
+    /// Does nothing each time it is nudged (see [`Tail::nudge`]).
+    async fn idle(self, shutdown: Shutdown) {
+        let begun = shutdown.begun();
+        tokio::pin!(begun);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut begun => return,
+                () = self.shared.nudge.notified() => {}
+            }
+        }
     }
 
     pub fn log(&self) -> &EventLog {
@@ -178,10 +197,27 @@ impl Tail {
         self.shared.head.subscribe()
     }
 
-    /// A new stream's signal (on the next shard), with its current value marked seen.
-    pub fn signal(&self) -> watch::Receiver<Signal> {
-        let shard = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        self.shared.shards[shard].subscribe()
+    /// A new stream's signal, with its current value marked seen: the streams of one
+    /// connection share a shard (so they are woken together, and its connection task can send
+    /// their messages in one write); streams whose connection is unknown take turns.
+    pub fn signal(&self, connection: Option<SocketAddr>) -> watch::Receiver<Signal> {
+        let shard = match connection {
+            Some(peer) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                peer.hash(&mut hasher);
+                hasher.finish() as usize
+            }
+            None => self.shared.next_shard.fetch_add(1, Ordering::Relaxed),
+        };
+        self.shared.shards[shard % SHARDS].subscribe()
+    }
+
+    /// Wakes the tail's idle task. A stream calls it once hyper has taken its message: the
+    /// task woken last on a runtime worker runs next, and this one (which does nothing) takes
+    /// that place from the connection's task, which then runs after the other streams woken
+    /// with this one and sends all their messages in one write instead of one write each.
+    pub fn nudge(&self) {
+        self.shared.nudge.notify_one();
     }
 
     /// Tells every shard's streams, one shard at a time: after waking a shard that has
@@ -339,6 +375,51 @@ impl Tail {
                 encoded: encode(checkpoint),
             });
             self.publish(|signal| signal.beat = beat.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn started() -> (Tail, Shutdown, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let shutdown = Shutdown::default();
+        let tail = Tail::start(EventLog::new(store), 16, Duration::from_secs(1), &shutdown);
+        (tail, shutdown, dir)
+    }
+
+    #[tokio::test]
+    async fn the_streams_of_one_connection_share_a_signal_and_the_others_take_turns() {
+        let (tail, shutdown, _dir) = started();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let first = tail.signal(Some(peer));
+        for _ in 0..SHARDS {
+            assert!(tail.signal(Some(peer)).same_channel(&first));
+        }
+        // Streams of unknown connections are spread over every shard.
+        let unknown: Vec<_> = (0..SHARDS).map(|_| tail.signal(None)).collect();
+        for (i, a) in unknown.iter().enumerate() {
+            for b in &unknown[i + 1..] {
+                assert!(!a.same_channel(b));
+            }
+        }
+        shutdown.begin();
+    }
+
+    #[tokio::test]
+    async fn every_shard_hears_of_shutdown() {
+        let (tail, shutdown, _dir) = started();
+        let mut signals: Vec<_> = (0..SHARDS).map(|_| tail.signal(None)).collect();
+        shutdown.begin();
+        for signal in &mut signals {
+            let closing = signal.wait_for(|s| s.closing).await;
+            assert!(closing.is_ok());
         }
     }
 }

@@ -19,6 +19,7 @@
 
 use std::{
     collections::{HashSet, VecDeque},
+    net::SocketAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -95,6 +96,7 @@ pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
 /// is refused with OUT_OF_RANGE and a message saying what to do.
 pub fn subscribe(
     tail: Tail,
+    connection: Option<SocketAddr>,
     request: WatchRequest,
     config: WatchConfig,
     shutdown: Shutdown,
@@ -128,6 +130,7 @@ pub fn subscribe(
     };
     Ok(Box::pin(Feed::new(
         tail,
+        connection,
         cursor,
         request.orgs,
         request.after.is_none(),
@@ -194,6 +197,10 @@ pub struct Feed {
     queue: VecDeque<Bytes>,
     end: Option<Status>,
     ended: bool,
+    /// Polls that found nothing to send since the last message was handed out: the first is
+    /// tonic's encoder asking for more before it hands hyper the frame, the second comes after
+    /// hyper has queued the frame for its connection (see [`Tail::nudge`]).
+    idle_polls: u8,
     stall_timeout: Duration,
     alarm: Arc<Alarm>,
     /// `alarm` as a waker, made once.
@@ -249,6 +256,7 @@ impl Feed {
     #[allow(clippy::too_many_arguments)]
     fn new(
         tail: Tail,
+        connection: Option<SocketAddr>,
         cursor: u64,
         orgs: HashSet<OrgId>,
         from_head: bool,
@@ -258,7 +266,7 @@ impl Feed {
         held: TaskTrackerToken,
     ) -> Feed {
         // Subscribed before reading the head, so no change after the cursor was chosen is missed.
-        let signal = tail.signal();
+        let signal = tail.signal(connection);
         let now = signal.borrow().clone();
         let alarm = Arc::new(Alarm {
             task: AtomicWaker::new(),
@@ -278,6 +286,7 @@ impl Feed {
             queue: VecDeque::new(),
             end: None,
             ended: false,
+            idle_polls: 0,
             stall_timeout,
             alarm_waker: Waker::from(alarm.clone()),
             alarm,
@@ -478,6 +487,7 @@ impl Stream for Feed {
                 if this.queue.is_empty() && this.queue.capacity() > QUEUE_KEPT {
                     this.queue = VecDeque::new();
                 }
+                this.idle_polls = 0;
                 return Poll::Ready(Some(Ok(message)));
             }
             if let Some(end) = this.end.take() {
@@ -485,6 +495,10 @@ impl Stream for Feed {
                 return Poll::Ready(Some(Err(end)));
             }
             if !this.prepare() {
+                this.idle_polls = this.idle_polls.saturating_add(1);
+                if this.idle_polls == 2 {
+                    this.tail.nudge();
+                }
                 return Poll::Pending;
             }
         }
