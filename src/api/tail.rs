@@ -4,9 +4,10 @@
 //!
 //! Streams learn of a new head, a new heartbeat or shutdown through one [`Signal`] (a `watch`:
 //! it only wakes, and cannot lag or drop anything). Streams are spread over [`SHARDS`] such
-//! signals, and the tail wakes one shard at a time, yielding to the runtime between shards: a
-//! revocation to 1,000 subscribers is then 64 small bursts with the other tasks (a ValidateKey
-//! that arrived meanwhile) run between them, not one burst that every request queues behind.
+//! signals, and the tail wakes them shard by shard, yielding to the runtime after every few
+//! hundred streams: a revocation to 1,000 subscribers is then a few small bursts with the other
+//! tasks (a ValidateKey that arrived meanwhile) run between them, not one burst that every
+//! request queues behind.
 //!
 //! Streams read the store themselves only when they are behind what the tail holds (a resume
 //! from an old cursor). The tail follows the store's durable head, so it never holds an event
@@ -42,6 +43,10 @@ const RETRY: Duration = Duration::from_millis(200);
 /// The signals streams are spread over: the tail wakes the streams of one, then lets the
 /// runtime run other tasks before the next.
 pub const SHARDS: usize = 64;
+/// How many streams the tail wakes before it lets other tasks run: each yield is a trip
+/// through the scheduler (and a chance to lose the core on a busy machine), so not after
+/// every small shard.
+const WAKE_BETWEEN_YIELDS: usize = 256;
 
 /// One revocation, encoded once as a whole `WatchRevocationsResponse`.
 pub struct TailEvent {
@@ -220,14 +225,18 @@ impl Tail {
         self.shared.nudge.notify_one();
     }
 
-    /// Tells every shard's streams, one shard at a time: after waking a shard that has
-    /// streams, the tail yields, so that tasks already waiting (a request that arrived
-    /// meanwhile) run before the next shard's streams, not after all of them.
+    /// Tells every shard's streams, one shard at a time: after waking about
+    /// [`WAKE_BETWEEN_YIELDS`] streams the tail yields, so that tasks already waiting (a
+    /// request that arrived meanwhile) run before the next shards' streams, not after all of
+    /// them.
     async fn publish(&self, change: impl Fn(&mut Signal)) {
+        let mut woken = 0;
         for shard in self.shared.shards.iter() {
             shard.send_modify(&change);
-            if shard.receiver_count() > 0 {
+            woken += shard.receiver_count();
+            if woken >= WAKE_BETWEEN_YIELDS {
                 tokio::task::yield_now().await;
+                woken = 0;
             }
         }
     }
