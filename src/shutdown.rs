@@ -1,11 +1,11 @@
 //! The one shutdown signal of a running server, and everything it must end: every accepted
-//! connection (on every listener) and every revocation-stream task.
+//! connection (on every listener) and every revocation stream.
 //!
 //! Shutdown has two steps. [`Shutdown::begin`] is the signal: health goes NOT_SERVING, streams
 //! send a last checkpoint and end, tonic stops accepting and lets in-flight RPCs finish. Some
 //! connections never end by themselves (a client's `grpc.health.v1.Health/Watch`, an idle
 //! keep-alive scrape), so after the grace period [`Shutdown::close_all`] makes every tracked
-//! connection fail its next read or write and waits until all of them and all stream tasks are
+//! connection fail its next read or write and waits until all of them and all streams are
 //! gone: `Server::run` returns with nothing still holding the store.
 //!
 //! The connection limits live here too, since this is where connections are accepted: at most
@@ -57,7 +57,7 @@ pub struct Shutdown {
     begun: CancellationToken,
     /// Cancelled when the grace period is over: tracked connections fail from then on.
     kill: CancellationToken,
-    /// Tracked connections and stream tasks.
+    /// Tracked connections, the tail's tasks and revocation streams.
     tracker: TaskTracker,
 }
 
@@ -77,6 +77,12 @@ impl Shutdown {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.tracker.spawn(task);
+    }
+
+    /// A token that shutdown waits for as it waits for a task: held by what outlives its task
+    /// (a revocation stream's body, polled by hyper's task for the HTTP/2 stream) until dropped.
+    pub fn hold(&self) -> TaskTrackerToken {
+        self.tracker.token()
     }
 
     /// The listener's connections, tracked and limited. Accept errors (EMFILE, a connection

@@ -136,7 +136,9 @@ pub(crate) async fn rows3and6(
     let baseline_stop = CancellationToken::new();
     subscribe(fx, 1, 1, &arrivals, &baseline_stop).await;
     eprintln!("row 3: 1 subscriber");
+    let cpu_one = server.cpu();
     let (mut base, _, _) = revoke_and_wait(&mut keys, &org, revocations / 2, 1, &mut arrived).await;
+    let cpu_one = cpu_one.zip(server.cpu()).map(|(a, b)| b - a);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (rss0, cpu0) = (server.rss_kib(), server.cpu());
     tokio::time::sleep(idle).await;
@@ -155,11 +157,13 @@ pub(crate) async fn rows3and6(
     tokio::time::sleep(idle).await;
     let idle_cpu_many = cpu1.zip(server.cpu()).map(|(a, b)| b - a);
     eprintln!("row 3: {n} subscribers");
+    let cpu_many = server.cpu();
     let (many, many_calls, early) =
         revoke_and_wait(&mut keys, &org, revocations, n, &mut arrived).await;
+    let cpu_many = cpu_many.zip(server.cpu()).map(|(a, b)| b - a);
 
     if options.row(6) {
-        row6(options, fx, validate_peak, n, &mut arrived, rows).await;
+        row6(options, fx, server, validate_peak, n, &mut arrived, rows).await;
     }
 
     many_stop.cancel();
@@ -231,6 +235,29 @@ pub(crate) async fn rows3and6(
             "server's /proc not readable",
         )),
     }
+    if let (Some(one), Some(many)) = (cpu_one, cpu_many) {
+        // What the revocations cost with 1 subscriber (the write itself) is taken out, and
+        // the rest shared among the other subscribers' deliveries.
+        let per_revocation_one = one.as_secs_f64() / (revocations / 2).max(1) as f64;
+        let per_revocation_many = many.as_secs_f64() / revocations.max(1) as f64;
+        let per_delivery =
+            (per_revocation_many - per_revocation_one).max(0.0) / (n - 1).max(1) as f64;
+        rows.push(Row {
+            row: "3",
+            figure: format!(
+                "server CPU per delivery ({n} subscribers: {} per revocation)",
+                time(per_revocation_many * 1e9)
+            ),
+            median: time(per_delivery * 1e9),
+            p99: "-".into(),
+            baseline: "1 subscriber: per revocation".into(),
+            baseline_median: time(per_revocation_one * 1e9),
+            baseline_p99: "-".into(),
+            ratio: "-".into(),
+            target: "(diagnostic)".into(),
+            result: "-".into(),
+        });
+    }
     if let (Some(one), Some(many)) = (idle_cpu_one, idle_cpu_many) {
         let share = |d: Duration| d.as_secs_f64() / idle.as_secs_f64() * 100.0;
         rows.push(Row {
@@ -252,6 +279,7 @@ pub(crate) async fn rows3and6(
 pub(crate) async fn row6(
     options: &Options,
     fx: &Fixture,
+    server: &ServerUnderTest,
     validate_peak: Option<f64>,
     subscribers: usize,
     arrived: &mut mpsc::UnboundedReceiver<(u64, Instant)>,
@@ -278,12 +306,20 @@ pub(crate) async fn row6(
     // Org 0 is row 3's; the revoker uses the others.
     let revoke = regenerate_call(writers, fx.orgs[1..].to_vec());
     let drain = async { while arrived.recv().await.is_some() {} };
+    // The share of the cores the server and this process (the client) use in each window.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = |a: Option<Duration>, b: Option<Duration>, wall: Duration| {
+        a.zip(b)
+            .map(|(a, b)| (b - a).as_secs_f64() / wall.as_secs_f64() / cores * 100.0)
+    };
     let measure = async {
         let (mut alone, mut busy) = (vec![], vec![]);
+        let (mut cpu_alone, mut cpu_busy) = (vec![], vec![]);
         let mut revoked = 0;
         let mut overloaded = 0;
         for round in 0..options.rounds {
             for first in [round % 2 == 0, round % 2 != 0] {
+                let (server0, client0, wall0) = (server.cpu(), own_cpu(), Instant::now());
                 if first {
                     let w = open_loop(&validate, at, options.window).await;
                     overloaded += usize::from(w.overloaded);
@@ -295,6 +331,12 @@ pub(crate) async fn row6(
                     overloaded += usize::from(w.overloaded);
                     busy.push(w.latency.value_at_quantile(0.99) as f64);
                 }
+                let wall = wall0.elapsed();
+                let cpu = (
+                    share(server0, server.cpu(), wall),
+                    share(client0, own_cpu(), wall),
+                );
+                if first { &mut cpu_alone } else { &mut cpu_busy }.push(cpu);
                 eprintln!(
                     "row 6: {} p99 {}",
                     if first { "alone" } else { "with revocations" },
@@ -302,9 +344,9 @@ pub(crate) async fn row6(
                 );
             }
         }
-        (alone, busy, revoked, overloaded)
+        (alone, busy, revoked, overloaded, cpu_alone, cpu_busy)
     };
-    let (alone, busy, revoked, overloaded) = tokio::select! {
+    let (alone, busy, revoked, overloaded, cpu_alone, cpu_busy) = tokio::select! {
         () = drain => unreachable!("the subscribers' sender lives in the caller"),
         measured = measure => measured,
     };
@@ -331,4 +373,37 @@ pub(crate) async fn row6(
             format!("({subscribers} subscribers: not the target's count)")
         },
     });
+    // What the row is up against: the cores the server and the client take in each mode.
+    let shares = |windows: &[(Option<f64>, Option<f64>)]| {
+        let server: Vec<f64> = windows.iter().filter_map(|w| w.0).collect();
+        let client: Vec<f64> = windows.iter().filter_map(|w| w.1).collect();
+        let part = |v: &[f64]| {
+            if v.is_empty() {
+                "?".to_owned()
+            } else {
+                format!("{:.0}%", median(v))
+            }
+        };
+        format!("server {} + client {}", part(&server), part(&client))
+    };
+    rows.push(Row {
+        row: "6",
+        figure: format!("CPU during those windows, share of all {cores:.0} cores"),
+        median: shares(&cpu_busy),
+        p99: "-".into(),
+        baseline: "no revocations".into(),
+        baseline_median: shares(&cpu_alone),
+        baseline_p99: "-".into(),
+        ratio: "-".into(),
+        target: "(diagnostic)".into(),
+        result: "-".into(),
+    });
+}
+
+/// This process's CPU time so far (user + system), at the kernel's 10 ms tick.
+fn own_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }

@@ -121,6 +121,8 @@ pub struct Standing {
     store: Store,
     path: &'static str,
     caller: Caller,
+    /// The store's accounts generation at the last check that passed; `None` before the first.
+    checked: Option<u64>,
 }
 
 impl Standing {
@@ -129,7 +131,22 @@ impl Standing {
             store,
             path,
             caller,
+            checked: None,
         }
+    }
+
+    /// [`Standing::check`], but only when an account or token has changed since the last check
+    /// that passed (the store's accounts generation moved): a long call re-checked often costs
+    /// an atomic load until then, not two store reads.
+    pub fn recheck(&mut self) -> Result<(), Status> {
+        // Read before the check: a change that lands during it moves the generation again.
+        let generation = self.store.accounts_generation();
+        if self.checked == Some(generation) {
+            return Ok(());
+        }
+        self.check()?;
+        self.checked = Some(generation);
+        Ok(())
     }
 
     /// The caller as it was authenticated when the call began.
@@ -305,5 +322,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(watching.check().unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn a_recheck_reads_the_account_again_only_after_an_account_changed() {
+        use crate::domain::AccountName;
+        use crate::store::StoreOptions;
+        use tonic::Code;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let name = AccountName::parse("desk").unwrap();
+        let (_, token) = store
+            .create_account(&Caller::cli(), name.clone(), Role::Consumer)
+            .await
+            .unwrap();
+        let caller = store.authenticate(&token).unwrap();
+        let mut standing = Standing::new(store.clone(), WATCH_REVOCATIONS, caller);
+        assert_eq!(standing.checked, None);
+        standing.recheck().unwrap();
+        let generation = store.accounts_generation();
+        assert_eq!(standing.checked, Some(generation));
+        // Nothing changed: no read, and still allowed.
+        standing.recheck().unwrap();
+        assert_eq!(standing.checked, Some(generation));
+        // Deleting the account moves the generation, so the re-check reads and ends the call.
+        store.delete_account(&Caller::cli(), &name).await.unwrap();
+        assert_ne!(store.accounts_generation(), generation);
+        assert_eq!(
+            standing.recheck().unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            standing.recheck().unwrap_err().code(),
+            Code::Unauthenticated
+        );
     }
 }

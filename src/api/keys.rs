@@ -176,12 +176,14 @@ impl KeyApi {
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller(&request)?);
+        let connection = request.remote_addr();
         let request = watch::parse_request(request.into_inner())?;
         let slot = self
             .subscribers
             .admit(&standing.caller().name, self.metrics.subscriber())?;
         let stream = watch::subscribe(
             self.tail.clone(),
+            connection,
             request,
             self.watch.clone(),
             self.shutdown.clone(),

@@ -1,15 +1,13 @@
 //! The subscriber caps: how many revocation streams may be open in all and per service
-//! account. Each open stream holds a [`Slot`] for as long as its response body lives (which
-//! is what holds its buffers), so a slot is given back when the stream ends, whichever way.
+//! account. Each open stream's response body (`watch::Feed`) holds a [`Slot`] for as long as
+//! it lives (which is what holds its buffers), so a slot is given back when the stream ends,
+//! whichever way.
 
 use std::{
     collections::BTreeMap,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
 };
 
-use futures_util::Stream;
 use tonic::Status;
 
 use crate::domain::AccountName;
@@ -86,28 +84,5 @@ impl Drop for Slot {
                 counts.per_account.remove(&self.account);
             }
         }
-    }
-}
-
-/// A stream that holds its slot until it is dropped.
-pub struct Holding<S> {
-    stream: S,
-    _slot: Slot,
-}
-
-impl<S> Holding<S> {
-    pub fn new(stream: S, slot: Slot) -> Self {
-        Holding {
-            stream,
-            _slot: slot,
-        }
-    }
-}
-
-impl<S: Stream + Unpin> Stream for Holding<S> {
-    type Item = S::Item;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        Pin::new(&mut self.stream).poll_next(cx)
     }
 }

@@ -2,6 +2,13 @@
 //! store once and encodes it once, and keeps the most recent ones in memory for every stream;
 //! ONE ticker encodes the heartbeat checkpoint once per interval for every stream at the head.
 //!
+//! Streams learn of a new head, a new heartbeat or shutdown through one [`Signal`] (a `watch`:
+//! it only wakes, and cannot lag or drop anything). Streams are spread over [`SHARDS`] such
+//! signals, and the tail wakes them shard by shard, yielding to the runtime after every few
+//! hundred streams: a revocation to 1,000 subscribers is then a few small bursts with the other
+//! tasks (a ValidateKey that arrived meanwhile) run between them, not one burst that every
+//! request queues behind.
+//!
 //! Streams read the store themselves only when they are behind what the tail holds (a resume
 //! from an old cursor). The tail follows the store's durable head, so it never holds an event
 //! that is not durable; when the store faults, the head channel closes and every stream ends.
@@ -11,13 +18,18 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, RwLock},
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
     time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use prost::Message;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::domain::{OrgId, Result, RevocationEvent};
 use crate::proto::{self as pb, watch_revocations_response::Event};
@@ -28,6 +40,13 @@ use crate::store::EventLog;
 pub const BATCH: usize = 512;
 /// How often a stopped tail asks whether its store serves again.
 const RETRY: Duration = Duration::from_millis(200);
+/// The signals streams are spread over: the tail wakes the streams of one, then lets the
+/// runtime run other tasks before the next.
+pub const SHARDS: usize = 64;
+/// How many streams the tail wakes before it lets other tasks run: each yield is a trip
+/// through the scheduler (and a chance to lose the core on a busy machine), so not after
+/// every small shard.
+const WAKE_BETWEEN_YIELDS: usize = 256;
 
 /// One revocation, encoded once as a whole `WatchRevocationsResponse`.
 pub struct TailEvent {
@@ -44,6 +63,18 @@ impl TailEvent {
             encoded: encode(Event::Revocation(event.into())),
         }
     }
+}
+
+/// What a stream is woken for: the tail's head moved, a heartbeat is due, or shutdown began.
+#[derive(Clone)]
+pub struct Signal {
+    /// Every durable event up to here is in the tail (or older than what it holds). `None` once
+    /// the store has stopped (faulted): no event will come, and streams end.
+    pub head: Option<u64>,
+    /// The latest heartbeat; a new one (another `Arc`) is due to every stream.
+    pub beat: Arc<Beat>,
+    /// Shutdown has begun: streams send a last checkpoint and end.
+    pub closing: bool,
 }
 
 /// A heartbeat: the checkpoint at the tail's head, encoded once for every stream there.
@@ -84,9 +115,15 @@ struct Shared {
     log: EventLog,
     recent: RwLock<Recent>,
     /// Every event up to this sequence is in `recent` (or older than its first entry). `None`
-    /// once the store has stopped (faulted): no event will come, and streams end.
+    /// once the store has stopped (faulted): no event will come, and streams end. What the
+    /// ticker waits on; streams hear of it through their shard's signal.
     head: watch::Sender<Option<u64>>,
-    beat: watch::Sender<Arc<Beat>>,
+    /// One signal per shard of streams, each carrying the same news.
+    shards: Box<[watch::Sender<Signal>]>,
+    /// The shard the next stream of an unknown connection joins (round robin).
+    next_shard: AtomicUsize,
+    /// Wakes the idle task (see [`Tail::nudge`]).
+    nudge: Notify,
 }
 
 /// The newest events, in order, without gaps.
@@ -116,6 +153,11 @@ impl Tail {
             sequence: head,
             encoded: encode(checkpoint(log.store_id(), head, head, SystemTime::now())),
         });
+        let signal = Signal {
+            head: Some(head),
+            beat: first_beat,
+            closing: false,
+        };
         let tail = Tail {
             shared: Arc::new(Shared {
                 recent: RwLock::new(Recent {
@@ -124,13 +166,31 @@ impl Tail {
                     capacity: capacity.max(1),
                 }),
                 head: watch::Sender::new(Some(head)),
-                beat: watch::Sender::new(first_beat),
+                shards: (0..SHARDS)
+                    .map(|_| watch::Sender::new(signal.clone()))
+                    .collect(),
+                next_shard: AtomicUsize::new(0),
+                nudge: Notify::new(),
                 log,
             }),
         };
         shutdown.spawn(tail.clone().follow(durable, shutdown.clone()));
         shutdown.spawn(tail.clone().tick(heartbeat, shutdown.clone()));
+        shutdown.spawn(tail.clone().idle(shutdown.clone()));
         tail
+    }
+
+    /// Does nothing each time it is nudged (see [`Tail::nudge`]).
+    async fn idle(self, shutdown: Shutdown) {
+        let begun = shutdown.begun();
+        tokio::pin!(begun);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut begun => return,
+                () = self.shared.nudge.notified() => {}
+            }
+        }
     }
 
     pub fn log(&self) -> &EventLog {
@@ -142,9 +202,48 @@ impl Tail {
         self.shared.head.subscribe()
     }
 
-    /// The heartbeat checkpoint, renewed every heartbeat.
-    pub fn beat(&self) -> watch::Receiver<Arc<Beat>> {
-        self.shared.beat.subscribe()
+    /// A new stream's signal, with its current value marked seen: the streams of one
+    /// connection share a shard (so they are woken together, and its connection task can send
+    /// their messages in one write); streams whose connection is unknown take turns.
+    pub fn signal(&self, connection: Option<SocketAddr>) -> watch::Receiver<Signal> {
+        let shard = match connection {
+            Some(peer) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                peer.hash(&mut hasher);
+                hasher.finish() as usize
+            }
+            None => self.shared.next_shard.fetch_add(1, Ordering::Relaxed),
+        };
+        self.shared.shards[shard % SHARDS].subscribe()
+    }
+
+    /// Wakes the tail's idle task. A stream calls it once hyper has taken its message: the
+    /// task woken last on a runtime worker runs next, and this one (which does nothing) takes
+    /// that place from the connection's task, which then runs after the other streams woken
+    /// with this one and sends all their messages in one write instead of one write each.
+    pub fn nudge(&self) {
+        self.shared.nudge.notify_one();
+    }
+
+    /// Tells every shard's streams, one shard at a time: after waking about
+    /// [`WAKE_BETWEEN_YIELDS`] streams the tail yields, so that tasks already waiting (a
+    /// request that arrived meanwhile) run before the next shards' streams, not after all of
+    /// them.
+    async fn publish(&self, change: impl Fn(&mut Signal)) {
+        let mut woken = 0;
+        for shard in self.shared.shards.iter() {
+            shard.send_modify(&change);
+            woken += shard.receiver_count();
+            if woken >= WAKE_BETWEEN_YIELDS {
+                tokio::task::yield_now().await;
+                woken = 0;
+            }
+        }
+    }
+
+    async fn publish_head(&self, head: Option<u64>) {
+        self.shared.head.send_replace(head);
+        self.publish(|signal| signal.head = head).await;
     }
 
     /// Up to `limit` events after `after` (and up to the head) from memory; `None` when
@@ -175,20 +274,26 @@ impl Tail {
         let mut cursor = self.shared.head.borrow().unwrap_or_default();
         loop {
             let target = *durable.borrow_and_update();
-            if let Err(error) = self.catch_up(&mut cursor, target) {
-                tracing::error!(%error, "the revocation tail could not read the log");
+            let before = self.shared.head.borrow().unwrap_or_default();
+            match self.catch_up(&mut cursor, target) {
+                Ok(()) => {}
+                Err(error) => tracing::error!(%error, "the revocation tail could not read the log"),
+            }
+            let head = self.shared.head.borrow().unwrap_or_default();
+            if head != before {
+                self.publish_head(Some(head)).await;
             }
             tokio::select! {
-                () = shutdown.begun() => return,
+                () = shutdown.begun() => return self.publish(|signal| signal.closing = true).await,
                 changed = durable.changed() => {
                     if changed.is_err() {
-                        self.shared.head.send_replace(None);
+                        self.publish_head(None).await;
                         match self.serving_again(&shutdown).await {
                             Some(again) => {
                                 durable = again;
-                                self.shared.head.send_replace(Some(cursor));
+                                self.publish_head(Some(cursor)).await;
                             }
-                            None => return,
+                            None => return self.publish(|signal| signal.closing = true).await,
                         }
                     }
                 }
@@ -274,11 +379,56 @@ impl Tail {
             // A stopped store has no head to vouch for: no beat until it serves again.
             let Ok(Some(_)) = caught_up else { continue };
             let checkpoint = checkpoint(self.shared.log.store_id(), durable, durable, server_time);
-            let beat = Beat {
+            let beat = Arc::new(Beat {
                 sequence: durable,
                 encoded: encode(checkpoint),
-            };
-            self.shared.beat.send_replace(Arc::new(beat));
+            });
+            self.publish(|signal| signal.beat = beat.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    fn started() -> (Tail, Shutdown, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let shutdown = Shutdown::default();
+        let tail = Tail::start(EventLog::new(store), 16, Duration::from_secs(1), &shutdown);
+        (tail, shutdown, dir)
+    }
+
+    #[tokio::test]
+    async fn the_streams_of_one_connection_share_a_signal_and_the_others_take_turns() {
+        let (tail, shutdown, _dir) = started();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let first = tail.signal(Some(peer));
+        for _ in 0..SHARDS {
+            assert!(tail.signal(Some(peer)).same_channel(&first));
+        }
+        // Streams of unknown connections are spread over every shard.
+        let unknown: Vec<_> = (0..SHARDS).map(|_| tail.signal(None)).collect();
+        for (i, a) in unknown.iter().enumerate() {
+            for b in &unknown[i + 1..] {
+                assert!(!a.same_channel(b));
+            }
+        }
+        shutdown.begin();
+    }
+
+    #[tokio::test]
+    async fn every_shard_hears_of_shutdown() {
+        let (tail, shutdown, _dir) = started();
+        let mut signals: Vec<_> = (0..SHARDS).map(|_| tail.signal(None)).collect();
+        shutdown.begin();
+        for signal in &mut signals {
+            let closing = signal.wait_for(|s| s.closing).await;
+            assert!(closing.is_ok());
         }
     }
 }

@@ -1,45 +1,51 @@
 //! WatchRevocations: history from a cursor, then live events, with checkpoints.
 //!
-//! Each stream has a producer task that pushes encoded messages into a small bounded channel
-//! that tonic drains. New events come from the server's one shared [`Tail`]: read from the store
-//! once and encoded once for every stream; a stream reads the store itself only when it is
-//! behind what the tail holds. Heartbeat checkpoints come from the tail's one ticker, encoded
-//! once for every stream at the head. The tail's head `watch` channel is only a wake-up (it
-//! cannot lag or drop anything). So a slow subscriber costs writers and other subscribers
-//! nothing, and one that stops reading for `stall_timeout` is ended with RESOURCE_EXHAUSTED; it
-//! resumes from its cursor without losing anything. The subscriber's account is checked again
-//! whenever the stream wakes and at every heartbeat: the stream of an account deleted
-//! meanwhile is sent nothing more and ends UNAUTHENTICATED.
+//! A stream is a [`Feed`]: the response body itself, polled by the task hyper runs for the
+//! HTTP/2 stream, with no task or channel of its own. New events come from the server's one
+//! shared [`Tail`]: read from the store once and encoded once for every stream; a stream reads
+//! the store itself only when it is behind what the tail holds. Heartbeat checkpoints come from
+//! the tail's one ticker, encoded once for every stream at the head. The tail's [`Signal`] is
+//! only a wake-up (it cannot lag or drop anything). A feed prepares at most one batch of
+//! messages at a time and only when polled, that is when hyper has room to send them: a slow
+//! subscriber costs writers and other subscribers nothing. One that is woken but not polled
+//! for `stall_timeout` (it stopped reading, and HTTP/2 flow control stopped hyper) is ended with
+//! RESOURCE_EXHAUSTED when next polled; it resumes from its cursor without losing anything. The
+//! subscriber's account is checked again whenever the stream wakes (an atomic load, and two
+//! store reads only after an account changed): the stream of an account deleted meanwhile is
+//! sent nothing more and ends UNAUTHENTICATED, at the latest at the next heartbeat.
 //!
 //! Architecture invariant: a stream never skips a sequence. If the next event it needs is gone
 //! (pruned, or a different store), it ends with OUT_OF_RANGE instead.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
+    net::SocketAddr,
     pin::Pin,
-    time::{Duration, SystemTime},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Wake, Waker},
+    time::{Duration, Instant, SystemTime},
 };
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::{task::AtomicWaker, Stream, StreamExt};
+use tokio_stream::wrappers::WatchStream as Signals;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::Status;
 
 use super::auth::Standing;
-use super::subscribers::{Holding, Slot};
-use super::tail::{checkpoint, encode, Tail, TailEvent, BATCH};
+use super::subscribers::Slot;
+use super::tail::{checkpoint, encode, Beat, Signal, Tail, TailEvent, BATCH};
 use crate::domain::{Error, OrgId, Result};
 use crate::proto as pb;
 use crate::shutdown::Shutdown;
 use crate::store::EventLog;
 
-/// Messages buffered between a producer and tonic. Small: what a stalled subscriber holds is
-/// this, plus one encoded chunk in hyper and hyper's HTTP/2 send buffer (README, "Subscriber
-/// caps"); a reader that keeps up never fills it.
-const CHANNEL: usize = 16;
-/// How long the goodbye checkpoint may wait for a subscriber at shutdown.
-const GOODBYE: Duration = Duration::from_millis(200);
+/// A feed whose prepared messages held more than this gives the memory back once they are
+/// sent: an idle subscriber should not keep a catch-up's worth of room.
+const QUEUE_KEPT: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
@@ -90,6 +96,7 @@ pub fn parse_request(req: pb::WatchRevocationsRequest) -> Result<WatchRequest> {
 /// is refused with OUT_OF_RANGE and a message saying what to do.
 pub fn subscribe(
     tail: Tail,
+    connection: Option<SocketAddr>,
     request: WatchRequest,
     config: WatchConfig,
     shutdown: Shutdown,
@@ -121,22 +128,17 @@ pub fn subscribe(
             after
         }
     };
-    let (tx, rx) = mpsc::channel(CHANNEL);
-    let (end_tx, end_rx) = oneshot::channel();
-    let producer = Producer {
+    Ok(Box::pin(Feed::new(
         tail,
+        connection,
         cursor,
-        orgs: request.orgs,
-        tx,
-        config,
+        request.orgs,
+        request.after.is_none(),
+        config.stall_timeout,
         standing,
-    };
-    shutdown.spawn(producer.run(request.after.is_none(), shutdown.clone(), end_tx));
-    // The producer's messages, then the status it ended with (if it ended with one).
-    let end = stream::once(end_rx).filter_map(|end| async move { end.ok().map(Err) });
-    // The slot lives as long as the body tonic holds, which is what holds the buffers.
-    let stream = ReceiverStream::new(rx).map(Ok).chain(end);
-    Ok(Box::pin(Holding::new(Box::pin(stream), slot)))
+        slot,
+        shutdown.hold(),
+    )))
 }
 
 /// The events after `after` must still be in the log.
@@ -164,132 +166,252 @@ fn pruned(after: u64, first: Option<u64>) -> Error {
     ))
 }
 
-/// Why a producer stopped.
-enum End {
-    /// The subscriber went away: nothing to tell anyone.
-    Gone,
-    /// End the stream with this status.
-    Status(Status),
+/// A checkpoint due once the cursor reaches `sequence`: a heartbeat's (sent as the tail encoded
+/// it when the cursor is exactly there), or the one that follows a cursor's history.
+struct Due {
+    sequence: u64,
+    beat: Option<Arc<Beat>>,
 }
 
-impl From<Status> for End {
-    fn from(status: Status) -> Self {
-        End::Status(status)
-    }
-}
-
-impl From<Error> for End {
-    fn from(error: Error) -> Self {
-        End::Status(error.into())
-    }
-}
-
-struct Producer {
+/// One revocation stream: the response body, polled by hyper's task for the HTTP/2 stream.
+pub struct Feed {
     tail: Tail,
-    /// Every event with a sequence at or below this has been sent (or filtered out).
+    /// Every event with a sequence at or below this has been prepared (or filtered out).
     cursor: u64,
+    /// Events up to here are durable and the stream is to send them.
+    target: u64,
     orgs: HashSet<OrgId>,
-    tx: mpsc::Sender<Bytes>,
-    config: WatchConfig,
-    /// The subscriber's account, checked again at every wake-up and heartbeat: a deleted
-    /// account's stream ends within one heartbeat and is sent nothing more.
+    /// Wakes the feed (through `alarm`) when the tail's head moves, a heartbeat is due, or
+    /// shutdown begins.
+    signal: Signals<Signal>,
+    /// The heartbeat this stream has already been told of.
+    last_beat: Arc<Beat>,
+    /// Checkpoints due, in sequence order: at most the history's and one heartbeat's.
+    due: VecDeque<Due>,
+    /// The last event prepared was filtered out: a checkpoint tells the subscriber how far it is.
+    filtered_last: bool,
+    closing: bool,
+    /// The store stopped (faulted): its head will not move again.
+    stopped: bool,
+    /// Messages prepared and not yet taken by hyper, in order; then how the stream ends.
+    queue: VecDeque<Bytes>,
+    end: Option<Status>,
+    ended: bool,
+    /// Polls that found nothing to send since the last message was handed out: the first is
+    /// tonic's encoder asking for more before it hands hyper the frame, the second comes after
+    /// hyper has queued the frame for its connection (see [`Tail::nudge`]).
+    idle_polls: u8,
+    stall_timeout: Duration,
+    alarm: Arc<Alarm>,
+    /// `alarm` as a waker, made once.
+    alarm_waker: Waker,
+    /// The subscriber's account, checked again at every wake-up (see [`Standing::recheck`]): a
+    /// deleted account's stream is sent nothing more and ends.
     standing: Standing,
+    /// The stream's place under the subscriber caps; given back when hyper drops the body.
+    _slot: Slot,
+    /// Shutdown waits for the body to be dropped, since it holds the store.
+    _held: TaskTrackerToken,
 }
 
-impl Producer {
-    async fn run(mut self, from_head: bool, shutdown: Shutdown, end: oneshot::Sender<Status>) {
-        if let Err(End::Status(status)) = self.serve(from_head, &shutdown).await {
-            let _ = end.send(status);
+/// The feed's waker for its signal: it wakes hyper's task and notes when the first wake that
+/// has not been polled since happened. A feed woken but not polled for `stall_timeout` has a
+/// subscriber that stopped reading (hyper polls a body only when HTTP/2 flow control lets it send).
+struct Alarm {
+    task: AtomicWaker,
+    /// Microseconds after `epoch` (plus one, so that 0 means "none") of the first wake not yet
+    /// polled.
+    woken: AtomicU64,
+    epoch: Instant,
+}
+
+impl Alarm {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// How long ago the first wake since the last poll was, if there was one; clears it.
+    fn unpolled(&self) -> Option<Duration> {
+        match self.woken.swap(0, Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_micros(self.now().saturating_sub(at))),
         }
+    }
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let _ = self
+            .woken
+            .compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+        self.task.wake();
+    }
+}
+
+impl Feed {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        tail: Tail,
+        connection: Option<SocketAddr>,
+        cursor: u64,
+        orgs: HashSet<OrgId>,
+        from_head: bool,
+        stall_timeout: Duration,
+        standing: Standing,
+        slot: Slot,
+        held: TaskTrackerToken,
+    ) -> Feed {
+        // Subscribed before reading the head, so no change after the cursor was chosen is missed.
+        let signal = tail.signal(connection);
+        let now = signal.borrow().clone();
+        let alarm = Arc::new(Alarm {
+            task: AtomicWaker::new(),
+            woken: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let mut feed = Feed {
+            target: cursor,
+            cursor,
+            orgs,
+            signal: Signals::from_changes(signal),
+            last_beat: now.beat,
+            due: VecDeque::new(),
+            filtered_last: false,
+            closing: now.closing,
+            stopped: now.head.is_none(),
+            queue: VecDeque::new(),
+            end: None,
+            ended: false,
+            idle_polls: 0,
+            stall_timeout,
+            alarm_waker: Waker::from(alarm.clone()),
+            alarm,
+            standing,
+            _slot: slot,
+            _held: held,
+            tail,
+        };
+        if from_head {
+            // Sent at once: a client's streaming call returns only when the first message arrives.
+            let first = feed.checkpoint_now();
+            feed.queue.push_back(first);
+        }
+        feed.target = feed.log().durable_head().max(cursor);
+        if !from_head {
+            // The history, then a checkpoint at the head as it was at the start.
+            feed.due.push_back(Due {
+                sequence: feed.target,
+                beat: None,
+            });
+        }
+        feed
     }
 
     fn log(&self) -> &EventLog {
         self.tail.log()
     }
 
-    async fn serve(&mut self, from_head: bool, shutdown: &Shutdown) -> Result<(), End> {
-        // Subscribed before reading the head, so no change after the cursor was chosen is missed.
-        let mut head = self.tail.head();
-        let mut beat = self.tail.beat();
-        beat.borrow_and_update();
-        if from_head {
-            // Sent at once: a client's streaming call returns only when the first message arrives.
-            self.checkpoint().await?;
+    /// Takes in what the tail announced. Prepares nothing: that waits until hyper polls.
+    fn learn(&mut self, signal: Signal) {
+        self.closing |= signal.closing;
+        match signal.head {
+            Some(head) => self.target = self.target.max(head),
+            None => self.stopped = true,
         }
-        let target = self.log().durable_head();
-        let unsent = self.catch_up(target).await?;
-        if !from_head || unsent {
-            self.checkpoint().await?;
-        }
-        // Notices a subscriber that went away at once, not at the next send.
-        let gone = self.tx.clone();
-        loop {
-            tokio::select! {
-                biased;
-                () = shutdown.begun() => return Err(self.goodbye().await),
-                () = gone.closed() => return Err(End::Gone),
-                // Before a wake-up: a stream busy with events still gets its checkpoints.
-                changed = beat.changed() => {
-                    if changed.is_err() {
-                        return Err(self.goodbye().await);
-                    }
-                    self.standing.check()?;
-                    let beat = beat.borrow_and_update().clone();
-                    self.catch_up(beat.sequence).await?;
-                    if self.cursor == beat.sequence {
-                        self.send(beat.encoded.clone()).await?;
-                    } else {
-                        self.checkpoint().await?;
-                    }
-                }
-                changed = head.changed() => {
-                    let target = match changed.map(|()| *head.borrow_and_update()) {
-                        Ok(Some(target)) => target,
-                        _ => return Err(storage_failed(self.cursor)),
-                    };
-                    self.standing.check()?;
-                    if self.catch_up(target).await? {
-                        // The last event was filtered out: tell the subscriber how far it is.
-                        self.checkpoint().await?;
-                    }
-                }
+        if !Arc::ptr_eq(&signal.beat, &self.last_beat) {
+            let beat = signal.beat;
+            // The ticker announces a beat once the tail holds everything up to it, possibly
+            // before this shard has heard of that head.
+            self.target = self.target.max(beat.sequence);
+            self.last_beat = beat.clone();
+            // A feed still behind an earlier heartbeat owes only the newest.
+            if self.due.back().is_some_and(|d| d.beat.is_some()) {
+                self.due.pop_back();
             }
+            self.due.push_back(Due {
+                sequence: beat.sequence,
+                beat: Some(beat),
+            });
         }
     }
 
-    /// Sends every event up to `target`: from the tail when it holds them, else from the
-    /// store. Returns whether the cursor moved past what was sent.
-    async fn catch_up(&mut self, target: u64) -> Result<bool, End> {
-        let mut unsent = false;
-        while self.cursor < target {
-            let batch = match self.tail.after(self.cursor, BATCH) {
-                Some(batch) if !batch.is_empty() => batch,
-                // Older than the tail holds, or newer than it has read yet.
-                _ => self.read_log(target)?,
+    /// Prepares the next messages (at most one batch of events), or the end. Returns false when
+    /// there is nothing to do until the signal wakes the feed.
+    fn prepare(&mut self) -> bool {
+        if self.closing {
+            // A last checkpoint, if the subscriber takes it, then UNAVAILABLE.
+            let goodbye = self.checkpoint_now();
+            self.queue.push_back(goodbye);
+            self.end = Some(Status::unavailable(format!(
+                "server is shutting down; resubscribe with after_sequence = {}",
+                self.cursor
+            )));
+            return true;
+        }
+        if self.stopped {
+            self.end = Some(storage_failed(self.cursor));
+            return true;
+        }
+        loop {
+            let goal = self.due.front().map_or(self.target, |due| due.sequence);
+            if self.cursor < goal {
+                if let Err(end) = self.catch_up(goal) {
+                    self.end = Some(end);
+                    return true;
+                }
+                if !self.queue.is_empty() {
+                    return true;
+                }
+                continue;
+            }
+            let checkpoint = match self.due.pop_front() {
+                Some(Due {
+                    beat: Some(beat), ..
+                }) if beat.sequence == self.cursor => beat.encoded.clone(),
+                Some(_) => self.checkpoint_now(),
+                None if self.filtered_last => self.checkpoint_now(),
+                None => return false,
             };
-            for event in batch.into_iter().take_while(|e| e.sequence <= target) {
-                if event.sequence != self.cursor + 1 {
-                    return Err(pruned(self.cursor, Some(event.sequence)).into());
-                }
-                self.cursor = event.sequence;
-                unsent = !self.wanted(&event);
-                if !unsent {
-                    self.send(event.encoded.clone()).await?;
-                }
+            self.filtered_last = false;
+            self.queue.push_back(checkpoint);
+            return true;
+        }
+    }
+
+    /// Prepares the events after the cursor, up to `goal` and one batch: from the tail when it
+    /// holds them, else from the store.
+    fn catch_up(&mut self, goal: u64) -> Result<(), Status> {
+        let batch = match self.tail.after(self.cursor, BATCH) {
+            Some(batch) if !batch.is_empty() => batch,
+            // Older than the tail holds, or newer than it has read yet.
+            _ => self.read_log(goal)?,
+        };
+        for event in batch.into_iter().take_while(|e| e.sequence <= goal) {
+            if event.sequence != self.cursor + 1 {
+                return Err(pruned(self.cursor, Some(event.sequence)).into());
+            }
+            self.cursor = event.sequence;
+            self.filtered_last = !self.wanted(&event);
+            if !self.filtered_last {
+                self.queue.push_back(event.encoded.clone());
             }
         }
-        Ok(unsent)
+        Ok(())
     }
 
     /// The next events after the cursor, read from the store and encoded for this stream.
-    fn read_log(&self, target: u64) -> Result<Vec<std::sync::Arc<TailEvent>>, End> {
+    fn read_log(&self, target: u64) -> Result<Vec<Arc<TailEvent>>, Status> {
         let batch = self.log().read(self.cursor, target, BATCH)?;
         if batch.is_empty() {
             return Err(pruned(self.cursor, self.log().first_retained()?).into());
         }
         Ok(batch
             .into_iter()
-            .map(|event| std::sync::Arc::new(TailEvent::new(event)))
+            .map(|event| Arc::new(TailEvent::new(event)))
             .collect())
     }
 
@@ -306,36 +428,87 @@ impl Producer {
         encode(checkpoint(store_id, self.cursor, durable_head, server_time))
     }
 
-    async fn checkpoint(&mut self) -> Result<(), End> {
-        self.send(self.checkpoint_now()).await
+    /// Ends the stream at once: nothing prepared is sent.
+    fn cut(&mut self, end: Status) {
+        self.queue.clear();
+        self.end = Some(end);
     }
 
-    async fn send(&mut self, message: Bytes) -> Result<(), End> {
-        match self.tx.send_timeout(message, self.config.stall_timeout).await {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(End::Gone),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(End::Status(Status::resource_exhausted(format!(
-                "subscriber read nothing for {:?}; resubscribe with after_sequence set to the last sequence \
-                 you applied",
-                self.config.stall_timeout
-            )))),
+    fn stalled(&self) -> Status {
+        Status::resource_exhausted(format!(
+            "subscriber read nothing for {:?}; resubscribe with after_sequence set to the last \
+             sequence you applied",
+            self.stall_timeout
+        ))
+    }
+}
+
+impl Stream for Feed {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
         }
-    }
-
-    /// At shutdown: a last checkpoint if the subscriber takes it promptly, then UNAVAILABLE.
-    async fn goodbye(&mut self) -> End {
-        let _ = self.tx.send_timeout(self.checkpoint_now(), GOODBYE).await;
-        End::Status(Status::unavailable(format!(
-            "server is shutting down; resubscribe with after_sequence = {}",
-            self.cursor
-        )))
+        if this
+            .alarm
+            .unpolled()
+            .is_some_and(|since| since > this.stall_timeout)
+            && this.end.is_none()
+        {
+            let stalled = this.stalled();
+            this.cut(stalled);
+        }
+        // Whatever the signal says is taken in now, and it is left waiting with the alarm as
+        // its waker, so that a wake hyper does not act on is noticed.
+        this.alarm.task.register(cx.waker());
+        let alarm = this.alarm_waker.clone();
+        let mut alarmed = Context::from_waker(&alarm);
+        let mut woken = false;
+        while let Poll::Ready(signal) = this.signal.poll_next_unpin(&mut alarmed) {
+            woken = true;
+            match signal {
+                Some(signal) => this.learn(signal),
+                // The tail is gone: the server is stopping.
+                None => {
+                    this.closing = true;
+                    break;
+                }
+            }
+        }
+        if woken && this.end.is_none() {
+            if let Err(status) = this.standing.recheck() {
+                this.cut(status);
+            }
+        }
+        loop {
+            if let Some(message) = this.queue.pop_front() {
+                if this.queue.is_empty() && this.queue.capacity() > QUEUE_KEPT {
+                    this.queue = VecDeque::new();
+                }
+                this.idle_polls = 0;
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if let Some(end) = this.end.take() {
+                this.ended = true;
+                return Poll::Ready(Some(Err(end)));
+            }
+            if !this.prepare() {
+                this.idle_polls = this.idle_polls.saturating_add(1);
+                if this.idle_polls == 2 {
+                    this.tail.nudge();
+                }
+                return Poll::Pending;
+            }
+        }
     }
 }
 
 /// The store faulted: its durable head will not move again.
-fn storage_failed(cursor: u64) -> End {
-    End::Status(Status::unavailable(format!(
+fn storage_failed(cursor: u64) -> Status {
+    Status::unavailable(format!(
         "the server's storage failed; resubscribe (on another replica, or once it restarts) with \
          after_sequence = {cursor}"
-    )))
+    ))
 }

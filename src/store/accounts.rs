@@ -129,12 +129,19 @@ impl Store {
         self.holder_of(token.hash())
     }
 
+    /// Moves whenever an account or token changes on this replica (created, deleted, its token
+    /// replaced), once the change is visible to [`Store::holder_of`]: whoever checked a caller
+    /// at one generation need not read it again until the generation moves.
+    pub fn accounts_generation(&self) -> u64 {
+        self.backend().accounts_generation()
+    }
+
     /// Who holds the token with this hash now. A deleted account's token, and one replaced by
     /// `operator-token`, belong to no one.
     ///
     /// Every authenticated call asks, so the answer is kept in memory for as long as the
     /// accounts stay as they were
-    /// ([`Backend::accounts_generation`](super::backend::Backend::accounts_generation)): the generation is read
+    /// ([`Store::accounts_generation`]): the generation is read
     /// before the tables, so an answer read from tables older than a change is never kept
     /// under the generation that follows it.
     pub fn holder_of(&self, token: SecretHash) -> Result<Caller> {

@@ -51,17 +51,6 @@ impl Backend {
         }
     }
 
-    /// A number that moves whenever a service account or a token changes, once the change is
-    /// visible to [`Backend::get_local`]: what was read at one generation is current while the
-    /// generation stays the same.
-    pub fn accounts_generation(&self) -> u64 {
-        match self {
-            Backend::Sled(sled) => sled.accounts_generation(),
-            #[cfg(feature = "etcd")]
-            Backend::Etcd(etcd) => etcd.accounts_generation(),
-        }
-    }
-
     /// The keys in `range`, in key order (or reversed), up to its limit.
     pub async fn scan(&self, range: Range) -> Result<Vec<Entry>> {
         match self {
@@ -87,6 +76,17 @@ impl Backend {
             Backend::Sled(sled) => sled.get(table, key),
             #[cfg(feature = "etcd")]
             Backend::Etcd(etcd) => etcd.get_local(table, key),
+        }
+    }
+
+    /// A number that moves whenever this replica's copy of the accounts or tokens changes
+    /// (after the change is visible to [`Backend::get_local`]): a caller that checked an
+    /// account at one generation need not read it again until the generation moves.
+    pub fn accounts_generation(&self) -> u64 {
+        match self {
+            Backend::Sled(sled) => sled.accounts_generation(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.accounts_generation(),
         }
     }
 

@@ -319,6 +319,38 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn the_accounts_generation_moves_with_every_account_change_and_no_other() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let mut seen = store.accounts_generation();
+            let mut moved = |what: &str| {
+                let now = store.accounts_generation();
+                let moved = now != seen;
+                seen = now;
+                assert!(moved, "{what} did not move the accounts generation");
+            };
+            let name = AccountName::parse("desk").unwrap();
+            store
+                .create_account(&by(), name.clone(), Role::Consumer)
+                .await
+                .unwrap();
+            moved("creating an account");
+            store
+                .reset_operator_token(&AccountToken::generate())
+                .await
+                .unwrap();
+            moved("replacing the operator's token");
+            store.delete_account(&by(), &name).await.unwrap();
+            moved("deleting an account");
+            // Other changes (the revocation streams' hot path) leave it where it is.
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            for mode in [KeyMode::New, KeyMode::Replace] {
+                store.generate_key(&by(), &org, &ada, mode).await.unwrap();
+            }
+            assert_eq!(store.accounts_generation(), seen, "a key change moved it");
+        }
+
+        #[tokio::test]
         async fn concurrent_regenerations_leave_both_logs_gapless() {
             let fresh = $fresh().await;
             let store = &fresh.store;

@@ -25,9 +25,9 @@ pub(super) struct SledBackend {
     /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
     all: Vec<sled::Tree>,
     pub durability: Durability,
-    /// Bumped after every commit that changed a service account or a token
-    /// ([`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
-    accounts_generation: AtomicU64,
+    /// Moves after every committed change to the accounts or tokens (see
+    /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
+    accounts: AtomicU64,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -43,34 +43,28 @@ impl SledBackend {
             trees,
             all,
             durability,
-            accounts_generation: AtomicU64::new(0),
+            accounts: AtomicU64::new(0),
             _lock: lock,
-        }
-    }
-
-    pub fn accounts_generation(&self) -> u64 {
-        self.accounts_generation.load(Ordering::Acquire)
-    }
-
-    /// Called once a write to `table` is visible to readers.
-    fn wrote(&self, table: Table) {
-        if table.holds_accounts() {
-            self.accounts_generation.fetch_add(1, Ordering::Release);
         }
     }
 
     /// Runs `rules` in one sled transaction over every tree; sled re-runs it on a conflict.
     /// A storage failure faults the store.
+    /// A change to the accounts or tokens moves the accounts generation once it is committed.
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
-        let accounts = Cell::new(false);
-        let outcome = transact_trees(&self.all, &accounts, rules).map_err(|e| match e {
+        let accounts_written = Cell::new(false);
+        let outcome = transact_trees(&self.all, &accounts_written, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
         });
-        if accounts.get() {
-            self.wrote(Table::Accounts);
+        if outcome.is_ok() && accounts_written.get() {
+            self.accounts.fetch_add(1, Ordering::Release);
         }
         outcome
+    }
+
+    pub fn accounts_generation(&self) -> u64 {
+        self.accounts.load(Ordering::Acquire)
     }
 
     /// Runs a read-only closure against the trees as they are (no transaction: a single
@@ -124,7 +118,9 @@ impl SledBackend {
             .get(table)
             .apply_batch(batch)
             .map_err(|cause| self.durability.fail(&cause))?;
-        self.wrote(table);
+        if table.holds_accounts() {
+            self.accounts.fetch_add(1, Ordering::Release);
+        }
         Ok(())
     }
 }
@@ -134,15 +130,20 @@ pub(super) enum Failure {
     Storage(String),
 }
 
-/// One sled transaction over `trees` (every table, in `Table::ALL` order). `accounts` is set
-/// when a run of `rules` wrote to a table that holds accounts (perhaps a run sled re-ran).
+/// One sled transaction over `trees` (every table, in `Table::ALL` order). Sets
+/// `accounts_written` if a run of `rules` wrote to the accounts or tokens (a run that sled
+/// re-ran counts too: a spare re-check costs nothing but two reads).
 pub(super) fn transact_trees<T>(
     trees: &[sled::Tree],
-    accounts: &Cell<bool>,
+    accounts_written: &Cell<bool>,
     rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
 ) -> std::result::Result<T, Failure> {
     let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
-        rules(&mut InTransaction { trees, accounts }).map_err(|e| match e {
+        let mut tx = InTransaction {
+            trees,
+            accounts_written,
+        };
+        rules(&mut tx).map_err(|e| match e {
             TxError::Conflict => ConflictableTransactionError::Conflict,
             other => ConflictableTransactionError::Abort(other),
         })
@@ -157,7 +158,7 @@ pub(super) fn transact_trees<T>(
 
 struct InTransaction<'a> {
     trees: &'a [TransactionalTree],
-    accounts: &'a Cell<bool>,
+    accounts_written: &'a Cell<bool>,
 }
 
 fn unabortable(error: UnabortableTransactionError) -> TxError {
@@ -174,8 +175,9 @@ impl Tx for InTransaction<'_> {
     }
 
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
-        self.accounts
-            .set(self.accounts.get() || table.holds_accounts());
+        if table.holds_accounts() {
+            self.accounts_written.set(true);
+        }
         self.trees[table as usize]
             .insert(key, value)
             .map(drop)
@@ -183,8 +185,9 @@ impl Tx for InTransaction<'_> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
-        self.accounts
-            .set(self.accounts.get() || table.holds_accounts());
+        if table.holds_accounts() {
+            self.accounts_written.set(true);
+        }
         self.trees[table as usize]
             .remove(key)
             .map(drop)

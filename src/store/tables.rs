@@ -22,6 +22,12 @@ macro_rules! tables {
             pub fn from_name(name: &str) -> Option<Table> {
                 Table::ALL.iter().copied().find(|t| t.name() == name)
             }
+
+            /// Whether a write to this table changes who a token belongs to or what its
+            /// account may do: such writes move the store's accounts generation.
+            pub fn holds_accounts(self) -> bool {
+                matches!(self, Table::Accounts | Table::Tokens)
+            }
         }
 
         /// An open handle on every tree.
@@ -51,12 +57,4 @@ tables! {
     Events => events: "events", "big-endian sequence -> `EventRecord`";
     Audit => audit: "audit", "the audit trail and its org index (`audit.rs`)";
     Usage => usage: "usage", "key_id \\0 account -> `UsageRecord`, saved validation counts (`usage.rs`)";
-}
-
-impl Table {
-    /// Whether the table holds who a bearer token belongs to: a change to it is a change of
-    /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation).
-    pub fn holds_accounts(self) -> bool {
-        matches!(self, Table::Accounts | Table::Tokens)
-    }
 }

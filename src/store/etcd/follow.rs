@@ -157,7 +157,6 @@ impl Follower {
                     }
                 }
             }
-            // After the write lock is released: the change is visible to readers.
             if accounts_changed {
                 self.mirror.accounts_changed();
             }

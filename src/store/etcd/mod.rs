@@ -292,13 +292,13 @@ impl Head {
 #[derive(Default)]
 pub(super) struct Mirror {
     tables: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
-    /// Bumped once a change to accounts or tokens is in `tables`.
-    accounts_generation: std::sync::atomic::AtomicU64,
+    /// Moves after each change to the mirrored accounts or tokens is in `tables`.
+    accounts: std::sync::atomic::AtomicU64,
 }
 
 impl Mirror {
     fn accounts_changed(&self) {
-        self.accounts_generation
+        self.accounts
             .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }
@@ -465,7 +465,7 @@ impl EtcdBackend {
 
     pub fn accounts_generation(&self) -> u64 {
         self.mirror
-            .accounts_generation
+            .accounts
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
