@@ -282,7 +282,9 @@ impl Feed {
             due: VecDeque::new(),
             filtered_last: false,
             closing: now.closing,
-            stopped: now.head.is_none(),
+            // No head while the store is live: the tail is still catching up after the store came
+            // back (an etcd outage), and the stream waits for its next head instead of ending.
+            stopped: now.head.is_none() && tail.log().check_live().is_err(),
             queue: VecDeque::new(),
             end: None,
             ended: false,
