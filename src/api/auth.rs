@@ -290,22 +290,27 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_standing_follows_the_account_it_was_granted_to() {
-        use crate::domain::AccountName;
-        use crate::store::StoreOptions;
-        use tonic::Code;
-
+    /// A fresh store with a consumer account "desk", authenticated by its token.
+    async fn store_with_consumer_desk(
+    ) -> (tempfile::TempDir, Store, crate::domain::AccountName, Caller) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default())
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default())
             .unwrap()
             .store;
-        let name = AccountName::parse("desk").unwrap();
+        let name = crate::domain::AccountName::parse("desk").unwrap();
         let (_, token) = store
             .create_account(&Caller::cli(), name.clone(), Role::Consumer)
             .await
             .unwrap();
         let caller = store.authenticate(&token).unwrap();
+        (dir, store, name, caller)
+    }
+
+    #[tokio::test]
+    async fn a_standing_follows_the_account_it_was_granted_to() {
+        use tonic::Code;
+
+        let (_dir, store, name, caller) = store_with_consumer_desk().await;
         let watching = Standing::new(store.clone(), WATCH_REVOCATIONS, caller.clone());
         assert!(watching.check().is_ok());
         // The role the account has now is checked against the matrix, as at the start.
@@ -326,20 +331,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_recheck_reads_the_account_again_only_after_an_account_changed() {
-        use crate::domain::AccountName;
-        use crate::store::StoreOptions;
         use tonic::Code;
 
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default())
-            .unwrap()
-            .store;
-        let name = AccountName::parse("desk").unwrap();
-        let (_, token) = store
-            .create_account(&Caller::cli(), name.clone(), Role::Consumer)
-            .await
-            .unwrap();
-        let caller = store.authenticate(&token).unwrap();
+        let (_dir, store, name, caller) = store_with_consumer_desk().await;
         let mut standing = Standing::new(store.clone(), WATCH_REVOCATIONS, caller);
         assert_eq!(standing.checked, None);
         standing.recheck().unwrap();
