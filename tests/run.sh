@@ -37,8 +37,10 @@ echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c
   "etcd $(etcd --version | sed -n 's/^etcd Version: //p')"
 
 # The zsc.v1 contract only grows: compare it with the contract as last released (landed). Move this
-# ref forward when a contract change lands.
-RELEASED_CONTRACT=deb9a3d3b69d50f0b498da15b64be444692ccc18
+# ref forward when a contract change lands. 0ee501e is the commit that only set the Java options
+# (java_package io.zsc.v1, java_multiple_files, <File>Proto): buf's FILE rules flag those by design,
+# they change no wire and no generated Rust, and every later change is compared against them.
+RELEASED_CONTRACT=0ee501e694f9db9214e0388a09ebbe27df6da971
 (cd proto && buf lint && buf breaking --against "../.git#ref=$RELEASED_CONTRACT,subdir=proto")
 # The default build (sled only, no protoc needed), then the same suite with the etcd backend: the
 # store conformance suite and the replica tests run against a real etcd cluster started by the tests.
