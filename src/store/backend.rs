@@ -4,7 +4,7 @@
 use tokio::sync::watch;
 
 use super::kv::{Entry, Prefetch, Range, Tx, TxResult};
-use super::sled_backend::SledBackend;
+use super::sled::backend::SledBackend;
 use super::tables::Table;
 use crate::domain::Result;
 

@@ -10,26 +10,17 @@
 //! logged atomically with the change it records), made durable before it returns: on sled by
 //! a shared flush (`durability.rs`), on etcd by the cluster's own quorum fsync.
 
-mod accounts;
-mod audit;
 mod backend;
 mod backup;
-mod bulk;
-mod durability;
 #[cfg(feature = "etcd")]
 mod etcd;
-mod events;
-mod files;
-mod keys;
 mod kv;
-mod sled_backend;
-pub use keys::{GeneratedKey, KeyMode};
-mod orgs;
 mod records;
-mod revocation;
+mod rules;
+mod sled;
 mod tables;
-mod turns;
-mod usage;
+pub use rules::keys::{GeneratedKey, KeyMode};
+use rules::{audit, usage};
 
 #[cfg(test)]
 mod conformance;
@@ -44,26 +35,26 @@ use std::{
 use prost::Message;
 use tokio::sync::watch;
 
+use self::sled::backend::SledBackend;
+use self::sled::durability::Durability;
+use self::sled::files::{self, io_error};
 use crate::domain::{
     random_base62, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
 };
 use backend::Backend;
-use durability::Durability;
-use files::io_error;
 use kv::{abort, Prefetch, Tx, TxResult};
 use records::AccountRecord;
-use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
 pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
-#[doc(hidden)]
-pub use bulk::BulkOrg;
-pub use events::EventLog;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;
+#[doc(hidden)]
+pub use rules::bulk::BulkOrg;
+pub use rules::events::EventLog;
 
 /// The file the first operator token is written to, inside the data dir.
 pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
@@ -250,11 +241,11 @@ async fn read_store_id(backend: &Backend) -> Result<String> {
 const PRUNE_BATCH: usize = 1000;
 
 /// Locks the data dir and opens its sled database (creating both if needed).
-fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, ::sled::Db)> {
     files::create_private_dir(dir)?;
     let lock = lock_data_dir(dir)?;
     let db_dir = dir.join("db");
-    let db = sled::Config::new()
+    let db = ::sled::Config::new()
         .path(&db_dir)
         .cache_capacity(options.cache_bytes)
         .open()

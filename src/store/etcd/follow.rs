@@ -7,9 +7,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
-use super::{prefix_end, retry_read, split_key, table_key, Head, Mirror, MIRRORED};
+use super::backend::{retry_read, split_key, table_key, Head, Mirror, MIRRORED};
 use crate::domain::Result;
-use crate::store::kv::read_u64;
+use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
 use crate::store::META_HEAD;
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
-use super::{ambiguous, never_sent, retry_read, table_key, EtcdBackend, MAX_TXN_OPS};
+use super::backend::{ambiguous, never_sent, retry_read, table_key, EtcdBackend, MAX_TXN_OPS};
 use crate::domain::{Error, Result};
 use crate::store::kv::{Prefetch, Tx, TxError, TxResult};
 use crate::store::tables::Table;
@@ -205,7 +205,9 @@ impl EtcdBackend {
                 Ok(response) => break response,
                 // It never left: sending it again cannot apply it twice.
                 Err(error) if never_sent(&error) && attempts < 8 => attempts += 1,
-                Err(error) if never_sent(&error) => return Err(super::unreachable_cluster(&error)),
+                Err(error) if never_sent(&error) => {
+                    return Err(super::backend::unreachable_cluster(&error))
+                }
                 Err(error) => return Err(ambiguous(&error)),
             }
         };

@@ -11,18 +11,18 @@ use dashmap::DashMap;
 use prost::Message;
 use tokio::sync::Mutex;
 
-use super::kv::Range;
-use super::records::{decode, from_micros, micros, now, UsageRecord};
-use super::tables::Table;
-use super::Store;
 use crate::domain::{AccountName, KeyId, KeyUsage, Result};
+use crate::store::kv::Range;
+use crate::store::records::{decode, from_micros, micros, now, UsageRecord};
+use crate::store::tables::Table;
+use crate::store::Store;
 
 /// Totals saved per transaction (well inside etcd's 128 operations per transaction).
 const USAGE_CHUNK: usize = 32;
 
 /// Counts not saved yet, by `usage` tree key.
 #[derive(Default)]
-pub(super) struct UsageCounters {
+pub(in crate::store) struct UsageCounters {
     unsaved: DashMap<Vec<u8>, Counter>,
     /// One save at a time (the periodic one and shutdown's).
     saving: Mutex<()>,
@@ -158,7 +158,7 @@ impl Store {
                 .transact(prefetch, |tx| {
                     for (key, validations, last_us) in chunk {
                         let saved = match tx.get(Table::Usage, key)? {
-                            Some(bytes) => super::kv::lift(decode::<UsageRecord>(&bytes))?,
+                            Some(bytes) => crate::store::kv::lift(decode::<UsageRecord>(&bytes))?,
                             None => UsageRecord::default(),
                         };
                         let total = UsageRecord {

@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime};
 
 use prost::Message;
 
-use super::kv::lift;
-use super::records::{decode, micros};
-use super::tables::Table;
-use super::Store;
 use crate::domain::Result;
+use crate::store::kv::lift;
+use crate::store::records::{decode, micros};
+use crate::store::tables::Table;
+use crate::store::Store;
 
 #[derive(Clone, PartialEq, Message)]
 struct TurnRecord {

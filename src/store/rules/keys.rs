@@ -2,15 +2,16 @@
 
 use prost::Message;
 
-use super::kv::{abort, lift, Prefetch, Tx, TxResult};
-use super::records::{decode, now, KeyRecord, UserRecord};
+use super::audit;
 use super::revocation::{org_not_found, read_org, revoke_active_key};
-use super::tables::Table;
-use super::{audit, Store, META_HEAD};
 use crate::domain::{
     AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
     RevocationReason, SecretHash, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
 };
+use crate::store::kv::{abort, lift, Prefetch, Tx, TxResult};
+use crate::store::records::{decode, now, KeyRecord, UserRecord};
+use crate::store::tables::Table;
+use crate::store::{Store, META_HEAD};
 
 /// Whether generating a key should replace the org's current one.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -13,14 +13,14 @@ use std::ops::Bound;
 
 use prost::Message;
 
-use super::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
-use super::records::{decode, now, AuditRecord};
-use super::tables::Table;
-use super::{Store, PRUNE_BATCH};
 use crate::domain::{
     AuditAction, AuditEvent, AuditFilter, Caller, Email, Error, OrgId, Page, Result,
     RevocationEvent,
 };
+use crate::store::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
+use crate::store::records::{decode, now, AuditRecord};
+use crate::store::tables::Table;
+use crate::store::{Store, PRUNE_BATCH};
 
 const HEAD: &[u8] = b"h";
 const BY_SEQUENCE: u8 = b's';
@@ -30,7 +30,7 @@ const BY_ORG: u8 = b'o';
 const SCAN_LIMIT: usize = 10_000;
 
 /// A new entry for a change `by` made; the trail gives it its sequence when appended.
-pub(super) fn entry(
+pub(in crate::store) fn entry(
     by: &Caller,
     action: AuditAction,
     org_id: Option<&OrgId>,
@@ -62,7 +62,7 @@ impl AuditEvent {
 }
 
 /// Appends `event` with the next audit sequence, inside the caller's transaction.
-pub(super) fn append(tx: &mut dyn Tx, mut event: AuditEvent) -> TxResult<u64> {
+pub(in crate::store) fn append(tx: &mut dyn Tx, mut event: AuditEvent) -> TxResult<u64> {
     event.sequence = get_u64(tx, Table::Audit, HEAD)? + 1;
     tx.insert(Table::Audit, HEAD, &event.sequence.to_be_bytes())?;
     for (key, value) in entries(&event) {
@@ -83,7 +83,7 @@ fn entries(event: &AuditEvent) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// What a restore adds to the restored `audit` tree, whose head was `head`: one
 /// STORE_RESTORED entry and the new head.
-pub(super) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub(in crate::store) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut event = entry(
         &Caller::cli(),
         AuditAction::StoreRestored,
@@ -97,13 +97,15 @@ pub(super) fn restored(head: u64, from_store: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 /// Whether `key` is the audit head's key.
-pub(super) fn is_head(key: &[u8]) -> bool {
+pub(in crate::store) fn is_head(key: &[u8]) -> bool {
     key == HEAD
 }
 
 /// The audit head kept in a backup's `audit` tree entries.
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-pub(super) fn head_of<'a>(mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+pub(in crate::store) fn head_of<'a>(
+    mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> u64 {
     entries
         .find(|(key, _)| *key == HEAD)
         .map_or(0, |(_, value)| read_u64(Some(value)))

@@ -6,8 +6,8 @@
 
 use super::keys::{KeyMode, NewKey};
 use super::orgs::{NewOrg, NewUser};
-use super::Store;
 use crate::domain::{Caller, Edition, Email, Name, Profile, Result, ZscKey};
+use crate::store::Store;
 
 /// One org the loader creates: its name and its administrator, who owns its key.
 pub struct BulkOrg {

@@ -15,18 +15,18 @@ use sled::transaction::{
 use sled::Transactional;
 
 use super::durability::Durability;
-use super::kv::{Entry, Range, Tx, TxError, TxResult};
-use super::tables::{Table, Trees};
 use crate::domain::{Error, Result};
+use crate::store::kv::{Entry, Range, Tx, TxError, TxResult};
+use crate::store::tables::{Table, Trees};
 
-pub(super) struct SledBackend {
+pub(in crate::store) struct SledBackend {
     pub db: sled::Db,
     pub trees: Trees,
     /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
     all: Vec<sled::Tree>,
     pub durability: Durability,
     /// Moves after every committed change to the accounts or tokens (see
-    /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
+    /// [`Backend::accounts_generation`](crate::store::backend::Backend::accounts_generation)).
     accounts: AtomicU64,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
@@ -70,7 +70,7 @@ impl SledBackend {
     /// Runs a read-only closure against the trees as they are (no transaction: a single
     /// get is atomic, and the rules that need several reads to agree run in `transact`).
     pub fn read<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
-        rules(&mut Reader { trees: &self.trees }).map_err(super::kv::outcome_error)
+        rules(&mut Reader { trees: &self.trees }).map_err(crate::store::kv::outcome_error)
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -151,7 +151,7 @@ pub(super) fn transact_trees<T>(
     outcome.map_err(|e| match e {
         TransactionError::Abort(TxError::Abort(error)) => Failure::Rule(error),
         TransactionError::Abort(TxError::Storage(cause)) => Failure::Storage(cause),
-        TransactionError::Abort(other) => Failure::Rule(super::kv::outcome_error(other)),
+        TransactionError::Abort(other) => Failure::Rule(crate::store::kv::outcome_error(other)),
         TransactionError::Storage(cause) => Failure::Storage(cause.to_string()),
     })
 }

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 use prost::Message;
 
 use super::events::append_event;
-use super::kv::{abort, lift, Tx, TxResult};
-use super::records::{decode, KeyRecord, OrgRecord};
-use super::tables::Table;
 use crate::domain::{Email, Error, OrgId, RevocationEvent, RevocationReason};
+use crate::store::kv::{abort, lift, Tx, TxResult};
+use crate::store::records::{decode, KeyRecord, OrgRecord};
+use crate::store::tables::Table;
 
 /// The org's record inside a transaction, if the org exists.
 pub(super) fn read_org(tx: &mut dyn Tx, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {

@@ -29,10 +29,10 @@ use std::{
 
 use tokio::sync::{watch, Mutex};
 
-use super::{kv::read_u64, META_HEAD};
 use crate::domain::{Error, Result};
+use crate::store::{kv::read_u64, META_HEAD};
 
-pub(super) struct Durability {
+pub(in crate::store) struct Durability {
     db: sled::Db,
     /// Where the log's committed head is kept.
     meta: sled::Tree,
@@ -176,7 +176,7 @@ struct DiskFiles {
 impl DiskFiles {
     fn open(db_dir: &Path) -> Result<Self> {
         let path = db_dir.join("db");
-        let data = File::open(&path).map_err(|e| super::io_error(&path, e))?;
+        let data = File::open(&path).map_err(|e| super::files::io_error(&path, e))?;
         Ok(DiskFiles {
             data,
             blobs: db_dir.join("blobs"),

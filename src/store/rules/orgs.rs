@@ -4,15 +4,16 @@ use std::ops::Bound;
 
 use prost::Message;
 
-use super::kv::{abort, lift, Entry, Prefetch, Range, Tx, TxResult};
-use super::records::{decode, micros, now, OrgRecord, UserRecord};
+use super::audit;
 use super::revocation::{org_not_found, read_org, revoke_active_key};
-use super::tables::Table;
-use super::{audit, Store, META_HEAD};
 use crate::domain::{
     AuditAction, Caller, Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result,
     RevocationEvent, RevocationReason, User, UserStatus,
 };
+use crate::store::kv::{abort, lift, Entry, Prefetch, Range, Tx, TxResult};
+use crate::store::records::{decode, micros, now, OrgRecord, UserRecord};
+use crate::store::tables::Table;
+use crate::store::{Store, META_HEAD};
 
 /// A user change and the revocation it caused, if any.
 pub type UserChange = (User, Option<RevocationEvent>);
@@ -343,7 +344,7 @@ fn revoke_owned_key(
     owner: &Email,
     reason: RevocationReason,
     now: std::time::SystemTime,
-) -> super::kv::TxResult<Option<RevocationEvent>> {
+) -> crate::store::kv::TxResult<Option<RevocationEvent>> {
     match read_org(tx, org_id)? {
         Some(mut org) => revoke_active_key(tx, org_id, &mut org, Some(owner), reason, now),
         None => Ok(None),

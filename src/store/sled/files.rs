@@ -18,7 +18,7 @@ const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` (0700) and any missing parents, or tightens an existing one to 0700; the
 /// parent's entry for it is synced.
-pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
+pub(in crate::store) fn create_private_dir(dir: &Path) -> Result<()> {
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -30,7 +30,7 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Tightens every file under `dir` to 0600 and every directory to 0700 (sled creates them
 /// under the process umask), and fsyncs each, so that what sled created is stable by name.
-pub(super) fn secure_tree(dir: &Path) -> Result<()> {
+pub(in crate::store) fn secure_tree(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         let path = entry.map_err(|e| io_error(dir, e))?.path();
         if path.is_dir() {
@@ -55,7 +55,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_private_file`] for contents that `write` streams into the file (buffered); the
 /// file replaces `path` only if `write` succeeds. Returns what `write` returned.
-pub(super) fn write_private_file_with<T>(
+pub(in crate::store) fn write_private_file_with<T>(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
@@ -89,7 +89,7 @@ pub(super) fn write_private_file_with<T>(
 }
 
 /// Makes `path`'s creation, removal or rename durable by syncing the directory holding it.
-pub(super) fn fsync_parent(path: &Path) -> Result<()> {
+pub(in crate::store) fn fsync_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => sync_path(parent),
         _ => sync_path(Path::new(".")),
@@ -106,6 +106,6 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_error(path, e))
 }
 
-pub(super) fn io_error(path: &Path, e: std::io::Error) -> Error {
+pub(in crate::store) fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("{}: {e}", path.display()))
 }

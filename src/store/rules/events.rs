@@ -8,11 +8,11 @@ use std::ops::Bound;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::kv::{get_u64, read_u64, Range, Tx, TxResult};
-use super::records::{decode, EventRecord};
-use super::tables::Table;
-use super::{Store, META_HEAD, PRUNE_BATCH};
 use crate::domain::{Result, RevocationEvent};
+use crate::store::kv::{get_u64, read_u64, Range, Tx, TxResult};
+use crate::store::records::{decode, EventRecord};
+use crate::store::tables::Table;
+use crate::store::{Store, META_HEAD, PRUNE_BATCH};
 
 /// Appends `event` with the next sequence number; the caller's transaction makes it atomic
 /// with the change it records, and sled's conflict detection on `head` keeps sequences gapless

@@ -1,0 +1,5 @@
+//! The sled backend (the default): one embedded database in the data dir.
+
+pub(super) mod backend;
+pub(super) mod durability;
+pub(super) mod files;
