@@ -109,7 +109,7 @@ impl Backend {
                 Ok(sled.durability.durable_head_now())
             }
             #[cfg(feature = "etcd")]
-            Backend::Etcd(_) => super::kv::get_u64(tx, Table::Meta, super::META_HEAD),
+            Backend::Etcd(_) => super::kv::get_u64(tx, Table::Meta, super::tables::META_HEAD),
         }
     }
 

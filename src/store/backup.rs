@@ -21,13 +21,14 @@ use std::{
 
 use prost::Message;
 
-use super::tables::{Table, Trees};
+use super::handle::StoreOptions;
+use super::kv::read_u64;
+use super::rules::audit;
+use super::sled::files::{self, io_error};
+use super::sled::open::{has_database, lock_data_dir, open_db};
 #[cfg(feature = "etcd")]
-use super::META_INITIALISED;
-use super::{
-    audit, files, has_database, io_error, kv::read_u64, lock_data_dir, open_db, StoreOptions,
-    META_HEAD, META_STORE_ID,
-};
+use super::tables::META_INITIALISED;
+use super::tables::{Table, Trees, META_HEAD, META_STORE_ID};
 use crate::domain::{random_base62, Error, Result};
 
 const MAGIC: &[u8] = b"ZSCBACKUP1\n";

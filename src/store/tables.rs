@@ -58,3 +58,9 @@ tables! {
     Audit => audit: "audit", "the audit trail and its org index (`audit.rs`)";
     Usage => usage: "usage", "key_id \\0 account -> `UsageRecord`, saved validation counts (`usage.rs`)";
 }
+
+/// Keys of the `meta` table.
+pub(in crate::store) const META_STORE_ID: &[u8] = b"store_id";
+pub(in crate::store) const META_HEAD: &[u8] = b"head";
+pub(in crate::store) const META_OPERATORS: &[u8] = b"operators";
+pub(in crate::store) const META_INITIALISED: &[u8] = b"initialised";

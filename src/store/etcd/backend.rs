@@ -591,7 +591,7 @@ async fn probe_forever(
     fault: Arc<watch::Sender<Option<String>>>,
     head: Arc<Head>,
 ) {
-    let key = table_key(&root, Table::Meta, crate::store::META_INITIALISED);
+    let key = table_key(&root, Table::Meta, crate::store::tables::META_INITIALISED);
     loop {
         let probe = tokio::time::timeout(REQUEST_TIMEOUT, async {
             // A dead member the client still thinks ready fails at once without sending:

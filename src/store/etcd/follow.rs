@@ -11,7 +11,7 @@ use super::backend::{retry_read, split_key, table_key, Head, Mirror, MIRRORED};
 use crate::domain::Result;
 use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
-use crate::store::META_HEAD;
+use crate::store::tables::META_HEAD;
 
 pub(super) struct Follower {
     pub client: Client,

@@ -9,10 +9,11 @@ use crate::domain::{
     AccountName, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
     ServiceAccount, CLI_CALLER,
 };
+use crate::store::handle::Store;
 use crate::store::kv::{abort, get_u64, lift, Range};
 use crate::store::records::{decode, micros, now, AccountRecord};
 use crate::store::tables::Table;
-use crate::store::{Store, META_OPERATORS};
+use crate::store::tables::META_OPERATORS;
 
 /// The one message for a bad bearer token, whatever was wrong with it.
 const UNKNOWN_TOKEN: &str = "unknown or revoked token";
@@ -182,7 +183,7 @@ impl Store {
     /// (creating the account if it was deleted). Its previous token stops working.
     pub async fn reset_operator_token(&self, token: &AccountToken) -> Result<()> {
         let hash = token.hash();
-        let name = crate::store::BOOTSTRAP_OPERATOR.as_bytes();
+        let name = super::bootstrap::BOOTSTRAP_OPERATOR.as_bytes();
         let prefetch = || {
             vec![
                 (Table::Accounts, name.to_vec()),
@@ -216,7 +217,7 @@ impl Store {
             tx.insert(Table::Accounts, name, &record.encode_to_vec())?;
             tx.insert(Table::Tokens, &hash.0, name)?;
             let action = AuditAction::OperatorTokenRotated;
-            let target = crate::store::BOOTSTRAP_OPERATOR;
+            let target = super::bootstrap::BOOTSTRAP_OPERATOR;
             audit::append(tx, audit::entry(&Caller::cli(), action, None, target))?;
             Ok(())
         })

@@ -17,10 +17,10 @@ use crate::domain::{
     AuditAction, AuditEvent, AuditFilter, Caller, Email, Error, OrgId, Page, Result,
     RevocationEvent,
 };
+use crate::store::handle::{Store, PRUNE_BATCH};
 use crate::store::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
 use crate::store::records::{decode, now, AuditRecord};
 use crate::store::tables::Table;
-use crate::store::{Store, PRUNE_BATCH};
 
 const HEAD: &[u8] = b"h";
 const BY_SEQUENCE: u8 = b's';

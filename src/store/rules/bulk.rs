@@ -7,7 +7,7 @@
 use super::keys::{KeyMode, NewKey};
 use super::orgs::{NewOrg, NewUser};
 use crate::domain::{Caller, Edition, Email, Name, Profile, Result, ZscKey};
-use crate::store::Store;
+use crate::store::handle::Store;
 
 /// One org the loader creates: its name and its administrator, who owns its key.
 pub struct BulkOrg {

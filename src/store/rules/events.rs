@@ -9,10 +9,11 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::domain::{Result, RevocationEvent};
+use crate::store::handle::{Store, PRUNE_BATCH};
 use crate::store::kv::{get_u64, read_u64, Range, Tx, TxResult};
 use crate::store::records::{decode, EventRecord};
 use crate::store::tables::Table;
-use crate::store::{Store, META_HEAD, PRUNE_BATCH};
+use crate::store::tables::META_HEAD;
 
 /// Appends `event` with the next sequence number; the caller's transaction makes it atomic
 /// with the change it records, and sled's conflict detection on `head` keeps sequences gapless

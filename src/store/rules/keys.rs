@@ -8,10 +8,11 @@ use crate::domain::{
     AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
     RevocationReason, SecretHash, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
 };
+use crate::store::handle::Store;
 use crate::store::kv::{abort, lift, Prefetch, Tx, TxResult};
 use crate::store::records::{decode, now, KeyRecord, UserRecord};
 use crate::store::tables::Table;
-use crate::store::{Store, META_HEAD};
+use crate::store::tables::META_HEAD;
 
 /// Whether generating a key should replace the org's current one.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 pub(super) mod accounts;
 pub(super) mod audit;
+pub(super) mod bootstrap;
 pub(super) mod bulk;
 pub(super) mod events;
 pub(super) mod keys;

@@ -10,10 +10,11 @@ use crate::domain::{
     AuditAction, Caller, Edition, Email, Error, Name, Org, OrgId, Page, Profile, Result,
     RevocationEvent, RevocationReason, User, UserStatus,
 };
+use crate::store::handle::Store;
 use crate::store::kv::{abort, lift, Entry, Prefetch, Range, Tx, TxResult};
 use crate::store::records::{decode, micros, now, OrgRecord, UserRecord};
 use crate::store::tables::Table;
-use crate::store::{Store, META_HEAD};
+use crate::store::tables::META_HEAD;
 
 /// A user change and the revocation it caused, if any.
 pub type UserChange = (User, Option<RevocationEvent>);

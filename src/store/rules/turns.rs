@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 use prost::Message;
 
 use crate::domain::Result;
+use crate::store::handle::Store;
 use crate::store::kv::lift;
 use crate::store::records::{decode, micros};
 use crate::store::tables::Table;
-use crate::store::Store;
 
 #[derive(Clone, PartialEq, Message)]
 struct TurnRecord {

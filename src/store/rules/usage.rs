@@ -5,34 +5,18 @@
 //!
 //! `usage` tree: key_id + `\0` + account name -> `UsageRecord` (totals as last saved).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use dashmap::DashMap;
 use prost::Message;
-use tokio::sync::Mutex;
 
 use crate::domain::{AccountName, KeyId, KeyUsage, Result};
+use crate::store::handle::{Counter, Store};
 use crate::store::kv::Range;
 use crate::store::records::{decode, from_micros, micros, now, UsageRecord};
 use crate::store::tables::Table;
-use crate::store::Store;
 
 /// Totals saved per transaction (well inside etcd's 128 operations per transaction).
 const USAGE_CHUNK: usize = 32;
-
-/// Counts not saved yet, by `usage` tree key.
-#[derive(Default)]
-pub(in crate::store) struct UsageCounters {
-    unsaved: DashMap<Vec<u8>, Counter>,
-    /// One save at a time (the periodic one and shutdown's).
-    saving: Mutex<()>,
-}
-
-#[derive(Default)]
-struct Counter {
-    validations: AtomicU64,
-    last_us: AtomicI64,
-}
 
 fn usage_key(key_id: &KeyId, consumer: &AccountName) -> Vec<u8> {
     [

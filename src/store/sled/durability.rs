@@ -30,7 +30,7 @@ use std::{
 use tokio::sync::{watch, Mutex};
 
 use crate::domain::{Error, Result};
-use crate::store::{kv::read_u64, META_HEAD};
+use crate::store::{kv::read_u64, tables::META_HEAD};
 
 pub(in crate::store) struct Durability {
     db: sled::Db,

@@ -3,3 +3,4 @@
 pub(super) mod backend;
 pub(super) mod durability;
 pub(super) mod files;
+pub(super) mod open;

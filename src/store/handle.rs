@@ -1,0 +1,173 @@
+//! The handle every rule is a method of: [`Store`], what it holds in memory, and how one
+//! mutation is run and made durable. A leaf: it knows the seam (`backend.rs`, `kv.rs`), not the
+//! rules that use it.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::{watch, Mutex};
+
+use super::backend::Backend;
+use super::kv::{Prefetch, Tx, TxResult};
+use crate::domain::{random_base62, Caller, Error, Result, SecretHash};
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache in bytes. Its default is 1 GiB; our records are small.
+    pub cache_bytes: u64,
+}
+
+/// sled's page cache unless `--cache-bytes` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(in crate::store) inner: Arc<Inner>,
+}
+
+pub(in crate::store) struct Inner {
+    pub(in crate::store) backend: Backend,
+    pub(in crate::store) store_id: String,
+    /// Names this process among the replicas of a shared store (`turns.rs`).
+    pub(in crate::store) replica_id: String,
+    pub(in crate::store) usage: UsageCounters,
+    /// Who holds each token lately asked about, and at which accounts generation
+    /// ([`Store::holder_of`]).
+    pub(in crate::store) holders: dashmap::DashMap<SecretHash, (u64, Caller)>,
+}
+
+/// Counts not saved yet, by `usage` tree key.
+#[derive(Default)]
+pub(in crate::store) struct UsageCounters {
+    pub(in crate::store) unsaved: DashMap<Vec<u8>, Counter>,
+    /// One save at a time (the periodic one and shutdown's).
+    pub(in crate::store) saving: Mutex<()>,
+}
+
+#[derive(Default)]
+pub(in crate::store) struct Counter {
+    pub(in crate::store) validations: AtomicU64,
+    pub(in crate::store) last_us: AtomicI64,
+}
+
+/// What `Store::open` found.
+pub struct Opened {
+    pub store: Store,
+    /// True when this open created the store and wrote its operator token file.
+    pub created: bool,
+}
+
+impl Store {
+    pub(in crate::store) fn from_backend(backend: Backend, store_id: String) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                backend,
+                store_id,
+                replica_id: format!("replica_{}", random_base62(12)),
+                usage: UsageCounters::default(),
+                holders: dashmap::DashMap::new(),
+            }),
+        }
+    }
+
+    /// A random id made when the store was created: a subscriber's cursor is only
+    /// meaningful against the same store.
+    pub fn store_id(&self) -> &str {
+        &self.inner.store_id
+    }
+
+    /// Size of the database files on disk, in bytes (0 on etcd: the cluster keeps them).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.backend().size_on_disk()
+    }
+
+    /// Makes everything committed so far durable (one flush shared with concurrent callers).
+    ///
+    /// The flush runs in a task of its own: a caller that gives up (a cancelled RPC) cannot
+    /// leave a committed revocation on disk but unannounced to subscribers.
+    pub async fn sync(&self) -> Result<()> {
+        let store = self.clone();
+        tokio::spawn(async move { store.backend().sync().await })
+            .await
+            .map_err(Error::internal)?
+    }
+
+    /// Runs one mutation's rules as one transaction and answers only once it is durable,
+    /// whatever its outcome: even a refusal or a no-op may rest on another request's change
+    /// that is committed but not yet flushed. Nothing runs once the store has faulted.
+    pub(in crate::store) async fn commit<T: Send>(
+        &self,
+        prefetch: impl FnOnce() -> Prefetch,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
+    ) -> Result<T> {
+        self.backend().writable()?;
+        let outcome = self.backend().transact(prefetch, rules).await;
+        self.sync().await?;
+        outcome
+    }
+
+    /// Why the store refuses writes, once it does (disk full, a failed flush or fsync; on etcd,
+    /// a cluster this replica cannot reach).
+    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+        self.backend().fault()
+    }
+
+    /// Head of the revocation log as far as it is durable; changes wake subscribers.
+    pub fn durable_head(&self) -> watch::Receiver<u64> {
+        self.backend().durable_head()
+    }
+
+    pub(in crate::store) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Runs a long store job (a pruning batch) so that it holds no runtime worker: on the
+    /// blocking pool for sled, whose calls block their thread; as it is on etcd, whose calls
+    /// are asynchronous I/O.
+    pub(in crate::store) async fn off_the_runtime<T, F, Fut>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Store) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        if self.is_replica() {
+            return work(self.clone()).await;
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || futures_now(work(store)))
+            .await
+            .map_err(Error::internal)?
+    }
+
+    /// True when this store is one replica's view of a shared store (etcd), whose faults
+    /// come and go with the cluster, rather than a data dir this process owns.
+    pub fn is_replica(&self) -> bool {
+        !matches!(self.backend(), Backend::Sled(_))
+    }
+}
+/// Runs a future that cannot wait on anything (a sled-backed store operation) to completion.
+pub(in crate::store) fn futures_now<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => unreachable!("sled operations complete without waiting"),
+    }
+}
+
+/// Log or audit entries removed per pruning step: each step is one batch on the blocking pool.
+pub(in crate::store) const PRUNE_BATCH: usize = 1000;

@@ -1,0 +1,50 @@
+//! Opening sled's database: the private data dir, its lock (one process per data dir) and the
+//! database inside it.
+
+use std::{
+    fs::{File, TryLockError},
+    os::unix::fs::OpenOptionsExt,
+    path::Path,
+};
+
+use super::files::{self, io_error};
+use crate::domain::{Error, Result};
+use crate::store::handle::StoreOptions;
+
+/// Locks the data dir and opens its sled database (creating both if needed).
+pub(in crate::store) fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
+    files::create_private_dir(dir)?;
+    let lock = lock_data_dir(dir)?;
+    let db_dir = dir.join("db");
+    let db = sled::Config::new()
+        .path(&db_dir)
+        .cache_capacity(options.cache_bytes)
+        .open()
+        .map_err(Error::internal)?;
+    files::secure_tree(dir)?;
+    Ok((lock, db))
+}
+
+/// Whether `dir` holds a zsc database.
+pub fn has_database(dir: &Path) -> bool {
+    dir.join("db").exists()
+}
+
+pub(in crate::store) fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("zsc.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::FailedPrecondition(format!(
+            "data dir {} is in use by another zsc process",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(io_error(&path, e)),
+    }
+}
