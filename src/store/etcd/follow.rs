@@ -5,9 +5,12 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, EventType, WatchOptions};
 
-use super::backend::{retry_read, split_key, table_key, Head, Mirror, MIRRORED};
+use super::head::Head;
+use super::mirror::{Mirror, MIRRORED};
+use super::read::{read_range, retry_read};
+use super::url::{split_key, table_key};
 use crate::domain::Result;
 use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
@@ -44,25 +47,10 @@ impl Follower {
         for table in MIRRORED {
             let base = table_key(&self.root, table, b"");
             let end = prefix_end(&base).expect("a table prefix ends in '/'");
-            let mut start = base.clone();
-            loop {
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_revision(revision)
-                    .with_limit(1000);
-                let page = retry_read(|| {
-                    let mut kv = self.client.kv_client();
-                    let (start, options) = (start.clone(), options.clone());
-                    async move { kv.get(start, Some(options)).await }
-                })
-                .await?;
-                for kv in page.kvs() {
-                    tables.insert(kv.key()[self.root.len()..].to_vec(), kv.value().to_vec());
-                }
-                match page.kvs().last() {
-                    Some(last) if page.more() => start = [last.key(), &[0]].concat(),
-                    _ => break,
-                }
+            let kv = self.client.kv_client();
+            let read = read_range(&kv, base, end, revision, usize::MAX, false).await?;
+            for (key, value) in read {
+                tables.insert(key[self.root.len()..].to_vec(), value);
             }
         }
         *self

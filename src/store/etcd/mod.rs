@@ -1,8 +1,24 @@
-//! The etcd backend (cargo feature `etcd`); `backend.rs` says how a store lives on etcd.
+//! The etcd backend (cargo feature `etcd`): replicas of zsc over one etcd cluster.
+//! `backend.rs` says how a store lives on etcd; one file per concern:
+//! - `url.rs`: the store URL, the connection, and each entry's key;
+//! - `tx.rs`: optimistic transactions (the rules run here);
+//! - `follow.rs`: the one watch per replica, which keeps `mirror.rs` (the tables read without
+//!   a round trip) and `head.rs` (the durable head and its channel) current;
+//! - `probe.rs`: the health probe; `errors.rs`: what a client error means;
+//! - `read.rs`: every read, retried, and the one paged range read;
+//! - `dump.rs`: the whole store at one revision, and loading one into an empty prefix.
 
 mod backend;
+mod dump;
+mod errors;
 mod follow;
+mod head;
+mod mirror;
+mod probe;
+mod read;
 mod tx;
+mod url;
 
-pub use backend::EtcdUrl;
-pub(in crate::store) use backend::{dump, load_empty, EtcdBackend};
+pub(in crate::store) use backend::EtcdBackend;
+pub(in crate::store) use dump::{dump, load_empty};
+pub use url::EtcdUrl;

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
-use super::backend::{ambiguous, never_sent, retry_read, table_key, EtcdBackend, MAX_TXN_OPS};
+use super::backend::{EtcdBackend, MAX_TXN_OPS};
+use super::errors::{ambiguous, never_sent, unreachable_cluster};
+use super::read::retry_read;
+use super::url::table_key;
 use crate::domain::{Error, Result};
 use crate::store::kv::{Prefetch, Tx, TxError, TxResult};
 use crate::store::tables::Table;
@@ -205,9 +208,7 @@ impl EtcdBackend {
                 Ok(response) => break response,
                 // It never left: sending it again cannot apply it twice.
                 Err(error) if never_sent(&error) && attempts < 8 => attempts += 1,
-                Err(error) if never_sent(&error) => {
-                    return Err(super::backend::unreachable_cluster(&error))
-                }
+                Err(error) if never_sent(&error) => return Err(unreachable_cluster(&error)),
                 Err(error) => return Err(ambiguous(&error)),
             }
         };
