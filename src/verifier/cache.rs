@@ -22,9 +22,20 @@ use std::{
     },
 };
 
+use compact_str::CompactString;
 use tokio::time::Instant;
 
-use super::state::{Entry, KeyHash};
+/// What the cache knows about a key, keyed by a keyed blake3 hash of the key. Compact strings:
+/// every hit copies them into its answer, and the ids (and most emails and names) fit inline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub email: CompactString,
+    pub key_id: CompactString,
+    pub org_id: CompactString,
+    pub org_name: CompactString,
+}
+
+pub type KeyHash = [u8; 32];
 
 /// How much earlier than granted the hits stop answering. They read the coarse monotonic clock
 /// (`CLOCK_MONOTONIC_COARSE` on Linux: a few ns, where the precise clock costs ~20 ns here, an

@@ -49,7 +49,8 @@ use crate::client::Bearer;
 use crate::domain::{Email, ZscKey};
 use crate::proto::{key_service_client::KeyServiceClient, ValidateKeyRequest, ValidateKeyResponse};
 use cache::Cache;
-use state::{Entry, KeyHash, Staleness, State};
+use cache::{Entry, KeyHash};
+use state::{Staleness, State};
 
 pub use compact_str::CompactString;
 pub use watcher::Revocation;

@@ -30,7 +30,7 @@ use std::{
 use compact_str::CompactString;
 use tokio::time::Instant;
 
-use super::cache::{Cache, Writer};
+use super::cache::{Cache, Entry, KeyHash, Writer};
 
 /// How old the applied news may be, and how far the server's clock may be from ours.
 #[derive(Clone, Copy, Debug)]
@@ -64,18 +64,6 @@ pub enum Grant {
     /// guarantee rests on does not hold, so nothing is granted.
     ClockAhead(Duration),
 }
-
-/// What the cache knows about a key, keyed by a keyed blake3 hash of the key. Compact strings:
-/// every hit copies them into its answer, and the ids (and most emails and names) fit inline.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
-    pub email: CompactString,
-    pub key_id: CompactString,
-    pub org_id: CompactString,
-    pub org_name: CompactString,
-}
-
-pub type KeyHash = [u8; 32];
 
 pub struct State {
     /// Bounded; the hits read it without the lock this `State` is under.
