@@ -2,36 +2,27 @@
 //! go through here, so tests exercise exactly what production runs.
 
 mod fault;
+mod routes;
+mod tasks;
 
 use std::{
     future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
 use tokio::net::TcpListener;
-use tonic::{
-    server::NamedService,
-    transport::{Certificate, Identity, ServerTlsConfig},
-};
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
-use tower::ServiceBuilder;
 
-use crate::api::{
-    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, RequestLimitLayer,
-    Tail, UserApi, WatchConfig,
-};
+use crate::api::{Limits, WatchConfig};
 use crate::domain::{Error, Result};
-use crate::metrics::{self, Metrics};
-use crate::proto::{
-    access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
-    key_service_server::KeyServiceServer, user_service_server::UserServiceServer,
-    FILE_DESCRIPTOR_SET,
-};
+use crate::metrics::Metrics;
 use crate::shutdown::{ConnectionLimits, Shutdown};
-use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
+use crate::store::{Store, StoreOptions, OPERATOR_TOKEN_FILE};
 use crate::telemetry::Throttle;
 
 /// Revocations the shared tail keeps in memory, encoded: a stream further behind reads the store.
@@ -292,199 +283,131 @@ impl Server {
         };
         // One budget for every line a client can cause at will.
         let refusals = Throttle::default();
+        let (health, health_service) = routes::health(limits.max_message_bytes).await;
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let names = [
-            "",
-            <UserServiceServer<UserApi> as NamedService>::NAME,
-            <KeyServiceServer<KeyApi> as NamedService>::NAME,
-            <AccessServiceServer<AccessApi> as NamedService>::NAME,
-            <AuditServiceServer<AuditApi> as NamedService>::NAME,
-        ];
-        for name in names {
-            health
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-        // Both reflection versions: grpcurl 1.8 and Python's grpcio speak only v1alpha.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let max_message = limits.max_message_bytes;
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(Error::internal)?
-            .max_decoding_message_size(max_message);
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(Error::internal)?
-            .max_decoding_message_size(max_message);
-        let health_service = health_service.max_decoding_message_size(max_message);
-
-        let pruner = tokio::spawn(prune_forever(
-            store.clone(),
-            config.clone(),
-            stopping.clone(),
-        ));
-
-        let mut side_tasks = vec![
-            pruner,
-            tokio::spawn(save_usage_forever(
+        let mut side_tasks = tasks::periodic(&config, &store, &refusals, &stopping);
+        side_tasks.extend(tasks::metrics_listener(
+            into_tokio(metrics_listener)?,
+            &store,
+            &metrics,
+            &stopping,
+        )?);
+        side_tasks.extend(tasks::health_listener(
+            into_tokio(health_listener)?,
+            &config,
+            health_service.clone(),
+            connection_limits,
+            &refusals,
+            &stopping,
+        )?);
+        if store.is_replica() {
+            side_tasks.push(tokio::spawn(fault::serve_while_reachable(
                 store.clone(),
-                config.usage_save_interval,
-                stopping.clone(),
-            )),
-            tokio::spawn(report_refusals(refusals.clone(), stopping.clone())),
-        ];
-        if let Some(listener) = into_tokio(metrics_listener)? {
-            let log = EventLog::new(store.clone());
-            let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
-            tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
-            side_tasks.push(tokio::spawn(metrics::serve(
-                listener,
-                metrics.clone(),
-                scrape,
+                health.clone(),
+                routes::HEALTH_NAMES.to_vec(),
                 stopping.clone(),
             )));
         }
-        if let Some(listener) = into_tokio(health_listener)? {
-            tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "plaintext gRPC health served");
-            let health_only = grpc_server(limits)
-                .layer(RequestLimitLayer::new(limits))
-                .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(
-                    stopping.incoming(listener, connection_limits, refusals.clone()),
-                    {
-                        let stopping = stopping.clone();
-                        async move { stopping.begun().await }
-                    },
-                );
-            side_tasks.push(tokio::spawn(async move {
-                if let Err(error) = health_only.await {
-                    tracing::error!(%error, "health listener failed");
-                }
-            }));
-        }
 
-        let local = listener.local_addr().map_err(Error::internal)?;
-        // Observe outermost, so that what the limits and auth refuse is logged and counted.
-        let layers = ServiceBuilder::new()
-            .layer(ObserveLayer::new(
-                metrics.clone(),
-                refusals.clone(),
-                config.log_reads,
-            ))
-            .layer(RequestLimitLayer::new(limits))
-            .layer(AuthLayer::new(store.clone()));
-        let mut builder = grpc_server(limits);
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).map_err(Error::internal)?;
-        }
-        let tail = Tail::start(
-            EventLog::new(store.clone()),
-            RECENT_EVENTS,
-            config.watch.heartbeat,
-            &stopping,
-        );
-        let key_api = KeyApi::new(
-            store.clone(),
-            tail,
-            config.watch.clone(),
-            stopping.clone(),
-            metrics.clone(),
-        );
-        let router = builder
-            .layer(layers)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(
-                UserServiceServer::new(UserApi::new(store.clone(), metrics.clone()))
-                    .max_decoding_message_size(max_message),
-            )
-            .add_service(KeyRoutes::new(key_api, max_message))
-            .add_service(
-                AccessServiceServer::new(AccessApi::new(store.clone()))
-                    .max_decoding_message_size(max_message),
-            )
-            .add_service(
-                AuditServiceServer::new(AuditApi::new(store.clone()))
-                    .max_decoding_message_size(max_message),
-            );
-
-        // Set when the server stops because its storage failed, not because it was told to.
-        let storage_failure = Arc::new(std::sync::Mutex::new(None));
-        let signal = {
-            let stopping = stopping.clone();
-            let storage_failed = fault::restart_needed(
-                store.clone(),
-                health.clone(),
-                names.to_vec(),
-                config.data_dir.clone(),
-            );
-            if store.is_replica() {
-                side_tasks.push(tokio::spawn(fault::serve_while_reachable(
-                    store.clone(),
-                    health.clone(),
-                    names.to_vec(),
-                    stopping.clone(),
-                )));
-            }
-            let storage_failure = storage_failure.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => {},
-                    cause = storage_failed => {
-                        tracing::error!("the data dir takes writes again; stopping so that zsc restarts on a clean open");
-                        *storage_failure.lock().expect("never poisoned") = Some(cause);
-                    }
-                }
-                tracing::info!("shutting down: draining in-flight requests");
-                for name in names {
-                    health
-                        .set_service_status(name, ServingStatus::NotServing)
-                        .await;
-                }
-                stopping.begin();
-            }
+        let shared = routes::Shared {
+            store: &store,
+            metrics: &metrics,
+            refusals: &refusals,
+            stopping: &stopping,
         };
+        let router = routes::router(&config, shared, health_service, tls)?;
+        let (signal, storage_failure) = stop_signal(shutdown, &config, &store, health, &stopping);
+        let local = listener.local_addr().map_err(Error::internal)?;
         tracing::info!(listen = %local, "zsc serving");
         let serve = router.serve_with_incoming_shutdown(
             stopping.incoming(listener, connection_limits, refusals.clone()),
             signal,
         );
-        tokio::pin!(serve);
-        let grace_expired = async {
-            stopping.begun().await;
-            tokio::time::sleep(config.shutdown_grace).await;
-        };
-        let outcome = tokio::select! {
-            served = &mut serve => served.map_err(Error::internal),
-            () = grace_expired => {
-                tracing::warn!(grace = ?config.shutdown_grace, "in-flight requests did not finish in time; stopping anyway");
-                Ok(())
-            }
-        };
-        stopping.begin();
-        // Whatever the grace period left open (long-lived streams, idle keep-alives) ends now.
-        stopping.close_all(CLOSE_WAIT).await;
-        for task in side_tasks {
-            let _ = task.await;
-        }
-        refusals.report();
-        if let Some(cause) = storage_failure.lock().expect("never poisoned").take() {
-            return Err(Error::FailedPrecondition(format!(
-                "storage failed ({cause}) and cannot take writes until zsc is restarted: \
-                 restart it (acknowledged changes are on disk)"
-            )));
-        }
-        store.save_usage().await?;
-        store.sync().await?;
-        tracing::info!("stopped; database flushed");
+        let outcome = within_grace(serve, &stopping, config.shutdown_grace).await;
+        drain(&store, &stopping, side_tasks, &refusals, storage_failure).await?;
         outcome
     }
+}
+
+/// Completes when the server should stop (told to, or its storage failed and must be
+/// reopened: then the cause is sent on the returned receiver), after health has gone
+/// NOT_SERVING and the shutdown has begun.
+fn stop_signal(
+    shutdown: impl Future<Output = ()> + Send,
+    config: &Config,
+    store: &Store,
+    health: HealthReporter,
+    stopping: &Shutdown,
+) -> (impl Future<Output = ()> + Send, oneshot::Receiver<String>) {
+    let (failed, storage_failure) = oneshot::channel();
+    let names = routes::HEALTH_NAMES.to_vec();
+    let storage_failed = fault::restart_needed(
+        store.clone(),
+        health.clone(),
+        names,
+        config.data_dir.clone(),
+    );
+    let stopping = stopping.clone();
+    let signal = async move {
+        tokio::select! {
+            () = shutdown => {},
+            cause = storage_failed => {
+                tracing::error!("the data dir takes writes again; stopping so that zsc restarts on a clean open");
+                let _ = failed.send(cause);
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        routes::set_health(&health, ServingStatus::NotServing).await;
+        stopping.begin();
+    };
+    (signal, storage_failure)
+}
+
+/// Serves until `serve` ends, or until `grace` after the shutdown began.
+async fn within_grace(
+    serve: impl Future<Output = std::result::Result<(), tonic::transport::Error>>,
+    stopping: &Shutdown,
+    grace: Duration,
+) -> Result<()> {
+    let grace_expired = async {
+        stopping.begun().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = serve => served.map_err(Error::internal),
+        () = grace_expired => {
+            tracing::warn!(grace = ?grace, "in-flight requests did not finish in time; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The end: every connection and side task closed, then the last save and flush (unless the
+/// storage failed, which is the error returned).
+async fn drain(
+    store: &Store,
+    stopping: &Shutdown,
+    side_tasks: Vec<tokio::task::JoinHandle<()>>,
+    refusals: &Throttle,
+    mut storage_failure: oneshot::Receiver<String>,
+) -> Result<()> {
+    stopping.begin();
+    // Whatever the grace period left open (long-lived streams, idle keep-alives) ends now.
+    stopping.close_all(CLOSE_WAIT).await;
+    for task in side_tasks {
+        let _ = task.await;
+    }
+    refusals.report();
+    if let Ok(cause) = storage_failure.try_recv() {
+        return Err(Error::FailedPrecondition(format!(
+            "storage failed ({cause}) and cannot take writes until zsc is restarted: \
+             restart it (acknowledged changes are on disk)"
+        )));
+    }
+    store.save_usage().await?;
+    store.sync().await?;
+    tracing::info!("stopped; database flushed");
+    Ok(())
 }
 
 /// Opens a store given by URL (`etcd://...`).
@@ -510,64 +433,4 @@ fn grpc_server(limits: &Limits) -> tonic::transport::Server {
         .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-}
-
-/// Says, every second until shutdown, how many refusal lines the throttle left out.
-async fn report_refusals(refusals: Throttle, stopping: Shutdown) {
-    loop {
-        tokio::select! {
-            () = stopping.begun() => return,
-            () = tokio::time::sleep(Throttle::REPORT_EVERY) => refusals.report(),
-        }
-    }
-}
-
-/// Deletes revocation events and audit entries past their retention bounds, every
-/// `prune_interval`, until shutdown.
-async fn prune_forever(store: Store, config: Config, stopping: Shutdown) {
-    let log = EventLog::new(store.clone());
-    loop {
-        tokio::select! {
-            () = stopping.begun() => return,
-            () = tokio::time::sleep(config.prune_interval) => {}
-        }
-        // Replicas of one store on etcd take turns: one prunes, for two intervals at a time.
-        match store.take_turn("prune", config.prune_interval * 2).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                tracing::warn!(%error, "could not learn whose turn it is to prune");
-                continue;
-            }
-        }
-        let now = std::time::SystemTime::now();
-        let keep_since = now - config.event_retention_age;
-        match log.prune(config.event_retention_count, keep_since).await {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "pruned revocation events past retention"),
-            Err(error) => tracing::error!(%error, "pruning the revocation log failed"),
-        }
-        let keep_since = now - config.audit_retention_age;
-        match store
-            .prune_audit(config.audit_retention_count, keep_since)
-            .await
-        {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, "pruned audit entries past retention"),
-            Err(error) => tracing::error!(%error, "pruning the audit trail failed"),
-        }
-    }
-}
-
-/// Saves the key usage counted in memory every `interval` until shutdown (which saves last).
-async fn save_usage_forever(store: Store, interval: Duration, stopping: Shutdown) {
-    loop {
-        tokio::select! {
-            () = stopping.begun() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        if let Err(error) = store.save_usage().await {
-            tracing::error!(%error, "saving key usage failed");
-        }
-    }
 }
