@@ -112,10 +112,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let stats = verifier.stats();
         println!(
-            "{}: {} + {shown}...: {outcome} [applied {:?}, stream {}]",
+            "{}: {} + {shown}...: {outcome} [{}, stream {}]",
             args.service,
             args.email,
-            stats.applied_sequence,
+            match stats.applied_sequence {
+                Some(sequence) => format!("applied up to sequence {sequence}"),
+                None => "nothing applied yet".to_owned(),
+            },
             if stats.connected { "up" } else { "down" }
         );
         done += 1;

@@ -132,7 +132,7 @@ pub struct ServeArgs {
     pub usage_save_interval: Duration,
 
     /// sled's page cache, in bytes. The server's memory grows past it (sled keeps pages larger in
-    /// memory than it counts them); see the README's Performance section, row 5.
+    /// memory than it counts them); see docs/performance.md, row 5.
     #[arg(long, env = "ZSC_CACHE_BYTES", default_value_t = crate::store::DEFAULT_CACHE_BYTES)]
     pub cache_bytes: u64,
 

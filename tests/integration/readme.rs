@@ -1,10 +1,12 @@
-//! The README's operations block, run verbatim with the real binary against a stopped data dir.
+//! The operations block of docs/operations.md (backup, restore, a lost operator token), run
+//! verbatim with the real binary against a stopped data dir.
 
 use crate::common::*;
 
 fn block(marker: &str) -> String {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+            .unwrap();
     let start = readme
         .find(&format!("<!-- {marker}:start -->"))
         .expect("start marker");
