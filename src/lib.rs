@@ -3,7 +3,8 @@
 //! # Bird's-eye view
 //! A CRM administrator generates the org's ZSC key; other services (Recruit, Desk, ...) are
 //! configured with "admin email + key" and validate it here. zsc keeps orgs, users, keys and
-//! service accounts in an embedded sled database, appends every revocation to a gapless,
+//! service accounts in one store (sled in its data dir, or etcd shared by any number of
+//! replicas), appends every revocation to a gapless,
 //! durable log, and streams that log to subscribers so they drop a dead key within
 //! milliseconds. Callers are service accounts with a role (operator, console, consumer).
 //!
@@ -11,16 +12,28 @@
 //! Dependencies point one way: `domain` <- `store` <- `api` <- `server` <- `main`.
 //! - [`domain`]: the ZSC rules and validated types (`Email`, `OrgId`, `ZscKey`, ...), the
 //!   error enum. No sled, no tonic.
-//! - [`store`]: the rules, written once against a small transactional key-value interface
-//!   (`store/kv.rs`), and two backends: sled (embedded, the default: one transaction per
-//!   mutation, group-committed flushes with an fsync and the write fence in
-//!   `store/durability.rs`, private files in `store/files.rs`) and etcd (feature `etcd`:
-//!   optimistic transactions, one watch per replica). The trees are named once
-//!   (`store/tables.rs`). The revocation log ([`store::EventLog`]), the audit trail
-//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`), offline backup and
-//!   restore (`store/backup.rs`, streamed), and the load bench's bulk loader (`store/bulk.rs`:
-//!   CreateOrg, CreateUser and GenerateKey's rules for many orgs in one transaction). A
-//!   conformance suite (`store/conformance.rs`) runs the same tests against both backends.
+//! - [`store`]: rules over a seam over backends. `store/mod.rs` is only the face.
+//!   - `store/rules/`: every rule, written once as a closure over the transactional key-value
+//!     interface: orgs, users and keys (`orgs.rs`, `keys.rs`, `revocation.rs`), service
+//!     accounts (`accounts.rs`), the revocation log ([`store::EventLog`], `events.rs`), the
+//!     audit trail (`audit.rs`), key usage counted in memory (`usage.rs`), replicas taking turns
+//!     (`turns.rs`), the first start (`bootstrap.rs`) and the load bench's bulk loader
+//!     (`bulk.rs`: CreateOrg, CreateUser and GenerateKey's rules for many orgs at once).
+//!   - the seam: `kv.rs` (what a transaction may do), `tables.rs` (every table and `meta` key,
+//!     named once), `records.rs` (how values are encoded), `backend.rs` (which backend runs a
+//!     transaction), and the [`store::Store`] handle every rule is a method of (`handle.rs`, a
+//!     leaf); `open.rs` opens a backend and runs the bootstrap rule on it.
+//!   - `store/sled/`: the default backend: one transaction per mutation, group-committed
+//!     flushes with an fsync and the write fence (`durability.rs`), private files (`files.rs`),
+//!     the data dir's lock (`open.rs`).
+//!   - `store/etcd/` (feature `etcd`): optimistic transactions (`tx.rs`), one watch per replica
+//!     (`follow.rs`) keeping a mirror (`mirror.rs`) and the durable head (`head.rs`), the
+//!     health probe, the URL, one paged range read, dump and load.
+//!   - `store/backup.rs`: offline backup and restore, streamed. `store/conformance.rs`: the
+//!     tests every backend passes.
+//!
+//!   The next backend is a folder beside `sled/` and `etcd/`, an arm of `Backend`
+//!   (`store/backend.rs`), an `open_*` in `store/open.rs`, and a run of the conformance suite.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
@@ -29,7 +42,9 @@
 //!   (`api/audit.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
-//! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
+//! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start:
+//!   `server/routes.rs` (health, reflection, the services and their layers),
+//!   `server/tasks.rs` (the periodic jobs, one `every` loop, and the side listeners);
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).

@@ -159,7 +159,8 @@ impl Metrics {
         SubscriberGuard(self.clone())
     }
 
-    /// The text exposition, after `refresh` has set the gauges read at scrape time.
+    /// The text exposition, after setting the gauges read at scrape time (the log head and
+    /// the database size).
     fn render(&self, head: u64, db_bytes: u64) -> String {
         self.inner.head.set(head as i64);
         self.inner.db_bytes.set(db_bytes as i64);

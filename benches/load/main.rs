@@ -19,10 +19,14 @@
 //!    100 connections) vs 1 subscriber before and after; server RSS per idle subscriber, and
 //!    the server CPU their heartbeats take.
 //! 4. Durable writes: RegenerateKey from 64 callers on 64 orgs vs 1 caller.
+//! 5. Scale (`--rows 5`, `scale.rs`): ValidateKey, RSS, restart, backup and restore on a store
+//!    of 1,000,000 keys beside one of 1,000, both built with the store's bulk loader.
 //! 6. Interference: ValidateKey p99 (open loop) while the subscribers of row 3 receive 100
 //!    revocations/s vs alone.
+//! 7. Rows 1, 3 and 4 on etcd beside sled (`--features etcd`, `etcd.rs`): without the feature or
+//!    an `etcd` binary, the row says so and how to run it.
 //!
-//! Rows 5 and 7 are printed as not measured, with the reason.
+//! docs/performance.md says what each row means and shows the latest full run.
 //!
 //! `cargo bench --bench load [-- --quick] [--subscribers 10000] [--connections N]
 //! [--in-flight N] [--rounds N] [--window-ms MS] [--load-fraction 0.8] [--rows 1,2,3,4,6]

@@ -166,7 +166,7 @@ fn committed_head(meta: &sled::Tree) -> Result<u64> {
 /// sled keeps all data in `db` (whose size change `fdatasync` also makes stable) and writes
 /// values too big for a page to files in `blobs/` without syncing them, so each new blob is
 /// synced once along with its directory entry. `conf` is written once, when the database is
-/// created, and synced by [`super::fsync_tree`] at open.
+/// created, and synced by [`super::files::secure_tree`] at open.
 struct DiskFiles {
     data: File,
     blobs: PathBuf,
