@@ -25,9 +25,6 @@ use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{Store, StoreOptions, OPERATOR_TOKEN_FILE};
 use crate::telemetry::Throttle;
 
-/// Revocations the shared tail keeps in memory, encoded: a stream further behind reads the store.
-const RECENT_EVENTS: usize = 4096;
-
 /// How long to wait for connections to close once they are told to, after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -423,14 +420,4 @@ pub async fn open_remote(url: &str, _: &Path) -> Result<crate::store::Opened> {
     Err(Error::FailedPrecondition(format!(
         "--store {url}: this zsc was built without etcd support (cargo feature `etcd`)"
     )))
-}
-
-/// A tonic server with the HTTP/2 limits set: tonic leaves hyper's stream limit and h2's
-/// reset-flood guard off unless told, and keepalive off.
-fn grpc_server(limits: &Limits) -> tonic::transport::Server {
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
-        .http2_keepalive_interval(Some(limits.keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }

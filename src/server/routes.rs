@@ -9,10 +9,10 @@ use tonic_health::ServingStatus;
 use tower::layer::util::{Identity, Stack};
 use tower::ServiceBuilder;
 
-use super::{grpc_server, Config, RECENT_EVENTS};
+use super::Config;
 use crate::api::{
-    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, ObserveLayer, RequestLimitLayer, Tail,
-    UserApi,
+    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, RequestLimitLayer,
+    Tail, UserApi,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::Metrics;
@@ -24,6 +24,9 @@ use crate::proto::{
 use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store};
 use crate::telemetry::Throttle;
+
+/// Revocations the shared tail keeps in memory, encoded: a stream further behind reads the store.
+const RECENT_EVENTS: usize = 4096;
 
 /// The layers every call passes through, as tonic's router holds them.
 pub type Layers = Stack<
@@ -134,4 +137,14 @@ pub(super) fn router(
             AuditServiceServer::new(AuditApi::new(store.clone()))
                 .max_decoding_message_size(max_message),
         ))
+}
+
+/// A tonic server with the HTTP/2 limits set: tonic leaves hyper's stream limit and h2's
+/// reset-flood guard off unless told, and keepalive off.
+pub(super) fn grpc_server(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_local_error_reset_streams(Some(limits.max_local_error_resets))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }

@@ -7,7 +7,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::{grpc_server, Config};
+use super::routes::grpc_server;
+use super::Config;
 use crate::api::RequestLimitLayer;
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};

@@ -21,11 +21,10 @@ use std::{
 
 use prost::Message;
 
-use super::handle::StoreOptions;
 use super::kv::read_u64;
 use super::rules::audit;
 use super::sled::files::{self, io_error};
-use super::sled::open::{has_database, lock_data_dir, open_db};
+use super::sled::open::{has_database, lock_data_dir, open_db, StoreOptions};
 #[cfg(feature = "etcd")]
 use super::tables::META_INITIALISED;
 use super::tables::{Table, Trees, META_HEAD, META_STORE_ID};

@@ -12,24 +12,6 @@ use super::backend::Backend;
 use super::kv::{Prefetch, Tx, TxResult};
 use crate::domain::{random_base62, Caller, Error, Result, SecretHash};
 
-/// How to open the store.
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    /// sled's page cache in bytes. Its default is 1 GiB; our records are small.
-    pub cache_bytes: u64,
-}
-
-/// sled's page cache unless `--cache-bytes` says otherwise.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            cache_bytes: DEFAULT_CACHE_BYTES,
-        }
-    }
-}
-
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -34,13 +34,13 @@ mod tables;
 #[cfg(test)]
 mod conformance;
 
-pub use self::sled::open::has_database;
+pub use self::sled::open::{has_database, StoreOptions, DEFAULT_CACHE_BYTES};
 pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdUrl;
-pub use handle::{Opened, Store, StoreOptions, DEFAULT_CACHE_BYTES};
+pub use handle::{Opened, Store};
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use super::backend::Backend;
-use super::handle::{futures_now, Opened, Store, StoreOptions};
+use super::handle::{futures_now, Opened, Store};
 use super::rules::bootstrap::{initialise, read_store_id};
-use super::sled::{backend::SledBackend, durability::Durability, open::open_db};
+use super::sled::backend::SledBackend;
+use super::sled::durability::Durability;
+use super::sled::open::{open_db, StoreOptions};
 use super::tables::Trees;
 use crate::domain::{Error, Result};
 

@@ -28,34 +28,31 @@
 //! The read/invalidate race and the freshness rule are the I/O-free rules of `state.rs`.
 
 mod cache;
+mod shared;
 mod state;
 mod watcher;
 
 use std::{
     num::NonZeroUsize,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
 };
 
-use crossbeam_utils::CachePadded;
 use thread_local::ThreadLocal;
 use tokio::{task::JoinHandle, time::Instant};
-use tonic::{service::interceptor::InterceptedService, transport::Channel, Code, Status};
+use tonic::{Code, Status};
 
-use crate::client::Bearer;
 use crate::domain::{Email, ZscKey};
-use crate::proto::{key_service_client::KeyServiceClient, ValidateKeyRequest, ValidateKeyResponse};
-use cache::Cache;
+use crate::proto::{ValidateKeyRequest, ValidateKeyResponse};
 use cache::{Entry, KeyHash};
+use shared::{verified, Replicas, Shared};
 use state::{Staleness, State};
 
 pub use compact_str::CompactString;
 pub use watcher::Revocation;
-
-type Client = KeyServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Called for each revocation the Verifier applies (for logs and metrics).
 pub type RevocationHook = Arc<dyn Fn(&Revocation) + Send + Sync>;
@@ -152,98 +149,6 @@ pub struct VerifierStats {
 pub struct Verifier {
     shared: Arc<Shared>,
     watcher: JoinHandle<()>,
-}
-
-/// A client per replica, and which one is in use.
-struct Replicas {
-    clients: Vec<Client>,
-    current: AtomicUsize,
-}
-
-impl Replicas {
-    fn connect(config: &VerifierConfig) -> Result<Replicas, Status> {
-        let bearer = Bearer::new(&config.token)?;
-        let clients = std::iter::once(&config.url)
-            .chain(&config.fallback_urls)
-            .map(|url| {
-                let channel = crate::client::endpoint(url, config.tls_ca.as_deref())
-                    .map_err(|e| Status::invalid_argument(format!("{url}: {e}")))?
-                    .connect_lazy();
-                Ok(KeyServiceClient::with_interceptor(channel, bearer.clone()))
-            })
-            .collect::<Result<_, Status>>()?;
-        Ok(Replicas {
-            clients,
-            current: AtomicUsize::new(0),
-        })
-    }
-
-    /// The replica in use: its index and a client for it.
-    fn current(&self) -> (usize, Client) {
-        let index = self.current.load(Ordering::Relaxed) % self.clients.len();
-        (index, self.clients[index].clone())
-    }
-
-    /// Replica `failed` failed: use the next one (unless another caller already moved on).
-    fn fail_over(&self, failed: usize) {
-        let next = (failed + 1) % self.clients.len();
-        let _ = self
-            .current
-            .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    fn len(&self) -> usize {
-        self.clients.len()
-    }
-}
-
-struct Shared {
-    replicas: Replicas,
-    /// The rules (admissions, revocations, checkpoints), one change at a time.
-    state: Mutex<State>,
-    /// What a hit reads: the state's cache, without its lock.
-    cache: Arc<Cache>,
-    connected: AtomicBool,
-    /// Per thread, so that hits on different threads write no common cache line.
-    hits: ThreadLocal<CachePadded<AtomicU64>>,
-    misses: AtomicU64,
-    flushes: AtomicU64,
-    /// Per-process key for cache hashes, so they identify nothing outside this process.
-    hash_key: [u8; 32],
-}
-
-impl Shared {
-    /// A cached answer for `hash` and `email`, if the cache is fresh: no lock, and no write
-    /// that another thread's hit reads; no allocation but the answer's. Freshness is read
-    /// after the entry, so a hit that races a disconnect or a flush answers only if it was
-    /// still fresh when the entry was found.
-    fn hit(&self, hash: &KeyHash, email: &str) -> Option<Verified> {
-        let hit = self
-            .cache
-            .get(hash, |entry| {
-                // The same text first (a compare of words, not a loop over bytes): callers
-                // usually pass the address as the server normalised it.
-                let same = entry.email == email || entry.email.eq_ignore_ascii_case(email);
-                (same && self.cache.fresh_for_hit()).then(|| verified(entry, true))
-            })
-            .flatten()?;
-        // Only this thread writes its counter: a load and a store, not a locked add.
-        let hits = self.hits.get_or_default();
-        hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        Some(hit)
-    }
-
-    fn hits(&self) -> u64 {
-        self.hits.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("lock poisoned")
-    }
-
-    fn hash(&self, key: &[u8]) -> KeyHash {
-        *blake3::keyed_hash(&self.hash_key, key).as_bytes()
-    }
 }
 
 impl Verifier {
@@ -391,15 +296,5 @@ fn entry_of(email: &Email, response: &ValidateKeyResponse) -> Entry {
         key_id: response.key_id.as_str().into(),
         org_id: org.org_id.into(),
         org_name: org.name.into(),
-    }
-}
-
-fn verified(entry: &Entry, cached: bool) -> Verified {
-    Verified {
-        org_id: entry.org_id.clone(),
-        org_name: entry.org_name.clone(),
-        key_id: entry.key_id.clone(),
-        owner_email: entry.email.clone(),
-        cached,
     }
 }

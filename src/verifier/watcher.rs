@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use tonic::{Code, Status, Streaming};
 
+use super::shared::Shared;
 use super::state::{self, Grant};
-use super::{Shared, VerifierConfig};
+use super::VerifierConfig;
 use crate::proto::{
     watch_revocations_response::Event, RevocationReason, WatchRevocationsRequest,
     WatchRevocationsResponse,

@@ -9,7 +9,24 @@ use std::{
 
 use super::files::{self, io_error};
 use crate::domain::{Error, Result};
-use crate::store::handle::StoreOptions;
+
+/// How to open the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// sled's page cache in bytes. Its default is 1 GiB; our records are small.
+    pub cache_bytes: u64,
+}
+
+/// sled's page cache unless `--cache-bytes` says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
 
 /// Locks the data dir and opens its sled database (creating both if needed).
 pub(in crate::store) fn open_db(dir: &Path, options: &StoreOptions) -> Result<(File, sled::Db)> {
