@@ -30,11 +30,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 use zsc::client::Bearer;
 use zsc::domain::{Email, ZscKey};
-use zsc::proto::{
-    access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
-    user_service_client::UserServiceClient, watch_revocations_response::Event, *,
-};
+use zsc::proto::{watch_revocations_response::Event, *};
 use zsc::server::{Config, Server};
+use zsc::testkit;
 use zsc::verifier::{Verifier, VerifierConfig};
 
 /// A server in this process, an org with a key, and a Verifier whose cache holds that key.
@@ -60,55 +58,15 @@ fn fixture() -> Fixture {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         // Runs until the runtime is dropped.
         tokio::spawn(server.run(listener, std::future::pending()));
-        let operator = std::fs::read_to_string(dir.path().join("operator.token"))
-            .expect("operator.token")
-            .trim()
-            .to_owned();
+        let operator = Bearer::new(&testkit::operator_token(dir.path())).expect("token");
         let channel = Endpoint::from_shared(url.clone())
             .expect("url")
             .connect()
             .await
             .expect("connect");
-        let bearer = Bearer::new(&operator).expect("token");
-        let mut users = UserServiceClient::with_interceptor(channel.clone(), bearer.clone());
-        let mut keys = KeyServiceClient::with_interceptor(channel.clone(), bearer.clone());
-        let mut access = AccessServiceClient::with_interceptor(channel, bearer);
-        let org = users
-            .create_org(CreateOrgRequest {
-                name: "Micro".into(),
-                edition: Edition::Enterprise as i32,
-            })
-            .await
-            .expect("create org")
-            .into_inner();
-        let email = "admin@micro.example".to_owned();
-        users
-            .create_user(CreateUserRequest {
-                org_id: org.org_id.clone(),
-                email: email.clone(),
-                display_name: "Admin".into(),
-                profile: Profile::Administrator as i32,
-            })
-            .await
-            .expect("create user");
-        let key = keys
-            .generate_key(GenerateKeyRequest {
-                org_id: org.org_id,
-                actor_email: email.clone(),
-            })
-            .await
-            .expect("generate key")
-            .into_inner()
-            .key;
-        let consumer = access
-            .create_service_account(CreateServiceAccountRequest {
-                name: "micro".into(),
-                role: Role::Consumer as i32,
-            })
-            .await
-            .expect("create account")
-            .into_inner()
-            .token;
+        let (_, email, key) =
+            testkit::org_with_key(channel.clone(), operator.clone(), "Micro").await;
+        let consumer = testkit::service_account(channel, operator, "micro", Role::Consumer).await;
         let mut config = VerifierConfig::new(url, consumer);
         // Heartbeats come every second; a generous staleness keeps a busy machine from
         // turning a hit into a miss mid-benchmark (each call checks it is a hit anyway).

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::{service::interceptor::InterceptedService, transport::Channel, transport::Endpoint};
 use zsc::client::Bearer;
-use zsc::proto::{
-    key_service_client::KeyServiceClient, user_service_client::UserServiceClient,
-    watch_revocations_response::Event, *,
-};
+use zsc::proto::{key_service_client::KeyServiceClient, watch_revocations_response::Event, *};
 use zsc::server::{Config, Server};
 
 type Keys = KeyServiceClient<InterceptedService<Channel, Bearer>>;
@@ -36,10 +33,7 @@ async fn start(store_url: Option<&str>, token: Option<&str>) -> Running {
     tokio::spawn(server.run(listener, std::future::pending()));
     let token = match token {
         Some(token) => token.to_owned(),
-        None => std::fs::read_to_string(dir.path().join("operator.token"))
-            .unwrap()
-            .trim()
-            .to_owned(),
+        None => zsc::testkit::operator_token(dir.path()),
     };
     Running {
         url,
@@ -64,37 +58,8 @@ async fn org(server: &Running, name: String) -> (String, String, String) {
         .connect()
         .await
         .unwrap();
-    let bearer = Bearer::new(&server.token).unwrap();
-    let mut users = UserServiceClient::with_interceptor(channel, bearer);
-    let org = users
-        .create_org(CreateOrgRequest {
-            name: name.clone(),
-            edition: 1,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let email = format!("admin@{}.example", name.to_lowercase());
-    users
-        .create_user(CreateUserRequest {
-            org_id: org.org_id.clone(),
-            email: email.clone(),
-            display_name: "Admin".into(),
-            profile: Profile::Administrator as i32,
-        })
-        .await
-        .unwrap();
-    let key = keys(server)
-        .await
-        .generate_key(GenerateKeyRequest {
-            org_id: org.org_id.clone(),
-            actor_email: email.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key;
-    (org.org_id, email, key)
+    let operator = Bearer::new(&server.token).unwrap();
+    zsc::testkit::org_with_key(channel, operator, &name).await
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -51,7 +51,9 @@
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report.
-//! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
+//! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches;
+//!   `testkit`: the setup tests and benches share (an org with an administrator and a key, a
+//!   service account, the operator token).
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
 //!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
 //!   `domain` only, never on the server.
@@ -91,6 +93,8 @@ pub mod telemetry;
 #[cfg(feature = "etcd")]
 #[doc(hidden)]
 pub mod testing;
+#[doc(hidden)]
+pub mod testkit;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

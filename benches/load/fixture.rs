@@ -20,39 +20,7 @@ pub(crate) async fn org_with_key(
     operator: Bearer,
     name: String,
 ) -> (String, String, String) {
-    let mut users = UserServiceClient::with_interceptor(channel.clone(), operator.clone());
-    let mut keys = KeyServiceClient::with_interceptor(channel, operator);
-    let org = users
-        .create_org(CreateOrgRequest {
-            name: name.clone(),
-            edition: Edition::Enterprise as i32,
-        })
-        .await
-        .expect("create org")
-        .into_inner();
-    let email = format!(
-        "admin@{}.example.com",
-        name.to_lowercase().replace(' ', "-")
-    );
-    users
-        .create_user(CreateUserRequest {
-            org_id: org.org_id.clone(),
-            email: email.clone(),
-            display_name: "Admin".into(),
-            profile: Profile::Administrator as i32,
-        })
-        .await
-        .expect("create user");
-    let key = keys
-        .generate_key(GenerateKeyRequest {
-            org_id: org.org_id.clone(),
-            actor_email: email.clone(),
-        })
-        .await
-        .expect("generate key")
-        .into_inner()
-        .key;
-    (org.org_id, email, key)
+    zsc::testkit::org_with_key(channel, operator, &name).await
 }
 
 pub(crate) async fn fixture(url: &str, operator_token: &str) -> Fixture {
@@ -62,15 +30,10 @@ pub(crate) async fn fixture(url: &str, operator_token: &str) -> Fixture {
     let run = std::process::id();
     let (_, email, key) =
         org_with_key(channel.clone(), operator.clone(), format!("Bench {run}")).await;
-    let consumer_token = AccessServiceClient::with_interceptor(channel.clone(), operator.clone())
-        .create_service_account(CreateServiceAccountRequest {
-            name: format!("bench-{run}"),
-            role: Role::Consumer as i32,
-        })
-        .await
-        .expect("create account")
-        .into_inner()
-        .token;
+    let name = format!("bench-{run}");
+    let consumer_token =
+        zsc::testkit::service_account(channel.clone(), operator.clone(), &name, Role::Consumer)
+            .await;
     // The 64 orgs of rows 4 and 6, created at once (their writes share flushes).
     let made: Vec<_> = (0..64)
         .map(|i| {

@@ -54,7 +54,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use zsc::client::Bearer;
 use zsc::proto::{
     access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
-    user_service_client::UserServiceClient, watch_revocations_response::Event, *,
+    watch_revocations_response::Event, *,
 };
 use zsc::verifier::{Verifier, VerifierConfig};
 

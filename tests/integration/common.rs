@@ -52,6 +52,18 @@ fn with_store(dir: &Path, url: Option<&str>) -> Config {
     config
 }
 
+/// Runs `server` on `listener` until the returned sender is used (or dropped).
+fn run_until_stopped(
+    server: Server,
+    listener: TcpListener,
+) -> (oneshot::Sender<()>, JoinHandle<zsc::domain::Result<()>>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(listener, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -96,14 +108,8 @@ impl TestServer {
         let health_addr = server.health_addr();
         let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let operator_token = std::fs::read_to_string(dir.path().join("operator.token"))
-            .expect("operator.token written on first start")
-            .trim()
-            .to_owned();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let operator_token = zsc::testkit::operator_token(dir.path());
+        let (stop, task) = run_until_stopped(server, listener);
         TestServer {
             addr,
             dir,
@@ -138,10 +144,7 @@ impl TestServer {
                 given.is_some()
             ),
         };
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let (stop, task) = run_until_stopped(server, listener);
         TestServer {
             addr,
             dir,
@@ -238,21 +241,8 @@ impl TestServer {
 
     /// An org with one active administrator; returns (org_id, admin email).
     pub async fn org_with_admin(&self, name: &str) -> (String, String) {
-        let mut users = self.op_users().await;
-        let org = users
-            .create_org(CreateOrgRequest {
-                name: name.into(),
-                edition: Edition::Enterprise as i32,
-            })
-            .await
-            .expect("create org")
-            .into_inner();
-        let email = format!(
-            "admin@{}.example.com",
-            name.to_lowercase().replace(' ', "-")
-        );
-        self.user(&org.org_id, &email, Profile::Administrator).await;
-        (org.org_id, email)
+        let operator = Bearer::new(&self.operator_token).unwrap();
+        zsc::testkit::org_with_admin(self.channel().await, operator, name).await
     }
 
     pub async fn user(&self, org_id: &str, email: &str, profile: Profile) -> User {

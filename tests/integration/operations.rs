@@ -164,10 +164,7 @@ async fn trace_logs_never_contain_a_key_or_token_and_sigterm_exits_cleanly() {
         "json",
     ];
     let (mut child, log_path, addr) = spawn_zsc(work.path(), &args, "trace").await;
-    let operator = std::fs::read_to_string(data.join("operator.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let operator = zsc::testkit::operator_token(&data);
 
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()

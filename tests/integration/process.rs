@@ -155,12 +155,7 @@ impl Clients {
 }
 
 /// The operator token a first start wrote into `data_dir`.
-pub fn operator_token(data_dir: &Path) -> String {
-    std::fs::read_to_string(data_dir.join("operator.token"))
-        .expect("operator.token")
-        .trim()
-        .to_owned()
-}
+pub use zsc::testkit::operator_token;
 
 /// Runs the zsc binary with `args` to completion.
 pub async fn run_zsc(args: &[&str]) -> std::process::Output {
