@@ -124,6 +124,18 @@ impl TestServer {
         }
     }
 
+    /// A server whose streams send a checkpoint every 100 ms (not every second), for tests
+    /// that wait for heartbeats.
+    pub async fn start_fast_heartbeat() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_with(dir, |d| {
+            let mut config = test_config(d);
+            config.watch.heartbeat = Duration::from_millis(100);
+            config
+        })
+        .await
+    }
+
     /// A replica on a store on etcd (`url`), in a fresh data dir. The replica that initialised
     /// the store finds its token in operator.token; the others are given it.
     #[cfg(feature = "etcd")]

@@ -64,13 +64,7 @@ async fn a_deleted_accounts_stream_is_sent_nothing_more_and_ends_unauthenticated
 
 #[tokio::test]
 async fn an_idle_stream_of_a_deleted_account_ends_at_the_next_heartbeat() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir, |d| {
-        let mut config = test_config(d);
-        config.watch.heartbeat = Duration::from_millis(100);
-        config
-    })
-    .await;
+    let server = TestServer::start_fast_heartbeat().await;
     let desk = server.account("desk", Role::Consumer).await;
     let recruit = server.account("recruit", Role::Consumer).await;
     let mut desk_stream = server

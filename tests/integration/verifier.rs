@@ -298,13 +298,7 @@ async fn delaying_proxy(target: std::net::SocketAddr, delay: Duration) -> String
 
 #[tokio::test]
 async fn a_stream_that_arrives_late_never_makes_the_cache_fresh() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir, |d| {
-        let mut config = test_config(d);
-        config.watch.heartbeat = Duration::from_millis(100);
-        config
-    })
-    .await;
+    let server = TestServer::start_fast_heartbeat().await;
     let desk = server.account("desk", Role::Consumer).await;
     let (org_id, admin) = server.org_with_admin("Acme").await;
     let (key, _) = server.key(&org_id, &admin).await;

@@ -103,13 +103,7 @@ async fn from_a_cursor_history_then_a_checkpoint_then_live() {
 
 #[tokio::test]
 async fn an_idle_stream_gets_heartbeat_checkpoints() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir, |d| {
-        let mut config = test_config(d);
-        config.watch.heartbeat = Duration::from_millis(100);
-        config
-    })
-    .await;
+    let server = TestServer::start_fast_heartbeat().await;
     let mut stream = server.watch(watch_from(None)).await.unwrap();
     let started = tokio::time::Instant::now();
     for _ in 0..4 {
