@@ -22,14 +22,11 @@ impl Backend {
     /// it is only called by such a backend, so sled builds no list.
     pub async fn transact<T: Send>(
         &self,
-        prefetch: impl FnOnce() -> Prefetch,
+        #[cfg_attr(not(feature = "etcd"), allow(unused_variables))] prefetch: impl FnOnce() -> Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         match self {
-            Backend::Sled(sled) => {
-                drop(prefetch);
-                sled.transact(rules)
-            }
+            Backend::Sled(sled) => sled.transact(rules),
             #[cfg(feature = "etcd")]
             Backend::Etcd(etcd) => etcd.transact(prefetch(), rules).await,
         }
@@ -38,14 +35,11 @@ impl Backend {
     /// Runs a read-only closure; on etcd every read comes from one snapshot.
     pub async fn read<T: Send>(
         &self,
-        prefetch: impl FnOnce() -> Prefetch,
+        #[cfg_attr(not(feature = "etcd"), allow(unused_variables))] prefetch: impl FnOnce() -> Prefetch,
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         match self {
-            Backend::Sled(sled) => {
-                drop(prefetch);
-                sled.read(rules)
-            }
+            Backend::Sled(sled) => sled.read(rules),
             #[cfg(feature = "etcd")]
             Backend::Etcd(etcd) => etcd.read(prefetch(), rules).await,
         }

@@ -10,7 +10,7 @@ use crate::domain::{
     ServiceAccount, CLI_CALLER,
 };
 use crate::store::handle::Store;
-use crate::store::kv::{abort, get_u64, lift, Range};
+use crate::store::kv::{abort, get_u64, lift, Prefetch, Range};
 use crate::store::records::{decode, micros, now, AccountRecord};
 use crate::store::tables::Table;
 use crate::store::tables::META_OPERATORS;
@@ -45,13 +45,7 @@ impl Store {
             )));
         }
         let name = account.name.as_str().as_bytes();
-        let prefetch = || {
-            vec![
-                (Table::Accounts, name.to_vec()),
-                (Table::Meta, META_OPERATORS.to_vec()),
-                audit::head_key(),
-            ]
-        };
+        let prefetch = || account_and_operators(name);
         self.commit(prefetch, |tx| {
             if tx.get(Table::Accounts, name)?.is_some() {
                 return abort(Error::AlreadyExists(format!(
@@ -184,13 +178,7 @@ impl Store {
     pub async fn reset_operator_token(&self, token: &AccountToken) -> Result<()> {
         let hash = token.hash();
         let name = super::bootstrap::BOOTSTRAP_OPERATOR.as_bytes();
-        let prefetch = || {
-            vec![
-                (Table::Accounts, name.to_vec()),
-                (Table::Meta, META_OPERATORS.to_vec()),
-                audit::head_key(),
-            ]
-        };
+        let prefetch = || account_and_operators(name);
         self.commit(prefetch, |tx| {
             let record = match tx.get(Table::Accounts, name)? {
                 Some(bytes) => {
@@ -223,4 +211,13 @@ impl Store {
         })
         .await
     }
+}
+
+/// What a change to the account `name` reads: it, the operator count and the audit head.
+fn account_and_operators(name: &[u8]) -> Prefetch {
+    vec![
+        (Table::Accounts, name.to_vec()),
+        (Table::Meta, META_OPERATORS.to_vec()),
+        audit::head_key(),
+    ]
 }
