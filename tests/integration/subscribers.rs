@@ -247,28 +247,12 @@ fn rss_kib(pid: u32) -> u64 {
 async fn stalled_subscriber_memory() {
     const STREAMS: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let work = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_owned();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zsc"))
-        .args(["serve", "--listen", &addr, "--data-dir", &data_dir])
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", &data_dir];
+    let (mut child, _log, addr) = crate::process::spawn_zsc(work.path(), &args, "info").await;
     let pid = child.id().unwrap();
-    let token_file = dir.path().join("operator.token");
-    while !token_file.exists() || tokio::net::TcpStream::connect(&addr).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let token = std::fs::read_to_string(&token_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = zsc::testkit::operator_token(dir.path());
     let url = format!("http://{addr}");
     let bearer = || zsc::client::Bearer::new(&token).unwrap();
     let channel = || async {
