@@ -272,12 +272,7 @@ async fn health_and_reflection_need_no_token() {
         panic!("expected a service list");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "zsc.v1.UserService",
-        "zsc.v1.KeyService",
-        "zsc.v1.AccessService",
-        "grpc.health.v1.Health",
-    ] {
+    for expected in LISTED_SERVICES {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"

@@ -102,17 +102,7 @@ async fn every_change_is_audited_once_with_its_caller_actor_target_and_revocatio
     };
     users.update_user_profile(promote).await.unwrap();
     let third = keys.generate_key(generate).await.unwrap().into_inner();
-    let revoked = server
-        .op_keys()
-        .await
-        .revoke_key(RevokeKeyRequest {
-            org_id: org_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
+    let revoked = server.revoke(&org_id).await;
     server.account("desk", Role::Consumer).await;
     server
         .op_access()

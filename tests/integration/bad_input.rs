@@ -230,13 +230,7 @@ async fn state(server: &TestServer) -> String {
 #[rustfmt::skip]
 #[tokio::test]
 async fn every_rpc_answers_bad_input_with_its_exact_status_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir, |d| {
-        let mut config = test_config(d);
-        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-        config
-    })
-    .await;
+    let server = TestServer::start_with_metrics().await;
     let (org_id, admin) = server.org_with_admin("Acme").await;
     server.key(&org_id, &admin).await;
     let before = state(&server).await;

@@ -136,6 +136,17 @@ impl TestServer {
         .await
     }
 
+    /// A server that also serves Prometheus metrics, on a port of its own.
+    pub async fn start_with_metrics() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        TestServer::start_with(dir, |d| {
+            let mut config = test_config(d);
+            config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+            config
+        })
+        .await
+    }
+
     /// A replica on a store on etcd (`url`), in a fresh data dir. The replica that initialised
     /// the store finds its token in operator.token; the others are given it.
     #[cfg(feature = "etcd")]
@@ -286,6 +297,39 @@ impl TestServer {
         (response.key, response.info.unwrap().key_id)
     }
 
+    /// DeactivateUser, as the operator.
+    pub async fn deactivate(&self, email: &str) {
+        let request = DeactivateUserRequest {
+            email: email.into(),
+        };
+        self.op_users()
+            .await
+            .deactivate_user(request)
+            .await
+            .unwrap();
+    }
+
+    /// ReactivateUser, as the operator.
+    pub async fn reactivate(&self, email: &str) {
+        let request = ReactivateUserRequest {
+            email: email.into(),
+        };
+        self.op_users()
+            .await
+            .reactivate_user(request)
+            .await
+            .unwrap();
+    }
+
+    /// RevokeKey, as the operator; returns the revocation it logged.
+    pub async fn revoke(&self, org_id: &str) -> RevocationEvent {
+        let request = RevokeKeyRequest {
+            org_id: org_id.into(),
+        };
+        let response = self.op_keys().await.revoke_key(request).await.unwrap();
+        response.into_inner().event.expect("a revocation")
+    }
+
     pub async fn validate(&self, email: &str, key: &str) -> Result<ValidateKeyResponse, Status> {
         self.op_keys()
             .await
@@ -305,6 +349,14 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The services a client lists through reflection.
+pub const LISTED_SERVICES: [&str; 4] = [
+    "zsc.v1.UserService",
+    "zsc.v1.KeyService",
+    "zsc.v1.AccessService",
+    "grpc.health.v1.Health",
+];
 
 /// Asserts a call failed with `expected` and returns its message.
 #[track_caller]

@@ -43,12 +43,7 @@ async fn list_describe_and_health_through_reflection() {
     let server = TestServer::start().await;
     let addr = server.addr.to_string();
     let list = stdout(&grpcurl(&["-plaintext", &addr, "list"]).await);
-    for service in [
-        "zsc.v1.UserService",
-        "zsc.v1.KeyService",
-        "zsc.v1.AccessService",
-        "grpc.health.v1.Health",
-    ] {
+    for service in LISTED_SERVICES {
         assert!(
             list.lines().any(|l| l == service),
             "{service} not listed:\n{list}"

@@ -71,13 +71,7 @@ async fn only_active_administrators_of_the_org_may_generate() {
     server
         .user(&org_id, "former@acme.example.com", Profile::Administrator)
         .await;
-    let mut users = server.op_users().await;
-    users
-        .deactivate_user(DeactivateUserRequest {
-            email: "former@acme.example.com".into(),
-        })
-        .await
-        .unwrap();
+    server.deactivate("former@acme.example.com").await;
     let mut keys = server.op_keys().await;
     for actor in [
         "standard@acme.example.com",
@@ -187,24 +181,13 @@ async fn deactivating_the_owner_kills_the_key_and_reactivating_does_not_revive_i
     let server = TestServer::start().await;
     let (org_id, admin) = server.org_with_admin("Acme").await;
     let (key, key_id) = server.key(&org_id, &admin).await;
-    let mut users = server.op_users().await;
-    users
-        .deactivate_user(DeactivateUserRequest {
-            email: admin.clone(),
-        })
-        .await
-        .unwrap();
+    server.deactivate(&admin).await;
     assert_eq!(
         expect_code(server.validate(&admin, &key).await, Code::Unauthenticated),
         INVALID
     );
 
-    users
-        .reactivate_user(ReactivateUserRequest {
-            email: admin.clone(),
-        })
-        .await
-        .unwrap();
+    server.reactivate(&admin).await;
     assert_eq!(
         expect_code(server.validate(&admin, &key).await, Code::Unauthenticated),
         INVALID
@@ -272,12 +255,7 @@ async fn changes_to_other_users_leave_the_key_alone() {
         .await;
     let (key, _) = server.key(&org_id, &admin).await;
     let mut users = server.op_users().await;
-    users
-        .deactivate_user(DeactivateUserRequest {
-            email: "other@acme.example.com".into(),
-        })
-        .await
-        .unwrap();
+    server.deactivate("other@acme.example.com").await;
     let demote = UpdateUserProfileRequest {
         email: "other@acme.example.com".into(),
         profile: Profile::Standard as i32,
@@ -299,15 +277,7 @@ async fn operators_revoke_keys_for_incident_response() {
     let (org_id, admin) = server.org_with_admin("Acme").await;
     let (key, key_id) = server.key(&org_id, &admin).await;
     let mut keys = server.op_keys().await;
-    let event = keys
-        .revoke_key(RevokeKeyRequest {
-            org_id: org_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .event
-        .unwrap();
+    let event = server.revoke(&org_id).await;
     assert_eq!(event.sequence, 1);
     assert_eq!(event.key_id, key_id);
     assert_eq!(event.org_id, org_id);

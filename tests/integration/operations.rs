@@ -29,13 +29,7 @@ pub fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_are_served_for_prometheus() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir, |d| {
-        let mut config = test_config(d);
-        config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-        config
-    })
-    .await;
+    let server = TestServer::start_with_metrics().await;
     let addr = server.metrics_addr.expect("metrics listener");
     let (org_id, admin) = server.org_with_admin("Acme").await;
     let (key, _) = server.key(&org_id, &admin).await;

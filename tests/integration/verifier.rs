@@ -71,20 +71,10 @@ async fn a_cached_key_is_rejected_right_after_regenerate_deactivate_and_demote()
 
     warmed(&verifier, &admin, &new_key).await;
     let mut users = server.op_users().await;
-    users
-        .deactivate_user(DeactivateUserRequest {
-            email: admin.clone(),
-        })
-        .await
-        .unwrap();
+    server.deactivate(&admin).await;
     rejected_soon(&verifier, &admin, &new_key).await;
 
-    users
-        .reactivate_user(ReactivateUserRequest {
-            email: admin.clone(),
-        })
-        .await
-        .unwrap();
+    server.reactivate(&admin).await;
     let (third_key, _) = server.key(&org_id, &admin).await;
     warmed(&verifier, &admin, &third_key).await;
     let demote = UpdateUserProfileRequest {
