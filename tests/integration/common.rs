@@ -297,6 +297,13 @@ impl TestServer {
         (response.key, response.info.unwrap().key_id)
     }
 
+    /// A revocation stream from the head, as the service account holding `token`.
+    pub async fn subscribe(&self, token: &str) -> tonic::Streaming<WatchRevocationsResponse> {
+        let mut keys = self.keys(token).await;
+        let stream = keys.watch_revocations(watch_from(None)).await.unwrap();
+        stream.into_inner()
+    }
+
     /// DeactivateUser, as the operator.
     pub async fn deactivate(&self, email: &str) {
         let request = DeactivateUserRequest {

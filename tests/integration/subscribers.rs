@@ -42,13 +42,7 @@ async fn a_deleted_accounts_stream_is_sent_nothing_more_and_ends_unauthenticated
     let (org_id, admin) = server.org_with_admin("Acme").await;
     server.key(&org_id, &admin).await;
     let desk = server.account("desk", Role::Consumer).await;
-    let mut stream = server
-        .keys(&desk)
-        .await
-        .watch_revocations(watch_from(None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = server.subscribe(&desk).await;
     assert!(matches!(next(&mut stream).await, Ok(Event::Checkpoint(_))));
     server.regenerate(&org_id, &admin).await;
     assert!(matches!(next(&mut stream).await, Ok(Event::Revocation(e)) if e.sequence == 1));
@@ -67,20 +61,8 @@ async fn an_idle_stream_of_a_deleted_account_ends_at_the_next_heartbeat() {
     let server = TestServer::start_fast_heartbeat().await;
     let desk = server.account("desk", Role::Consumer).await;
     let recruit = server.account("recruit", Role::Consumer).await;
-    let mut desk_stream = server
-        .keys(&desk)
-        .await
-        .watch_revocations(watch_from(None))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut recruit_stream = server
-        .keys(&recruit)
-        .await
-        .watch_revocations(watch_from(None))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut desk_stream = server.subscribe(&desk).await;
+    let mut recruit_stream = server.subscribe(&recruit).await;
     assert!(matches!(
         next(&mut desk_stream).await,
         Ok(Event::Checkpoint(_))
