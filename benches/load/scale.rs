@@ -31,6 +31,28 @@ struct Scaled {
 }
 
 impl Scaled {
+    /// A store with no server running on it yet.
+    fn stopped(
+        keys: usize,
+        dir: PathBuf,
+        temp: Option<tempfile::TempDir>,
+        credentials: Vec<(String, String)>,
+        loaded_in: Option<Duration>,
+    ) -> Scaled {
+        Scaled {
+            keys,
+            dir,
+            _temp: temp,
+            child: None,
+            url: String::new(),
+            credentials: Arc::new(credentials),
+            loaded_in,
+            flags: Vec::new(),
+        }
+    }
+}
+
+impl Scaled {
     /// Builds the store with the bulk loader (in this process, server not running yet), in a
     /// temp dir, or under `kept` (reusing the store found there, if complete).
     async fn build(keys: usize, kept: Option<&Path>) -> Scaled {
@@ -53,16 +75,7 @@ impl Scaled {
                 "row 5: reusing the store of {keys} keys in {}",
                 dir.display()
             );
-            return Scaled {
-                keys,
-                dir,
-                _temp: temp,
-                child: None,
-                url: String::new(),
-                credentials: Arc::new(credentials),
-                loaded_in: None,
-                flags: Vec::new(),
-            };
+            return Scaled::stopped(keys, dir, temp, credentials, None);
         }
         let _ = std::fs::remove_dir_all(dir.join("data"));
         let started = Instant::now();
@@ -120,16 +133,7 @@ impl Scaled {
                 .and_then(|mut file| std::io::Write::write_all(&mut file, lines.as_bytes()))
                 .expect("write the credentials");
         }
-        Scaled {
-            keys,
-            dir,
-            _temp: temp,
-            child: None,
-            url: String::new(),
-            credentials: Arc::new(credentials),
-            loaded_in: Some(loaded_in),
-            flags: Vec::new(),
-        }
+        Scaled::stopped(keys, dir, temp, credentials, Some(loaded_in))
     }
 
     /// Starts the server; returns the time from spawning it to SERVING.
