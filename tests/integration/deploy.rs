@@ -28,6 +28,29 @@ fn flags<'a>(args: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
         .collect()
 }
 
+/// A Kubernetes container's `args`.
+fn container_args(container: &Yaml) -> Vec<&str> {
+    let args = container["args"].as_vec().unwrap();
+    args.iter().map(|a| a.as_str().unwrap()).collect()
+}
+
+/// A Kubernetes container's `env`, as (name, value).
+fn env_values(container: &Yaml) -> Vec<(String, String)> {
+    let env = container["env"].as_vec().unwrap();
+    env.iter()
+        .map(|e| {
+            let value = e["value"].as_str().unwrap();
+            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// The port of the plaintext health listener `args` open.
+fn health_port<'a>(args: &[&'a str]) -> &'a str {
+    let listen = args.iter().find_map(|a| a.strip_prefix("--health-listen="));
+    listen.unwrap().rsplit(':').next().unwrap()
+}
+
 fn assert_known(help: &str, flags: &BTreeSet<String>, envs: &BTreeSet<String>, file: &str) {
     assert!(!flags.is_empty(), "{file} passes flags");
     for flag in flags {
@@ -87,18 +110,11 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
     let pod = &set["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let container = &pod["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(container);
     assert_eq!(args[0], "serve");
-    let envs = container["env"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_owned())
+    let envs = env_values(container)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
     assert_known(
         &help("serve").await,
@@ -108,13 +124,7 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
     );
 
     // Native gRPC probes, on the plaintext health listener the args open.
-    let health_port = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--health-listen="))
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap();
+    let health_port = health_port(&args);
     for probe in ["livenessProbe", "readinessProbe"] {
         assert_eq!(
             container[probe]["grpc"]["port"]
@@ -145,15 +155,7 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
         container["securityContext"]["readOnlyRootFilesystem"],
         Yaml::Boolean(true)
     ));
-    let env_values: Vec<(String, String)> = container["env"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let value = e["value"].as_str().unwrap();
-            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
-        })
-        .collect();
+    let env_values = env_values(container);
     serves_tls(&args, &env_values, "kubernetes.yaml").await;
 }
 
@@ -170,12 +172,7 @@ async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() 
     let pod = &deployment["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let container = &pod["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = container_args(container);
     assert_eq!(args[0], "serve");
     let store = args
         .iter()
@@ -185,11 +182,9 @@ async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() 
         store.starts_with("etcd://") && store.matches(':').count() >= 4,
         "{store}"
     );
-    let envs = container["env"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap().to_owned())
+    let envs = env_values(container)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
     assert_known(
         &help("serve").await,
@@ -197,13 +192,7 @@ async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() 
         &envs,
         "kubernetes-replicas.yaml",
     );
-    let health_port = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--health-listen="))
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap();
+    let health_port = health_port(&args);
     assert_eq!(
         container["readinessProbe"]["grpc"]["port"]
             .as_i64()
@@ -211,15 +200,7 @@ async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() 
             .as_deref(),
         Some(health_port)
     );
-    let env_values: Vec<(String, String)> = container["env"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let value = e["value"].as_str().unwrap();
-            (e["name"].as_str().unwrap().to_owned(), value.to_owned())
-        })
-        .collect();
+    let env_values = env_values(container);
     serves_tls(&args, &env_values, "kubernetes-replicas.yaml").await;
 }
 
