@@ -51,6 +51,13 @@ fn health_port<'a>(args: &[&'a str]) -> &'a str {
     listen.unwrap().rsplit(':').next().unwrap()
 }
 
+/// Every flag and environment variable `container` passes is one `zsc serve --help` lists.
+async fn serve_knows(container: &Yaml, args: &[&str], file: &str) {
+    let envs = env_values(container).into_iter().map(|(name, _)| name);
+    let flags = flags(args.iter().copied());
+    assert_known(&help("serve").await, &flags, &envs.collect(), file);
+}
+
 fn assert_known(help: &str, flags: &BTreeSet<String>, envs: &BTreeSet<String>, file: &str) {
     assert!(!flags.is_empty(), "{file} passes flags");
     for flag in flags {
@@ -112,16 +119,7 @@ async fn the_kubernetes_manifest_parses_and_passes_only_real_flags() {
     let container = &pod["containers"][0];
     let args = container_args(container);
     assert_eq!(args[0], "serve");
-    let envs = env_values(container)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    assert_known(
-        &help("serve").await,
-        &flags(args.iter().copied()),
-        &envs,
-        "kubernetes.yaml",
-    );
+    serve_knows(container, &args, "kubernetes.yaml").await;
 
     // Native gRPC probes, on the plaintext health listener the args open.
     let health_port = health_port(&args);
@@ -182,16 +180,7 @@ async fn the_replica_manifest_is_a_deployment_on_etcd_passing_only_real_flags() 
         store.starts_with("etcd://") && store.matches(':').count() >= 4,
         "{store}"
     );
-    let envs = env_values(container)
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
-    assert_known(
-        &help("serve").await,
-        &flags(args.iter().copied()),
-        &envs,
-        "kubernetes-replicas.yaml",
-    );
+    serve_knows(container, &args, "kubernetes-replicas.yaml").await;
     let health_port = health_port(&args);
     assert_eq!(
         container["readinessProbe"]["grpc"]["port"]
