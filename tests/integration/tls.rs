@@ -98,13 +98,7 @@ async fn tls_serves_verified_clients_and_grpcurl_with_cacert() {
     let server = tls_server(&pki, false).await;
     let url = format!("https://127.0.0.1:{}", server.addr.port());
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca));
-    let channel = Channel::from_shared(url.clone())
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect_tls(&url, tls).await.unwrap();
     list_orgs(channel, &server.operator_token)
         .await
         .expect("a TLS client that trusts the CA is served");
@@ -181,13 +175,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     let server = tls_server(&pki, true).await;
     let url = format!("https://127.0.0.1:{}", server.addr.port());
     let anonymous = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca));
-    let refused = match Channel::from_shared(url.clone())
-        .unwrap()
-        .tls_config(anonymous)
-        .unwrap()
-        .connect()
-        .await
-    {
+    let refused = match connect_tls(&url, anonymous).await {
         Ok(channel) => list_orgs(channel, &server.operator_token).await.is_err(),
         Err(_) => true,
     };
@@ -196,13 +184,7 @@ async fn mutual_tls_requires_a_client_certificate() {
     let with_cert = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca))
         .identity(Identity::from_pem(&pki.client_cert, &pki.client_key));
-    let channel = Channel::from_shared(url)
-        .unwrap()
-        .tls_config(with_cert)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect_tls(&url, with_cert).await.unwrap();
     list_orgs(channel, &server.operator_token)
         .await
         .expect("a client with a certificate is served");
@@ -293,4 +275,10 @@ async fn plain_text_on_a_non_loopback_address_is_refused_at_once_unless_allowed(
         "{stderr}"
     );
     assert!(!data.exists(), "nothing was created before refusing");
+}
+
+/// A channel to `url` over TLS configured by `tls`.
+async fn connect_tls(url: &str, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Channel::from_shared(url.to_owned()).unwrap();
+    endpoint.tls_config(tls).unwrap().connect().await
 }
