@@ -30,6 +30,8 @@
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
+//!   [`accept`]: the one accept path every listener's connections pass (TCP_NODELAY, the
+//!   connection limits, tracking for shutdown);
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
@@ -62,6 +64,7 @@
 //! - Every zsc.v1 method has a row in the authorization matrix (`api/auth.rs`); a unit test
 //!   checks it against the proto.
 
+pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod client;

@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client, one registry per server) and the HTTP endpoint that
 //! serves them on `--metrics-listen`.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, io, sync::Arc};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,8 +12,10 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio::net::TcpListener;
+use futures_util::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
+use crate::accept::Connection;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +181,7 @@ impl Drop for SubscriberGuard {
 
 /// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values` gives (log head, database bytes).
 pub async fn serve(
-    listener: TcpListener,
+    mut connections: ReceiverStream<io::Result<Connection>>,
     metrics: Metrics,
     scrape_values: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
     shutdown: Shutdown,
@@ -187,17 +189,17 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             () = shutdown.begun() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
+            accepted = connections.next() => match accepted {
+                Some(Ok(connection)) => connection,
+                Some(Err(error)) => {
                     tracing::warn!(%error, "metrics listener accept failed");
                     continue;
                 }
+                None => return,
             },
         };
         let metrics = metrics.clone();
         let scrape_values = scrape_values.clone();
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = if request.uri().path() == "/metrics" {
@@ -216,7 +218,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(response.expect("static parts are valid")) }
             });
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(shutdown.track(stream)), service)
+                .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }

@@ -19,6 +19,7 @@ use tonic::{
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
+use crate::accept::Accept;
 use crate::api::{
     AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, RequestLimitLayer,
     Tail, UserApi, WatchConfig,
@@ -292,6 +293,11 @@ impl Server {
         };
         // One budget for every line a client can cause at will.
         let refusals = Throttle::default();
+        let accept = Accept {
+            shutdown: stopping.clone(),
+            limits: Some(connection_limits),
+            refusals: refusals.clone(),
+        };
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let names = [
@@ -342,8 +348,12 @@ impl Server {
             let log = EventLog::new(store.clone());
             let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
             tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
+            let only_tracked = Accept {
+                limits: None,
+                ..accept.clone()
+            };
             side_tasks.push(tokio::spawn(metrics::serve(
-                listener,
+                only_tracked.incoming(listener),
                 metrics.clone(),
                 scrape,
                 stopping.clone(),
@@ -355,7 +365,7 @@ impl Server {
                 .layer(RequestLimitLayer::new(limits))
                 .add_service(health_service.clone())
                 .serve_with_incoming_shutdown(
-                    stopping.incoming(listener, connection_limits, refusals.clone()),
+                    accept.clone().incoming(listener),
                     {
                         let stopping = stopping.clone();
                         async move { stopping.begun().await }
@@ -451,10 +461,7 @@ impl Server {
             }
         };
         tracing::info!(listen = %local, "zsc serving");
-        let serve = router.serve_with_incoming_shutdown(
-            stopping.incoming(listener, connection_limits, refusals.clone()),
-            signal,
-        );
+        let serve = router.serve_with_incoming_shutdown(accept.incoming(listener), signal);
         tokio::pin!(serve);
         let grace_expired = async {
             stopping.begun().await;
