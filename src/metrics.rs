@@ -4,6 +4,7 @@
 use std::{convert::Infallible, io, sync::Arc};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::Full;
 use hyper::{server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -12,7 +13,6 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use futures_util::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::accept::Connection;

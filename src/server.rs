@@ -364,13 +364,10 @@ impl Server {
             let health_only = grpc_server(limits)
                 .layer(RequestLimitLayer::new(limits))
                 .add_service(health_service.clone())
-                .serve_with_incoming_shutdown(
-                    accept.clone().incoming(listener),
-                    {
-                        let stopping = stopping.clone();
-                        async move { stopping.begun().await }
-                    },
-                );
+                .serve_with_incoming_shutdown(accept.clone().incoming(listener), {
+                    let stopping = stopping.clone();
+                    async move { stopping.begun().await }
+                });
             side_tasks.push(tokio::spawn(async move {
                 if let Err(error) = health_only.await {
                     tracing::error!(%error, "health listener failed");
