@@ -10,6 +10,10 @@
 //!    is closed at once). Per-address limits belong beside it: [`Accept::admit`] has the
 //!    peer's address.
 //! 3. The connection is tracked for shutdown ([`Shutdown`]), with its handshake deadline.
+//! 4. On a TLS listener, the TLS handshake, in a task of its own (a slow client never holds up
+//!    the next accept), with the configuration current at that moment ([`ServerTls`]): a
+//!    reloaded certificate serves new connections while open ones keep theirs. tonic then
+//!    serves plain streams.
 //!
 //! Accept errors (EMFILE, a connection reset before it was accepted) are logged and skipped,
 //! so that they never end serving.
@@ -28,11 +32,14 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{mpsc, Semaphore},
 };
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::either::Either;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::shutdown::{ConnectionLimits, Shutdown, Tracked};
 use crate::telemetry::Throttle;
+use crate::tls::ServerTls;
 
 /// How long accepting pauses after an error such as EMFILE, which would otherwise repeat at once.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -47,6 +54,8 @@ pub struct Accept {
     pub limits: Option<ConnectionLimits>,
     /// The budget for log lines a client can cause at will.
     pub refusals: Throttle,
+    /// Terminate TLS on this listener.
+    pub tls: Option<ServerTls>,
 }
 
 impl Accept {
@@ -85,8 +94,18 @@ impl Accept {
             let Some(tracked) = self.admit(stream, peer, slots.as_ref()) else {
                 continue;
             };
-            if sender.send(Ok(Connection { io: tracked })).await.is_err() {
-                return;
+            match &self.tls {
+                None => {
+                    let connection = Connection {
+                        io: Either::Left(tracked),
+                    };
+                    if sender.send(Ok(connection)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    tokio::spawn(handshake(tls.clone(), tracked, peer, sender.clone()));
+                }
             }
         }
     }
@@ -126,15 +145,41 @@ impl Accept {
     }
 }
 
-/// An accepted connection, as every server of ours reads and writes it.
+/// Hands the connection over once its TLS handshake is done; a failed one is closed.
+async fn handshake(
+    tls: ServerTls,
+    tracked: Tracked,
+    peer: SocketAddr,
+    sender: mpsc::Sender<io::Result<Connection>>,
+) {
+    match tls.handshake(tracked).await {
+        Ok(stream) => {
+            let connection = Connection {
+                io: Either::Right(Box::new(stream)),
+            };
+            let _ = sender.send(Ok(connection)).await;
+        }
+        Err(error) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+    }
+}
+
+/// An accepted connection, as every server of ours reads and writes it: plain, or TLS
+/// terminated here.
 pub struct Connection {
-    io: Tracked,
+    io: Either<Tracked, Box<TlsStream<Tracked>>>,
 }
 
 impl Connection {
+    fn tcp(&self) -> &Tracked {
+        match &self.io {
+            Either::Left(tracked) => tracked,
+            Either::Right(tls) => tls.get_ref().0,
+        }
+    }
+
     /// The client's address.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.io.connect_info().remote_addr
+        self.tcp().connect_info().remote_addr
     }
 }
 
@@ -170,6 +215,6 @@ impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {
-        self.io.connect_info()
+        self.tcp().connect_info()
     }
 }

@@ -31,7 +31,8 @@
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
 //!   [`accept`]: the one accept path every listener's connections pass (TCP_NODELAY, the
-//!   connection limits, tracking for shutdown);
+//!   connection limits, tracking for shutdown, TLS); [`tls`]: the gRPC listener's TLS
+//!   configuration, reloaded when its files change or on SIGHUP;
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
@@ -44,7 +45,7 @@
 //!   `domain` only, never on the server.
 //!
 //! # Architecture invariants
-//! - On the server side, only `api`, `server` and `shutdown` know tonic; only `store` knows sled
+//! - On the server side, only `api`, `server`, `accept` and `shutdown` know tonic; only `store` knows sled
 //!   or etcd, and within it no rule knows which backend runs it.
 //! - Secrets are [`domain::Secret`]s: redacted in `Debug`, zeroed on drop, stored only as
 //!   blake3 hashes, returned once by the RPC that creates them, never logged.
@@ -79,6 +80,7 @@ pub mod telemetry;
 #[cfg(feature = "etcd")]
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

@@ -49,6 +49,9 @@ struct Inner {
     subscribers: Gauge,
     head: Gauge,
     db_bytes: Gauge,
+    /// Registered only when the server serves TLS.
+    tls_expiry: Gauge,
+    tls_reloads: Family<ResultLabels, Counter>,
 }
 
 /// How a ValidateKey call ended, for `zsc_key_validations_total{result}`.
@@ -59,8 +62,38 @@ pub enum Validation {
     Malformed,
 }
 
+/// The TLS certificate's expiry and its reloads, registered when `tls` (a server without TLS
+/// exports neither; both reload results are exported from the start, at 0).
+fn tls_metrics(registry: &mut Registry, tls: bool) -> (Gauge, Family<ResultLabels, Counter>) {
+    let expiry = Gauge::default();
+    let reloads = Family::<ResultLabels, Counter>::default();
+    if tls {
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving TLS certificate expires (its notAfter), in Unix seconds",
+            expiry.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS files (on change or SIGHUP), by result (ok, error)",
+            reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
+    }
+    (expiry, reloads)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// Every metric; the TLS ones only when the server serves TLS.
+    pub fn new(tls: bool) -> Self {
         let mut registry = Registry::with_prefix("zsc");
         let rpcs = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -109,6 +142,7 @@ impl Default for Metrics {
             "Size of the sled database on disk",
             db_bytes.clone(),
         );
+        let (tls_expiry, tls_reloads) = tls_metrics(&mut registry, tls);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -119,6 +153,8 @@ impl Default for Metrics {
                 subscribers,
                 head,
                 db_bytes,
+                tls_expiry,
+                tls_reloads,
             }),
         }
     }
@@ -142,6 +178,19 @@ impl Metrics {
         };
         self.inner
             .validations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The serving certificate's notAfter, in Unix seconds.
+    pub fn tls_certificate(&self, not_after: i64) {
+        self.inner.tls_expiry.set(not_after);
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.inner
+            .tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -12,10 +12,7 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tonic::{
-    server::NamedService,
-    transport::{Certificate, Identity, ServerTlsConfig},
-};
+use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
@@ -34,6 +31,8 @@ use crate::proto::{
 use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
 use crate::telemetry::Throttle;
+use crate::tls::ServerTls;
+pub use crate::tls::TlsFiles;
 
 /// Revocations the shared tail keeps in memory, encoded: a stream further behind reads the store.
 const RECENT_EVENTS: usize = 4096;
@@ -90,31 +89,6 @@ pub struct Config {
     pub log_reads: bool,
 }
 
-/// PEM files for TLS.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    fn load(&self) -> Result<ServerTlsConfig> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| {
-                Error::FailedPrecondition(format!("cannot read {}: {e}", path.display()))
-            })
-        };
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
-        if let Some(ca) = &self.client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(tls)
-    }
-}
-
 impl Config {
     /// Production defaults for a data dir.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -147,7 +121,7 @@ impl Config {
 pub struct Server {
     config: Config,
     store: Store,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServerTls>,
     metrics_listener: Option<std::net::TcpListener>,
     health_listener: Option<std::net::TcpListener>,
 }
@@ -200,7 +174,7 @@ impl Server {
 /// What a server needs from this machine besides its store: checked before the store is
 /// opened, so that a bad flag changes nothing.
 struct Local {
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServerTls>,
     metrics_listener: Option<std::net::TcpListener>,
     health_listener: Option<std::net::TcpListener>,
 }
@@ -209,10 +183,9 @@ impl Local {
     fn prepare(config: &Config) -> Result<Local> {
         let tls = config
             .tls
-            .as_ref()
-            .map(TlsFiles::load)
-            .transpose()?
-            .map(|tls| tls.timeout(config.limits.handshake_timeout));
+            .clone()
+            .map(|files| ServerTls::load(files, config.limits.handshake_timeout))
+            .transpose()?;
         Ok(Local {
             tls,
             metrics_listener: bind(config.metrics_listen, "metrics")?,
@@ -285,7 +258,7 @@ impl Server {
             health_listener,
         } = self;
         let stopping = Shutdown::default();
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(tls.is_some());
         let limits = &config.limits;
         let connection_limits = ConnectionLimits {
             max_connections: limits.max_connections,
@@ -297,6 +270,7 @@ impl Server {
             shutdown: stopping.clone(),
             limits: Some(connection_limits),
             refusals: refusals.clone(),
+            tls: None,
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -385,9 +359,12 @@ impl Server {
             ))
             .layer(RequestLimitLayer::new(limits))
             .layer(AuthLayer::new(store.clone()));
-        let mut builder = grpc_server(limits);
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).map_err(Error::internal)?;
+        let builder = grpc_server(limits);
+        if let Some(tls) = &tls {
+            side_tasks.push(tokio::spawn(
+                tls.clone()
+                    .reload_forever(metrics.clone(), stopping.clone()),
+            ));
         }
         let tail = Tail::start(
             EventLog::new(store.clone()),
@@ -458,7 +435,8 @@ impl Server {
             }
         };
         tracing::info!(listen = %local, "zsc serving");
-        let serve = router.serve_with_incoming_shutdown(accept.incoming(listener), signal);
+        let serve = router
+            .serve_with_incoming_shutdown(Accept { tls, ..accept }.incoming(listener), signal);
         tokio::pin!(serve);
         let grace_expired = async {
             stopping.begun().await;
