@@ -45,6 +45,9 @@
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start:
 //!   `server/routes.rs` (health, reflection, the services and their layers),
 //!   `server/tasks.rs` (the periodic jobs, one `every` loop, and the side listeners);
+//!   [`accept`]: the one accept path every listener's connections pass (TCP_NODELAY, the
+//!   connection limits, tracking for shutdown, TLS); [`tls`]: the gRPC listener's TLS
+//!   configuration, reloaded when its files change or on SIGHUP;
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
@@ -59,7 +62,7 @@
 //!   `domain` only, never on the server.
 //!
 //! # Architecture invariants
-//! - On the server side, only `api`, `server` and `shutdown` know tonic; only `store` knows sled
+//! - On the server side, only `api`, `server`, `accept` and `shutdown` know tonic; only `store` knows sled
 //!   or etcd, and within it no rule knows which backend runs it.
 //! - Secrets are [`domain::Secret`]s: redacted in `Debug`, zeroed on drop, stored only as
 //!   blake3 hashes, returned once by the RPC that creates them, never logged.
@@ -79,6 +82,7 @@
 //! - Every zsc.v1 method has a row in the authorization matrix (`api/auth.rs`); a unit test
 //!   checks it against the proto.
 
+pub mod accept;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -95,6 +99,7 @@ pub mod telemetry;
 pub mod testing;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tls;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

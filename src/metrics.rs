@@ -1,9 +1,10 @@
 //! Prometheus metrics (prometheus-client, one registry per server) and the HTTP endpoint that
 //! serves them on `--metrics-listen`.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, io, sync::Arc};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::Full;
 use hyper::{server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
@@ -12,8 +13,9 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 
+use crate::accept::Connection;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +49,9 @@ struct Inner {
     subscribers: Gauge,
     head: Gauge,
     db_bytes: Gauge,
+    /// Registered only when the server serves TLS.
+    tls_expiry: Gauge,
+    tls_reloads: Family<ResultLabels, Counter>,
 }
 
 /// How a ValidateKey call ended, for `zsc_key_validations_total{result}`.
@@ -57,8 +62,38 @@ pub enum Validation {
     Malformed,
 }
 
+/// The TLS certificate's expiry and its reloads, registered when `tls` (a server without TLS
+/// exports neither; both reload results are exported from the start, at 0).
+fn tls_metrics(registry: &mut Registry, tls: bool) -> (Gauge, Family<ResultLabels, Counter>) {
+    let expiry = Gauge::default();
+    let reloads = Family::<ResultLabels, Counter>::default();
+    if tls {
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving TLS certificate expires (its notAfter), in Unix seconds",
+            expiry.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Reloads of the TLS files (on change or SIGHUP), by result (ok, error)",
+            reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabels { result });
+        }
+    }
+    (expiry, reloads)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// Every metric; the TLS ones only when the server serves TLS.
+    pub fn new(tls: bool) -> Self {
         let mut registry = Registry::with_prefix("zsc");
         let rpcs = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -107,6 +142,7 @@ impl Default for Metrics {
             "Size of the sled database on disk",
             db_bytes.clone(),
         );
+        let (tls_expiry, tls_reloads) = tls_metrics(&mut registry, tls);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -117,6 +153,8 @@ impl Default for Metrics {
                 subscribers,
                 head,
                 db_bytes,
+                tls_expiry,
+                tls_reloads,
             }),
         }
     }
@@ -140,6 +178,19 @@ impl Metrics {
         };
         self.inner
             .validations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The serving certificate's notAfter, in Unix seconds.
+    pub fn tls_certificate(&self, not_after: i64) {
+        self.inner.tls_expiry.set(not_after);
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.inner
+            .tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }
@@ -180,7 +231,7 @@ impl Drop for SubscriberGuard {
 
 /// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values` gives (log head, database bytes).
 pub async fn serve(
-    listener: TcpListener,
+    mut connections: ReceiverStream<io::Result<Connection>>,
     metrics: Metrics,
     scrape_values: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
     shutdown: Shutdown,
@@ -188,17 +239,17 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             () = shutdown.begun() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
+            accepted = connections.next() => match accepted {
+                Some(Ok(connection)) => connection,
+                Some(Err(error)) => {
                     tracing::warn!(%error, "metrics listener accept failed");
                     continue;
                 }
+                None => return,
             },
         };
         let metrics = metrics.clone();
         let scrape_values = scrape_values.clone();
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = if request.uri().path() == "/metrics" {
@@ -217,7 +268,7 @@ pub async fn serve(
                 async move { Ok::<_, Infallible>(response.expect("static parts are valid")) }
             });
             let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(shutdown.track(stream)), service)
+                .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }

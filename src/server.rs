@@ -14,16 +14,18 @@ use std::{
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use crate::accept::Accept;
 use crate::api::{Limits, WatchConfig};
 use crate::domain::{Error, Result};
 use crate::metrics::Metrics;
 use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{Store, StoreOptions, OPERATOR_TOKEN_FILE};
 use crate::telemetry::Throttle;
+use crate::tls::ServerTls;
+pub use crate::tls::TlsFiles;
 
 /// How long to wait for connections to close once they are told to, after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -77,31 +79,6 @@ pub struct Config {
     pub log_reads: bool,
 }
 
-/// PEM files for TLS.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA (mutual TLS).
-    pub client_ca: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    fn load(&self) -> Result<ServerTlsConfig> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| {
-                Error::FailedPrecondition(format!("cannot read {}: {e}", path.display()))
-            })
-        };
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
-        if let Some(ca) = &self.client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(tls)
-    }
-}
-
 impl Config {
     /// Production defaults for a data dir.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -134,7 +111,7 @@ impl Config {
 pub struct Server {
     config: Config,
     store: Store,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServerTls>,
     metrics_listener: Option<std::net::TcpListener>,
     health_listener: Option<std::net::TcpListener>,
 }
@@ -187,7 +164,7 @@ impl Server {
 /// What a server needs from this machine besides its store: checked before the store is
 /// opened, so that a bad flag changes nothing.
 struct Local {
-    tls: Option<ServerTlsConfig>,
+    tls: Option<ServerTls>,
     metrics_listener: Option<std::net::TcpListener>,
     health_listener: Option<std::net::TcpListener>,
 }
@@ -196,10 +173,9 @@ impl Local {
     fn prepare(config: &Config) -> Result<Local> {
         let tls = config
             .tls
-            .as_ref()
-            .map(TlsFiles::load)
-            .transpose()?
-            .map(|tls| tls.timeout(config.limits.handshake_timeout));
+            .clone()
+            .map(|files| ServerTls::load(files, config.limits.handshake_timeout))
+            .transpose()?;
         Ok(Local {
             tls,
             metrics_listener: bind(config.metrics_listen, "metrics")?,
@@ -272,7 +248,7 @@ impl Server {
             health_listener,
         } = self;
         let stopping = Shutdown::default();
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(tls.is_some());
         let limits = &config.limits;
         let connection_limits = ConnectionLimits {
             max_connections: limits.max_connections,
@@ -280,11 +256,18 @@ impl Server {
         };
         // One budget for every line a client can cause at will.
         let refusals = Throttle::default();
+        let accept = Accept {
+            shutdown: stopping.clone(),
+            limits: Some(connection_limits),
+            refusals: refusals.clone(),
+            tls: None,
+        };
         let (health, health_service) = routes::health(limits.max_message_bytes).await;
 
         let mut side_tasks = tasks::periodic(&config, &store, &refusals, &stopping);
         side_tasks.extend(tasks::metrics_listener(
             into_tokio(metrics_listener)?,
+            &accept,
             &store,
             &metrics,
             &stopping,
@@ -293,10 +276,15 @@ impl Server {
             into_tokio(health_listener)?,
             &config,
             health_service.clone(),
-            connection_limits,
-            &refusals,
+            &accept,
             &stopping,
         )?);
+        if let Some(tls) = &tls {
+            let reload = tls
+                .clone()
+                .reload_forever(metrics.clone(), stopping.clone());
+            side_tasks.push(tokio::spawn(reload));
+        }
         if store.is_replica() {
             side_tasks.push(tokio::spawn(fault::serve_while_reachable(
                 store.clone(),
@@ -312,14 +300,12 @@ impl Server {
             refusals: &refusals,
             stopping: &stopping,
         };
-        let router = routes::router(&config, shared, health_service, tls)?;
+        let router = routes::router(&config, shared, health_service)?;
         let (signal, storage_failure) = stop_signal(shutdown, &config, &store, health, &stopping);
         let local = listener.local_addr().map_err(Error::internal)?;
         tracing::info!(listen = %local, "zsc serving");
-        let serve = router.serve_with_incoming_shutdown(
-            stopping.incoming(listener, connection_limits, refusals.clone()),
-            signal,
-        );
+        let incoming = Accept { tls, ..accept }.incoming(listener);
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
         let outcome = within_grace(serve, &stopping, config.shutdown_grace).await;
         drain(&store, &stopping, side_tasks, &refusals, storage_failure).await?;
         outcome

@@ -8,41 +8,34 @@
 //! connection fail its next read or write and waits until all of them and all streams are
 //! gone: `Server::run` returns with nothing still holding the store.
 //!
-//! The connection limits live here too, since this is where connections are accepted: at most
-//! `max_connections` per listener (one accepted beyond it is closed at once), and a new
+//! Connections are accepted in `accept.rs` (the one accept path), which applies the limits:
+//! at most `max_connections` per listener (one accepted beyond it is closed at once), and a new
 //! connection must send its first bytes (the HTTP/2 preface, or the TLS ClientHello) within
-//! `handshake_timeout` or it is closed.
+//! `handshake_timeout` or it is closed ([`Tracked`] keeps that deadline).
 
 use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use futures_util::{Stream, StreamExt};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    net::TcpStream,
+    sync::OwnedSemaphorePermit,
     time::Sleep,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{
     sync::{CancellationToken, WaitForCancellationFutureOwned},
     task::{task_tracker::TaskTrackerToken, TaskTracker},
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::telemetry::Throttle;
-
 /// The HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"): reading this many bytes
 /// ends a connection's handshake deadline. Over TLS the ClientHello is longer than this.
 const PREFACE_BYTES: usize = 24;
-/// How long accepting pauses after an error such as EMFILE, which would otherwise repeat at once.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What a listener lets in.
 #[derive(Clone, Copy, Debug)]
@@ -85,54 +78,9 @@ impl Shutdown {
         self.tracker.token()
     }
 
-    /// The listener's connections, tracked and limited. Accept errors (EMFILE, a connection
-    /// reset before it was accepted) are logged and skipped, so that they never end serving.
-    pub fn incoming(
-        &self,
-        listener: TcpListener,
-        limits: ConnectionLimits,
-        refusals: Throttle,
-    ) -> impl Stream<Item = io::Result<Tracked>> + Send + 'static {
-        let this = self.clone();
-        let slots = Arc::new(Semaphore::new(limits.max_connections));
-        TcpListenerStream::new(listener)
-            .then(move |accepted| {
-                let refusals = refusals.clone();
-                let admitted = accepted.map(|stream| (stream, slots.clone().try_acquire_owned()));
-                async move {
-                    match admitted {
-                        Ok((stream, Ok(slot))) => Some((stream, slot)),
-                        Ok((stream, Err(_))) => {
-                            if refusals.allow() {
-                                let peer = stream.peer_addr().ok();
-                                tracing::info!(
-                                    ?peer,
-                                    max_connections = limits.max_connections,
-                                    "connection refused: at the connection limit"
-                                );
-                            }
-                            None
-                        }
-                        Err(error) => {
-                            if refusals.allow() {
-                                tracing::warn!(%error, "accepting a connection failed");
-                            }
-                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                            None
-                        }
-                    }
-                }
-            })
-            .filter_map(move |admitted| {
-                let tracked = admitted.map(|(stream, slot)| {
-                    Ok(this.track_limited(stream, slot, limits.handshake_timeout))
-                });
-                async move { tracked }
-            })
-    }
-
-    /// A connection that is only tracked (no limits): for the metrics endpoint.
-    pub fn track(&self, stream: TcpStream) -> Tracked {
+    /// A connection that is only tracked (no limits): for the metrics endpoint. Connections
+    /// come in through `accept.rs`, the one accept path.
+    pub(crate) fn track(&self, stream: TcpStream) -> Tracked {
         Tracked {
             io: stream,
             killed: Box::pin(self.kill.clone().cancelled_owned()),
@@ -143,7 +91,9 @@ impl Shutdown {
         }
     }
 
-    fn track_limited(
+    /// A connection that holds one of its listener's `slot`s and must send its first bytes
+    /// within `handshake_timeout`.
+    pub(crate) fn track_limited(
         &self,
         stream: TcpStream,
         slot: OwnedSemaphorePermit,

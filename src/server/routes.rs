@@ -76,7 +76,6 @@ pub(super) fn router(
     config: &Config,
     shared: Shared<'_>,
     health_service: HealthService,
-    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<Router<Layers>> {
     let Shared {
         store,
@@ -94,10 +93,7 @@ pub(super) fn router(
         ))
         .layer(RequestLimitLayer::new(limits))
         .layer(AuthLayer::new(store.clone()));
-    let mut builder = grpc_server(limits);
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).map_err(Error::internal)?;
-    }
+    let builder = grpc_server(limits);
     let tail = Tail::start(
         EventLog::new(store.clone()),
         RECENT_EVENTS,

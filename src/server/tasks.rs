@@ -9,10 +9,11 @@ use tokio::task::JoinHandle;
 
 use super::routes::grpc_server;
 use super::Config;
+use crate::accept::Accept;
 use crate::api::RequestLimitLayer;
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};
-use crate::shutdown::{ConnectionLimits, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store};
 use crate::telemetry::Throttle;
 
@@ -127,6 +128,7 @@ async fn save_usage(store: Store) {
 /// Serves `/metrics` on `listener`, if one was asked for.
 pub(super) fn metrics_listener(
     listener: Option<TcpListener>,
+    accept: &Accept,
     store: &Store,
     metrics: &Metrics,
     stopping: &Shutdown,
@@ -137,8 +139,12 @@ pub(super) fn metrics_listener(
     let log = EventLog::new(store.clone());
     let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
     tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
+    let only_tracked = Accept {
+        limits: None,
+        ..accept.clone()
+    };
     Ok(Some(tokio::spawn(metrics::serve(
-        listener,
+        only_tracked.incoming(listener),
         metrics.clone(),
         scrape,
         stopping.clone(),
@@ -150,8 +156,7 @@ pub(super) fn health_listener(
     listener: Option<TcpListener>,
     config: &Config,
     health_service: super::routes::HealthService,
-    connection_limits: ConnectionLimits,
-    refusals: &Throttle,
+    accept: &Accept,
     stopping: &Shutdown,
 ) -> Result<Option<JoinHandle<()>>> {
     let Some(listener) = listener else {
@@ -162,13 +167,10 @@ pub(super) fn health_listener(
     let health_only = grpc_server(limits)
         .layer(RequestLimitLayer::new(limits))
         .add_service(health_service)
-        .serve_with_incoming_shutdown(
-            stopping.incoming(listener, connection_limits, refusals.clone()),
-            {
-                let stopping = stopping.clone();
-                async move { stopping.begun().await }
-            },
-        );
+        .serve_with_incoming_shutdown(accept.clone().incoming(listener), {
+            let stopping = stopping.clone();
+            async move { stopping.begun().await }
+        });
     Ok(Some(tokio::spawn(async move {
         if let Err(error) = health_only.await {
             tracing::error!(%error, "health listener failed");

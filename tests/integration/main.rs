@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0 with a fresh temp data dir, called
 //! through the generated clients. One binary, so the suite links once.
 
+mod accept;
 mod access;
 mod audit;
 mod bad_input;
@@ -22,6 +23,7 @@ mod replicas;
 mod storage;
 mod subscribers;
 mod tls;
+mod tls_reload;
 mod users;
 mod verifier;
 mod watch;
