@@ -30,9 +30,12 @@ mod revocation;
 mod tables;
 mod turns;
 mod usage;
+mod view;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod view_props;
 
 use std::{
     fs::{File, TryLockError},
@@ -110,6 +113,11 @@ struct Inner {
     holders: dashmap::DashMap<SecretHash, (u64, Caller)>,
 }
 
+/// Proof that a call passed [`Store::barrier`] after it arrived: reads from this replica's
+/// memory made with it are linearizable.
+#[derive(Clone, Debug)]
+pub struct Fresh(());
+
 /// What `Store::open` found.
 pub struct Opened {
     pub store: Store,
@@ -124,7 +132,7 @@ impl Store {
         let (lock, db) = open_db(dir, options)?;
         let trees = Trees::open(&db)?;
         let durability = Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?;
-        let backend = Backend::Sled(SledBackend::new(db.clone(), trees, durability, lock));
+        let backend = Backend::Sled(SledBackend::new(db.clone(), trees, durability, lock)?);
         let created = match futures_now(initialise(dir, &backend))? {
             true => {
                 db.flush().map_err(Error::internal)?;
@@ -200,6 +208,15 @@ impl Store {
 
     fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Waits until this replica reflects every change acknowledged anywhere before the call
+    /// (at once on sled; on etcd one linearizable read shared with every call waiting, then
+    /// the watch catching up to it, within a bound, else UNAVAILABLE). What it returns is the
+    /// proof a read from memory asks for.
+    pub async fn barrier(&self) -> Result<Fresh> {
+        self.backend().barrier().await?;
+        Ok(Fresh(()))
     }
 
     /// Runs a long store job (a pruning batch) so that it holds no runtime worker: on the

@@ -3,7 +3,11 @@
 //! disconnect, and re-loaded by range when etcd has compacted past it. It keeps the mirrored
 //! tables current and moves the durable head only once the events up to it are in the mirror.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
@@ -11,12 +15,14 @@ use super::{prefix_end, retry_read, split_key, table_key, Head, Mirror, MIRRORED
 use crate::domain::Result;
 use crate::store::kv::read_u64;
 use crate::store::tables::Table;
+use crate::store::view::View;
 use crate::store::META_HEAD;
 
 pub(super) struct Follower {
     pub client: Client,
     pub root: Vec<u8>,
     pub mirror: Arc<Mirror>,
+    pub view: Arc<View>,
     pub head: Arc<Head>,
     /// The highest etcd revision this replica's copy reflects.
     pub applied: Arc<tokio::sync::watch::Sender<i64>>,
@@ -42,29 +48,10 @@ impl Follower {
         let head = read_u64(first.kvs().first().map(|kv| kv.value()));
         let mut tables = BTreeMap::new();
         for table in MIRRORED {
-            let base = table_key(&self.root, table, b"");
-            let end = prefix_end(&base).expect("a table prefix ends in '/'");
-            let mut start = base.clone();
-            loop {
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_revision(revision)
-                    .with_limit(1000);
-                let page = retry_read(|| {
-                    let mut kv = self.client.kv_client();
-                    let (start, options) = (start.clone(), options.clone());
-                    async move { kv.get(start, Some(options)).await }
-                })
-                .await?;
-                for kv in page.kvs() {
-                    tables.insert(kv.key()[self.root.len()..].to_vec(), kv.value().to_vec());
-                }
-                match page.kvs().last() {
-                    Some(last) if page.more() => start = [last.key(), &[0]].concat(),
-                    _ => break,
-                }
-            }
+            tables.extend(self.range_at(table, revision).await?);
         }
+        let view = self.load_view(revision).await?;
+        self.view.replace(view);
         *self
             .mirror
             .tables
@@ -78,6 +65,46 @@ impl Follower {
             moved
         });
         Ok(revision)
+    }
+
+    /// Every key of `table` at `revision`, relative to the root, in pages.
+    async fn range_at(&self, table: Table, revision: i64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let base = table_key(&self.root, table, b"");
+        let end = prefix_end(&base).expect("a table prefix ends in '/'");
+        let mut start = base.clone();
+        let mut out = Vec::new();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_revision(revision)
+                .with_limit(1000);
+            let page = retry_read(|| {
+                let mut kv = self.client.kv_client();
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await?;
+            for kv in page.kvs() {
+                out.push((kv.key()[self.root.len()..].to_vec(), kv.value().to_vec()));
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => start = [last.key(), &[0]].concat(),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// The validation view at `revision`: every key joined with its org.
+    async fn load_view(&self, revision: i64) -> Result<View> {
+        let in_table = |table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>| {
+            let skip = table.name().len() + 1;
+            rows.into_iter()
+                .map(move |(key, value)| (key[skip..].to_vec(), value))
+        };
+        let keys = in_table(Table::Keys, self.range_at(Table::Keys, revision).await?);
+        let orgs: HashMap<Vec<u8>, Vec<u8>> =
+            in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
+        View::build(keys, |org_id| Ok(orgs.get(org_id.as_bytes()).cloned()))
     }
 
     /// Follows the prefix forever (the task is aborted when the store is dropped).
@@ -131,6 +158,7 @@ impl Follower {
             }
             let mut new_head = None;
             let mut accounts_changed = false;
+            let mut keys_and_orgs = Vec::new();
             {
                 let mut tables = self
                     .mirror
@@ -145,6 +173,9 @@ impl Follower {
                         continue;
                     };
                     let put = event.event_type() == EventType::Put;
+                    if matches!(table, Table::Keys | Table::Orgs) {
+                        keys_and_orgs.push((table, key, put.then(|| kv.value())));
+                    }
                     if MIRRORED.contains(&table) {
                         accounts_changed |= table.holds_accounts();
                         if put {
@@ -156,6 +187,10 @@ impl Follower {
                         new_head = Some(read_u64(Some(kv.value())));
                     }
                 }
+            }
+            // Before the head moves: a revoked key leaves the view first (`view.rs`).
+            if let Err(error) = self.view.apply(&keys_and_orgs) {
+                tracing::error!(%error, "a key or org from etcd does not decode");
             }
             if accounts_changed {
                 self.mirror.accounts_changed();

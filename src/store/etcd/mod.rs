@@ -13,6 +13,7 @@
 //! (etcd acknowledges a write only once a majority has it on disk, so committed is durable).
 //! A health probe marks the store unavailable while the cluster cannot be reached.
 
+mod barrier;
 mod follow;
 mod tx;
 
@@ -31,6 +32,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::kv::{prefix_end, Entry, Range};
 use super::tables::Table;
+use super::view::View;
 use crate::domain::{Error, Result};
 
 /// Where a store lives on etcd: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
@@ -84,7 +86,13 @@ impl EtcdUrl {
 }
 
 async fn connect(url: &EtcdUrl) -> Result<Client> {
-    let options = ConnectOptions::new()
+    connect_with(url, ConnectOptions::new()).await
+}
+
+/// The follower's watch requires a leader (etcd's `hasleader` metadata): a member cut off
+/// from its peers ends it, rather than keeping it open and silent.
+async fn connect_with(url: &EtcdUrl, options: ConnectOptions) -> Result<Client> {
+    let options = options
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));
@@ -209,6 +217,10 @@ pub(in crate::store) struct EtcdBackend {
     /// `PREFIX/`.
     root: Vec<u8>,
     mirror: Arc<Mirror>,
+    /// The live keys, fed by the watch before it moves the head (`view.rs`).
+    view: Arc<View>,
+    /// The shared linearizable read a call waits on before it reads this replica's memory.
+    barrier: Arc<barrier::Barrier>,
     head: Arc<Head>,
     /// Set while the cluster cannot be reached; cleared when it can again.
     fault: Arc<watch::Sender<Option<String>>>,
@@ -312,18 +324,24 @@ impl EtcdBackend {
         let fault = Arc::new(watch::Sender::new(None));
         let head = Arc::new(Head::new());
         let applied = Arc::new(watch::Sender::new(0));
+        let view = Arc::new(View::default());
+        let watching = ConnectOptions::new().with_require_leader(true);
         let follower = follow::Follower {
-            client: client.clone(),
+            client: connect_with(url, watching).await?,
             root: root.clone(),
             mirror: mirror.clone(),
+            view: view.clone(),
             head: head.clone(),
             applied: applied.clone(),
         };
         let loaded = follower.load().await?;
+        let barrier = barrier::Barrier::new(client.kv_client(), &root, applied.subscribe());
         let backend = EtcdBackend {
             kv: client.kv_client(),
             root: root.clone(),
             mirror,
+            view,
+            barrier,
             head: head.clone(),
             fault: fault.clone(),
             writer: tokio::sync::Mutex::new(()),
@@ -366,6 +384,15 @@ impl EtcdBackend {
             tracing::warn!(written, "this replica's watch is behind its own writes");
         }
         Ok(())
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// See `barrier.rs`.
+    pub async fn barrier(&self) -> Result<()> {
+        self.barrier.pass().await.map(drop)
     }
 
     pub fn writable(&self) -> Result<()> {
