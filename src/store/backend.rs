@@ -3,6 +3,7 @@
 
 use tokio::sync::watch;
 
+use super::head::Confirmed;
 use super::kv::{Entry, Prefetch, Range, Tx, TxResult};
 use super::sled_backend::SledBackend;
 use super::tables::Table;
@@ -158,6 +159,27 @@ impl Backend {
 
     pub fn durable_head_now(&self) -> u64 {
         *self.durable_head().borrow()
+    }
+
+    /// The latest head this replica confirmed (`head.rs`): on sled, now (clock, then head).
+    pub fn confirmed(&self) -> Confirmed {
+        match self {
+            Backend::Sled(_) => Confirmed {
+                at: std::time::SystemTime::now(),
+                head: self.durable_head_now(),
+            },
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.confirmed(),
+        }
+    }
+
+    /// Confirms the head now: the clock, then [`Backend::barrier`], then the head.
+    pub async fn confirm(&self) -> Result<Confirmed> {
+        match self {
+            Backend::Sled(_) => Ok(self.confirmed()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.confirm().await,
+        }
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {

@@ -20,6 +20,7 @@ mod durability;
 mod etcd;
 mod events;
 mod files;
+mod head;
 mod keys;
 mod kv;
 mod sled_backend;
@@ -64,6 +65,7 @@ pub use backup::{backup_etcd, restore_etcd};
 #[doc(hidden)]
 pub use bulk::BulkOrg;
 pub use events::EventLog;
+pub use head::Confirmed;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;

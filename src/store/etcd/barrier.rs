@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use super::{never_sent, table_key, unavailable};
 use crate::domain::{Error, Result};
 use crate::store::audit;
+use crate::store::head::Confirmed;
 
 /// How long a call may wait for the shared read and for the watch to apply its revision.
 pub(in crate::store) const BARRIER_BOUND: Duration = Duration::from_secs(3);
@@ -142,5 +143,31 @@ impl Barrier {
             Ok(outcome) => outcome,
             Err(_) => Err(format!("no answer within {BARRIER_BOUND:?}")),
         }
+    }
+}
+
+/// Confirms this replica's head (`store/head.rs`): the clock, the barrier, then the head. The
+/// latest confirmation is kept for checkpoints that cannot wait (a new stream's first).
+pub(super) struct Confirmer {
+    pub barrier: Arc<Barrier>,
+    pub head: Arc<super::Head>,
+    pub latest: watch::Sender<Confirmed>,
+}
+
+impl Confirmer {
+    pub async fn confirm(&self) -> Result<Confirmed> {
+        let at = std::time::SystemTime::now();
+        self.barrier.pass().await?;
+        let confirmed = Confirmed {
+            at,
+            head: self.head.value(),
+        };
+        self.latest.send_if_modified(|latest| {
+            let later = latest.later(confirmed);
+            let moved = later != *latest;
+            *latest = later;
+            moved
+        });
+        Ok(confirmed)
     }
 }

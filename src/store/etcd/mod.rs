@@ -30,6 +30,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::head::Confirmed;
 use super::kv::{prefix_end, Entry, Range};
 use super::tables::Table;
 use super::view::View;
@@ -219,8 +220,9 @@ pub(in crate::store) struct EtcdBackend {
     mirror: Arc<Mirror>,
     /// The live keys, fed by the watch before it moves the head (`view.rs`).
     view: Arc<View>,
-    /// The shared linearizable read a call waits on before it reads this replica's memory.
-    barrier: Arc<barrier::Barrier>,
+    /// The shared linearizable read a call waits on before it reads this replica's memory,
+    /// and the head it confirms.
+    confirmer: Arc<barrier::Confirmer>,
     head: Arc<Head>,
     /// Set while the cluster cannot be reached; cleared when it can again.
     fault: Arc<watch::Sender<Option<String>>>,
@@ -284,6 +286,10 @@ impl Head {
         self.lock().receiver.clone()
     }
 
+    fn value(&self) -> u64 {
+        self.lock().value
+    }
+
     /// Ends every stream following the head (the cluster is out of reach).
     fn stop(&self) {
         self.lock().sender.take();
@@ -334,14 +340,23 @@ impl EtcdBackend {
             head: head.clone(),
             applied: applied.clone(),
         };
+        let loaded_at = std::time::SystemTime::now();
         let loaded = follower.load().await?;
-        let barrier = barrier::Barrier::new(client.kv_client(), &root, applied.subscribe());
+        let confirmer = Arc::new(barrier::Confirmer {
+            barrier: barrier::Barrier::new(client.kv_client(), &root, applied.subscribe()),
+            head: head.clone(),
+            // The load was one linearizable read, after the clock.
+            latest: watch::Sender::new(Confirmed {
+                at: loaded_at,
+                head: head.value(),
+            }),
+        });
         let backend = EtcdBackend {
             kv: client.kv_client(),
             root: root.clone(),
             mirror,
             view,
-            barrier,
+            confirmer: confirmer.clone(),
             head: head.clone(),
             fault: fault.clone(),
             writer: tokio::sync::Mutex::new(()),
@@ -349,12 +364,7 @@ impl EtcdBackend {
             applied: applied.subscribe(),
             _tasks: vec![
                 AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
-                AbortOnDropHandle::new(tokio::spawn(probe_forever(
-                    client.kv_client(),
-                    root,
-                    fault,
-                    head,
-                ))),
+                AbortOnDropHandle::new(tokio::spawn(probe_forever(confirmer, fault, head))),
             ],
         };
         Ok(backend)
@@ -392,7 +402,15 @@ impl EtcdBackend {
 
     /// See `barrier.rs`.
     pub async fn barrier(&self) -> Result<()> {
-        self.barrier.pass().await.map(drop)
+        self.confirm().await.map(drop)
+    }
+
+    pub async fn confirm(&self) -> Result<Confirmed> {
+        self.confirmer.confirm().await
+    }
+
+    pub fn confirmed(&self) -> Confirmed {
+        *self.confirmer.latest.borrow()
     }
 
     pub fn writable(&self) -> Result<()> {
@@ -612,36 +630,20 @@ pub(super) fn ambiguous(error: &etcd_client::Error) -> Error {
     )
 }
 
-/// Marks the store unavailable while the cluster does not answer a linearizable read, and
-/// available again once it does. Two failed probes (or one after a slow one) stay well
-/// inside the 5 s a replica has to go NOT_SERVING.
+/// Marks the store unavailable while this replica cannot confirm its head (`barrier.rs`: the
+/// cluster does not answer a linearizable read, or this replica's watch does not apply what
+/// it read within the bound: a member cut off from its peers, a watch that stopped), and
+/// available again once it can. Each probe also refreshes the confirmed head of an idle
+/// replica. A failed probe (at most the barrier's 3 s) and the pause after it stay inside the
+/// 5 s a replica has to go NOT_SERVING.
 async fn probe_forever(
-    kv: KvClient,
-    root: Vec<u8>,
+    confirmer: Arc<barrier::Confirmer>,
     fault: Arc<watch::Sender<Option<String>>>,
     head: Arc<Head>,
 ) {
-    let key = table_key(&root, Table::Meta, super::META_INITIALISED);
     loop {
-        let probe = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            // A dead member the client still thinks ready fails at once without sending:
-            // that says nothing about the cluster, so ask again (another member).
-            let mut last = None;
-            for _ in 0..4 {
-                match kv.clone().get(key.clone(), None).await {
-                    Ok(_) => return Ok(()),
-                    Err(error) if never_sent(&error) => last = Some(error),
-                    Err(error) => return Err(error),
-                }
-            }
-            Err(last.expect("at least one attempt"))
-        })
-        .await;
-        let failure = match probe {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
-        };
+        let probe = confirmer.confirm().await;
+        let failure = probe.err().map(|error| error.to_string());
         fault.send_if_modified(|current| {
             let changed = current.is_some() != failure.is_some();
             if changed {
