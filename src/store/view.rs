@@ -19,11 +19,12 @@
 //! revocation is announced, so an answer read from the view after reading the head reflects
 //! every revocation at or below that head.
 //!
-//! Compact: per key, its 32-byte hash, the org's creation time and edition, and one heap
-//! string holding the org id, the org's name, the key id and the owner's email.
+//! Compact: per key, one pointer in a hash set and one allocation holding its 32-byte hash,
+//! the org's creation time and edition, the org id, the org's name, the key id and the
+//! owner's email.
 
 use std::{
-    collections::HashMap,
+    collections::HashSet,
     hash::{BuildHasherDefault, Hasher},
     sync::{Mutex, RwLock},
 };
@@ -32,51 +33,56 @@ use super::records::{decode, from_micros, KeyRecord, OrgRecord};
 use super::tables::Table;
 use crate::domain::{Edition, Email, Error, KeyId, Org, OrgId, Result, SecretHash, Validation};
 
-/// What a successful validation of one key answers (but the head), packed.
-struct Live {
-    org_created_us: i64,
-    /// `org_id`, org name, `key_id`, owner email, one after the other.
-    text: Box<str>,
-    /// Where the org name, the key id and the email start in `text`.
-    cuts: [u16; 3],
-    edition: i8,
-}
+/// One live key: its hash and what a successful validation of it answers (but the head),
+/// in one allocation: the hash (32 bytes), the org's creation time (8), its edition (1),
+/// where the org name, the key id and the email start in the text (3 x 2), then the text:
+/// org id, org name, key id, owner email.
+struct Live(Box<[u8]>);
+
+const TEXT: usize = 47;
 
 impl Live {
-    fn new(key: &KeyRecord, org: &OrgRecord) -> Result<Live> {
+    fn new(hash: &[u8], key: &KeyRecord, org: &OrgRecord) -> Result<Live> {
         let parts = [&key.org_id, &org.name, &key.key_id, &key.owner_email];
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut cuts = [0u16; 3];
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                cuts[i - 1] = u16::try_from(text.len()).map_err(Error::internal)?;
-            }
-            text.push_str(part);
+        let mut packed = Vec::with_capacity(TEXT + parts.iter().map(|p| p.len()).sum::<usize>());
+        packed.extend_from_slice(&hash_of(hash)?);
+        packed.extend_from_slice(&org.created_us.to_le_bytes());
+        packed.push(u8::try_from(org.edition).map_err(Error::internal)?);
+        let mut cut = 0;
+        for part in &parts[..3] {
+            cut += part.len();
+            packed.extend_from_slice(&u16::try_from(cut).map_err(Error::internal)?.to_le_bytes());
         }
-        u16::try_from(text.len()).map_err(Error::internal)?;
-        Ok(Live {
-            org_created_us: org.created_us,
-            text: text.into_boxed_str(),
-            cuts,
-            edition: i8::try_from(org.edition).map_err(Error::internal)?,
-        })
+        for part in parts {
+            packed.extend_from_slice(part.as_bytes());
+        }
+        Ok(Live(packed.into_boxed_slice()))
+    }
+
+    fn hash(&self) -> &[u8; 32] {
+        self.0[..32]
+            .try_into()
+            .expect("a live key starts with its hash")
     }
 
     fn part(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.cuts[i - 1] as usize };
-        let end = self.cuts.get(i).map_or(self.text.len(), |&c| c as usize);
-        &self.text[start..end]
+        let cut = |i: usize| u16::from_le_bytes([self.0[41 + 2 * i], self.0[42 + 2 * i]]) as usize;
+        let start = if i == 0 { 0 } else { cut(i - 1) };
+        let text = &self.0[TEXT..];
+        let end = if i == 3 { text.len() } else { cut(i) };
+        std::str::from_utf8(&text[start..end]).expect("packed from strings at char boundaries")
     }
 
     fn validation(&self, sequence: u64) -> Result<Validation> {
-        let edition = Edition::from_code(self.edition.into())
+        let edition = Edition::from_code(self.0[40].into())
             .ok_or_else(|| Error::internal("corrupt edition code in storage"))?;
+        let created_us = i64::from_le_bytes(self.0[32..40].try_into().expect("8 bytes"));
         Ok(Validation {
             org: Org {
                 id: OrgId::from_trusted(self.part(0).to_owned()),
                 name: self.part(1).to_owned(),
                 edition,
-                created: from_micros(self.org_created_us),
+                created: from_micros(created_us),
             },
             key_id: KeyId::from_trusted(self.part(2).to_owned()),
             owner: Email::from_trusted(self.part(3).to_owned()),
@@ -84,6 +90,27 @@ impl Live {
         })
     }
 }
+
+/// A live key is found by its hash, which it holds: the set's buckets are one pointer each.
+impl std::borrow::Borrow<[u8; 32]> for Live {
+    fn borrow(&self) -> &[u8; 32] {
+        self.hash()
+    }
+}
+
+impl std::hash::Hash for Live {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.hash().hash(state);
+    }
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Live) -> bool {
+        self.hash() == other.hash()
+    }
+}
+
+impl Eq for Live {}
 
 /// The keys are blake3 hashes already: their first eight bytes are as good a hash as any.
 #[derive(Default)]
@@ -101,7 +128,7 @@ impl Hasher for TakeBytes {
     }
 }
 
-type Keys = HashMap<[u8; 32], Live, BuildHasherDefault<TakeBytes>>;
+type Keys = HashSet<Live, BuildHasherDefault<TakeBytes>>;
 
 /// The live keys of one store, in memory. See the module docs for how it stays current.
 #[derive(Default)]
@@ -122,8 +149,7 @@ impl View {
         for (hash, record) in keys {
             let key = decode::<KeyRecord>(&record)?;
             if let Some(org_bytes) = org(&key.org_id)? {
-                let live = Live::new(&key, &decode::<OrgRecord>(&org_bytes)?)?;
-                map.insert(hash_of(&hash)?, live);
+                map.insert(Live::new(&hash, &key, &decode::<OrgRecord>(&org_bytes)?)?);
             }
         }
         map.shrink_to_fit();
@@ -159,7 +185,7 @@ impl View {
                 Some(record) => {
                     let key = decode::<KeyRecord>(&record)?;
                     match read(Table::Orgs, key.org_id.as_bytes())? {
-                        Some(org) => Some(Live::new(&key, &decode::<OrgRecord>(&org)?)?),
+                        Some(org) => Some(Live::new(hash, &key, &decode::<OrgRecord>(&org)?)?),
                         None => None,
                     }
                 }
@@ -174,6 +200,7 @@ impl View {
     /// Applies one revision's writes, in order (etcd's watch): a key stored in it is joined
     /// with its org, which the same transaction wrote (every rule that stores a key writes
     /// its org). A key whose org is not among them is left out: it fails closed, and says so.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub fn apply(&self, writes: &[(Table, &[u8], Option<&[u8]>)]) -> Result<()> {
         let _turn = self.refreshing.lock().expect("view lock is never poisoned");
         let org = |id: &str| {
@@ -190,7 +217,7 @@ impl View {
                 Some(record) => {
                     let record = decode::<KeyRecord>(record)?;
                     match org(&record.org_id) {
-                        Some(org) => Some(Live::new(&record, &decode::<OrgRecord>(org)?)?),
+                        Some(org) => Some(Live::new(key, &record, &decode::<OrgRecord>(org)?)?),
                         None => {
                             tracing::error!(key_id = record.key_id, "a key stored without its org");
                             None
@@ -212,13 +239,14 @@ impl View {
         let mut keys = self.keys.write().expect("view lock is never poisoned");
         for (hash, live) in changes {
             match live {
-                Some(live) => keys.insert(hash, live),
+                Some(live) => keys.replace(live).is_some(),
                 None => keys.remove(&hash),
             };
         }
     }
 
     /// Replaces everything (etcd, after reloading past a compaction).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub fn replace(&self, other: View) {
         let _turn = self.refreshing.lock().expect("view lock is never poisoned");
         let map = other
