@@ -4,7 +4,7 @@
 //! works there at once.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Code;
 use zsc::testing::EtcdCluster;
@@ -194,4 +194,109 @@ async fn with_etcd_unreachable_validation_is_unavailable_never_stale() {
     };
     let refused = keys.validate_key(request).await;
     expect_code(refused, Code::Unavailable);
+}
+
+/// What the revocations acknowledged so far allow a checkpoint to say: one stamped
+/// `server_time` must name a `durable_head` at or above every revocation acknowledged before.
+fn assert_vouches_truly(checkpoint: &Checkpoint, acknowledged: &[(SystemTime, u64)], what: &str) {
+    let stamp = checkpoint
+        .server_time
+        .expect("a checkpoint has a server_time");
+    let server_time = SystemTime::try_from(stamp).unwrap();
+    for (ok, sequence) in acknowledged {
+        if *ok < server_time {
+            assert!(
+                checkpoint.durable_head >= *sequence,
+                "{what}: at {server_time:?} it vouched for head {} but revocation {sequence} \
+                 was acknowledged {:?} earlier",
+                checkpoint.durable_head,
+                server_time.duration_since(*ok).unwrap()
+            );
+        }
+    }
+}
+
+/// A replica paused (SIGSTOP) while another makes revocations, then resumed: no checkpoint it
+/// sends, to its open stream or to a new one, names a `durable_head` below a revocation
+/// acknowledged before its `server_time`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_never_vouches_below_a_revocation_acknowledged_before_its_time() {
+    use crate::process::{spawn_zsc, Clients};
+    use zsc::proto::watch_revocations_response::Event;
+    let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
+        .await
+        .unwrap();
+    let url = cluster.url("/zsc");
+    let a = TestServer::start_replica(&url, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &url,
+        "--data-dir",
+        &data_dir,
+        "--heartbeat-interval",
+        "100ms",
+    ];
+    let (child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    let pid = child.id().expect("running").to_string();
+    let mut paused = Clients::connect(&addr, &a.operator_token).await;
+    let (org_id, admin) = a.org_with_admin("Acme").await;
+    a.key(&org_id, &admin).await;
+    let mut open = paused
+        .keys
+        .watch_revocations(watch_from(None))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut open).await.unwrap();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let mut acknowledged = Vec::new();
+    for _ in 0..20 {
+        a.regenerate(&org_id, &admin).await;
+        let head = read_log(&a).await.last().unwrap().sequence;
+        acknowledged.push((SystemTime::now(), head));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal("-CONT");
+    let last = acknowledged.last().unwrap().1;
+    for _ in 0..3 {
+        let request = watch_from(None);
+        let mut fresh = paused
+            .keys
+            .watch_revocations(request)
+            .await
+            .unwrap()
+            .into_inner();
+        match next(&mut fresh).await.unwrap() {
+            Event::Checkpoint(first) => assert_vouches_truly(&first, &acknowledged, "new stream"),
+            other => panic!("a new stream starts with a checkpoint, not {other:?}"),
+        }
+    }
+    // Every checkpoint until it has caught up, and ten heartbeats more.
+    let (mut checkpoints, mut caught_up) = (0, 0);
+    while caught_up < 10 {
+        match next(&mut open).await.unwrap() {
+            Event::Checkpoint(checkpoint) => {
+                checkpoints += 1;
+                assert_vouches_truly(&checkpoint, &acknowledged, "open stream");
+                if checkpoint.sequence >= last && checkpoint.durable_head >= last {
+                    caught_up += 1;
+                }
+            }
+            Event::Revocation(_) => {}
+        }
+    }
+    println!("{checkpoints} checkpoints on the open stream after resuming, all true");
+    drop(child);
 }
