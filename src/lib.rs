@@ -21,6 +21,9 @@
 //!   restore (`store/backup.rs`, streamed), and the load bench's bulk loader (`store/bulk.rs`:
 //!   CreateOrg, CreateUser and GenerateKey's rules for many orgs in one transaction). A
 //!   conformance suite (`store/conformance.rs`) runs the same tests against both backends.
+//!   ValidateKey reads only the validation view (`store/view.rs`: every live key in memory,
+//!   fed by the path that moves the durable head), on etcd after the shared read barrier
+//!   (`store/etcd/barrier.rs`); checkpoints vouch only for a confirmed head (`store/head.rs`).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
