@@ -130,6 +130,9 @@ impl Hasher for TakeBytes {
 
 type Keys = HashSet<Live, BuildHasherDefault<TakeBytes>>;
 
+/// One write of a revision, as a watch delivers it: table, key, value (None: deleted).
+pub(super) type Write<'a> = (Table, &'a [u8], Option<&'a [u8]>);
+
 /// The live keys of one store, in memory. See the module docs for how it stays current.
 #[derive(Default)]
 pub(super) struct View {
@@ -201,7 +204,7 @@ impl View {
     /// with its org, which the same transaction wrote (every rule that stores a key writes
     /// its org). A key whose org is not among them is left out: it fails closed, and says so.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    pub fn apply(&self, writes: &[(Table, &[u8], Option<&[u8]>)]) -> Result<()> {
+    pub fn apply(&self, writes: &[Write<'_>]) -> Result<()> {
         let _turn = self.refreshing.lock().expect("view lock is never poisoned");
         let org = |id: &str| {
             writes.iter().rev().find_map(|(table, key, value)| {
