@@ -34,6 +34,9 @@
 //!
 //!   The next backend is a folder beside `sled/` and `etcd/`, an arm of `Backend`
 //!   (`store/backend.rs`), an `open_*` in `store/open.rs`, and a run of the conformance suite.
+//!   ValidateKey reads only the validation view (`store/view.rs`: every live key in memory,
+//!   fed by the path that moves the durable head), on etcd after the shared read barrier
+//!   (`store/etcd/barrier.rs`); checkpoints vouch only for a confirmed head (`store/head.rs`).
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation

@@ -249,18 +249,31 @@ where
         // The clone that was made ready must be the one called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = request.uri().path();
-        if !is_open(path) {
-            match authorize(&self.store, path, request.headers()) {
-                Ok(caller) => {
-                    tracing::Span::current().record("caller", caller.name.as_str());
+        let path = request.uri().path().to_owned();
+        if is_open(&path) {
+            return Box::pin(inner.call(request));
+        }
+        let store = self.store.clone();
+        let span = tracing::Span::current();
+        Box::pin(async move {
+            // On etcd, first catch up with every change acknowledged before this call (a
+            // deleted account's token is refused everywhere once its deletion is OK); the
+            // proof rides along for handlers that read memory (ValidateKey).
+            let authorized = match store.barrier().await {
+                Ok(fresh) => authorize(&store, &path, request.headers()).map(|c| (c, fresh)),
+                Err(error) => Err(error.into()),
+            };
+            match authorized {
+                Ok((caller, fresh)) => {
+                    span.record("caller", caller.name.as_str());
                     request.extensions_mut().insert(caller);
+                    request.extensions_mut().insert(fresh);
                 }
                 // Logged (at a bounded rate) and counted by the observe layer around this one.
-                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+                Err(status) => return Ok(status.into_http()),
             }
-        }
-        Box::pin(inner.call(request))
+            inner.call(request).await
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
 use crate::metrics::{Metrics, Validation};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
-use crate::store::{KeyMode, Store};
+use crate::store::{Fresh, KeyMode, Store};
 
 pub struct KeyApi {
     store: Store,
@@ -131,12 +131,18 @@ impl KeyService for KeyApi {
         request: Request<pb::ValidateKeyRequest>,
     ) -> Result<Response<pb::ValidateKeyResponse>, Status> {
         let consumer = caller(&request)?.name;
+        let fresh = match request.extensions().get::<Fresh>() {
+            Some(fresh) => fresh.clone(),
+            None => self.store.barrier().await?,
+        };
         let req = request.get_ref();
         // The key's shape is checked first, offline: a typo never reaches the database.
         let parsed =
             ZscKey::parse(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
         let outcome = match parsed {
-            Ok((key, email)) => self.store.validate_key(&email, &key, &consumer).await,
+            Ok((key, email)) => self
+                .store
+                .validate_key_after(&fresh, &email, &key, &consumer),
             Err(error) => Err(error),
         };
         self.metrics.validation(match &outcome {

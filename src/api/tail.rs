@@ -34,7 +34,7 @@ use tokio::sync::{watch, Notify};
 use crate::domain::{OrgId, Result, RevocationEvent};
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::shutdown::Shutdown;
-use crate::store::EventLog;
+use crate::store::{Confirmed, EventLog};
 
 /// Events read from the store per batch.
 pub const BATCH: usize = 512;
@@ -149,9 +149,11 @@ impl Tail {
     pub fn start(log: EventLog, capacity: usize, heartbeat: Duration, shutdown: &Shutdown) -> Tail {
         let durable = log.watch_head();
         let head = *durable.borrow();
+        let confirmed = log.confirmed();
+        let first = checkpoint(log.store_id(), head, confirmed.head, confirmed.at);
         let first_beat = Arc::new(Beat {
             sequence: head,
-            encoded: encode(checkpoint(log.store_id(), head, head, SystemTime::now())),
+            encoded: encode(first),
         });
         let signal = Signal {
             head: Some(head),
@@ -359,7 +361,7 @@ impl Tail {
     }
 
     /// Encodes the checkpoint at the head once per heartbeat. The clock is read first, then
-    /// the store's durable head, and the beat waits for the tail to hold everything up to that
+    /// the store's confirmed head, and the beat waits for the tail to hold everything up to that
     /// head: a beat then says "every revocation acknowledged by `server_time` is in here".
     async fn tick(self, heartbeat: Duration, shutdown: Shutdown) {
         let mut interval = tokio::time::interval(heartbeat);
@@ -370,8 +372,20 @@ impl Tail {
                 () = shutdown.begun() => return,
                 _ = interval.tick() => {}
             }
-            let server_time = SystemTime::now();
-            let durable = self.shared.log.durable_head();
+            // The clock, then a barrier, then the head (`store/head.rs`): on etcd a replica
+            // vouches only for what it has confirmed; one that cannot sends no beat (and its
+            // probe soon takes it out of service).
+            let confirmed = tokio::select! {
+                () = shutdown.begun() => return,
+                confirmed = self.shared.log.confirm() => confirmed,
+            };
+            let Ok(Confirmed {
+                at: server_time,
+                head: durable,
+            }) = confirmed
+            else {
+                continue;
+            };
             let caught_up = tokio::select! {
                 () = shutdown.begun() => return,
                 caught_up = head.wait_for(|h| h.is_none_or(|h| h >= durable)) => caught_up.map(|h| *h),

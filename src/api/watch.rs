@@ -26,7 +26,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll, Wake, Waker},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -41,7 +41,7 @@ use super::tail::{checkpoint, encode, Beat, Signal, Tail, TailEvent, BATCH};
 use crate::domain::{Error, OrgId, Result};
 use crate::proto as pb;
 use crate::shutdown::Shutdown;
-use crate::store::EventLog;
+use crate::store::{Confirmed, EventLog};
 
 /// A feed whose prepared messages held more than this gives the memory back once they are
 /// sent: an idle subscriber should not keep a catch-up's worth of room.
@@ -423,9 +423,13 @@ impl Feed {
 
     /// "Everything up to the cursor has been sent; at `server_time` the durable head was
     /// `durable_head`" (the head read after the clock; the stream may be behind it).
+    /// Both come from the latest head this replica confirmed (`store/head.rs`), so a replica
+    /// whose watch lags never stamps a current time on a head it has not confirmed.
     fn checkpoint_now(&self) -> Bytes {
-        let server_time = SystemTime::now();
-        let durable_head = self.log().durable_head();
+        let Confirmed {
+            at: server_time,
+            head: durable_head,
+        } = self.log().confirmed();
         let store_id = self.log().store_id();
         encode(checkpoint(store_id, self.cursor, durable_head, server_time))
     }

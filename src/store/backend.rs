@@ -3,6 +3,7 @@
 
 use tokio::sync::watch;
 
+use super::head::Confirmed;
 use super::kv::{Entry, Prefetch, Range, Tx, TxResult};
 use super::sled::backend::SledBackend;
 use super::tables::Table;
@@ -93,17 +94,23 @@ impl Backend {
         }
     }
 
-    /// The log head a read-only closure reports with what it read: on sled the durable head
-    /// (read first, so every revocation at or below it is visible to the reads after it, and
-    /// never reused after a crash); on etcd the head in the same snapshot.
-    pub fn snapshot_head(&self, tx: &mut dyn Tx) -> TxResult<u64> {
+    /// The live keys (`view.rs`), fed by the path that moves the durable head.
+    pub fn view(&self) -> &super::view::View {
         match self {
-            Backend::Sled(sled) => {
-                let _ = tx;
-                Ok(sled.durability.durable_head_now())
-            }
+            Backend::Sled(sled) => &sled.view,
             #[cfg(feature = "etcd")]
-            Backend::Etcd(_) => super::kv::get_u64(tx, Table::Meta, super::tables::META_HEAD),
+            Backend::Etcd(etcd) => etcd.view(),
+        }
+    }
+
+    /// Returns once this replica reflects every change acknowledged anywhere before the
+    /// call: at once on sled (one process, whose changes are in the view before they are
+    /// acknowledged); on etcd after the shared linearizable read (`etcd/barrier.rs`).
+    pub async fn barrier(&self) -> Result<()> {
+        match self {
+            Backend::Sled(_) => Ok(()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.barrier().await,
         }
     }
 
@@ -146,6 +153,27 @@ impl Backend {
 
     pub fn durable_head_now(&self) -> u64 {
         *self.durable_head().borrow()
+    }
+
+    /// The latest head this replica confirmed (`head.rs`): on sled, now (clock, then head).
+    pub fn confirmed(&self) -> Confirmed {
+        match self {
+            Backend::Sled(_) => Confirmed {
+                at: std::time::SystemTime::now(),
+                head: self.durable_head_now(),
+            },
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.confirmed(),
+        }
+    }
+
+    /// Confirms the head now: the clock, then [`Backend::barrier`], then the head.
+    pub async fn confirm(&self) -> Result<Confirmed> {
+        match self {
+            Backend::Sled(_) => Ok(self.confirmed()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.confirm().await,
+        }
     }
 
     pub fn size_on_disk(&self) -> Result<u64> {

@@ -43,6 +43,11 @@ pub(in crate::store) struct Counter {
     pub(in crate::store) last_us: AtomicI64,
 }
 
+/// Proof that a call passed [`Store::barrier`] after it arrived: reads from this replica's
+/// memory made with it are linearizable.
+#[derive(Clone, Debug)]
+pub struct Fresh(());
+
 /// What `Store::open` found.
 pub struct Opened {
     pub store: Store,
@@ -112,6 +117,15 @@ impl Store {
 
     pub(in crate::store) fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Waits until this replica reflects every change acknowledged anywhere before the call
+    /// (at once on sled; on etcd one linearizable read shared with every call waiting, then
+    /// the watch catching up to it, within a bound, else UNAVAILABLE). What it returns is the
+    /// proof a read from memory asks for.
+    pub async fn barrier(&self) -> Result<Fresh> {
+        self.backend().barrier().await?;
+        Ok(Fresh(()))
     }
 
     /// Runs a long store job (a pruning batch) so that it holds no runtime worker: on the

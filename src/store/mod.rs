@@ -7,6 +7,8 @@
 //!   `audit.rs`, `usage.rs`, `turns.rs`, `bulk.rs`, `bootstrap.rs`), each a closure over the
 //!   transactional key-value interface of `kv.rs`, and methods of the [`Store`] handle
 //!   (`handle.rs`, a leaf the rules import);
+//! - what each server keeps in memory: `view.rs` (the live keys ValidateKey answers from)
+//!   and `head.rs` (the head a replica has confirmed, and when);
 //! - the seam: `kv.rs` (what a transaction may do), `tables.rs` (every table and `meta` key,
 //!   named once), `records.rs` (how values are encoded), `backend.rs` (which backend runs a
 //!   transaction);
@@ -24,15 +26,19 @@ mod backup;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod handle;
+mod head;
 mod kv;
 mod open;
 mod records;
 mod rules;
 mod sled;
 mod tables;
+mod view;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod view_props;
 
 pub use self::sled::open::{has_database, StoreOptions, DEFAULT_CACHE_BYTES};
 pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
@@ -40,7 +46,8 @@ pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupRep
 pub use backup::{backup_etcd, restore_etcd};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdUrl;
-pub use handle::{Opened, Store};
+pub use handle::{Fresh, Opened, Store};
+pub use head::Confirmed;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;

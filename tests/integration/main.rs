@@ -19,6 +19,8 @@ mod process;
 mod python;
 mod readme;
 #[cfg(feature = "etcd")]
+mod readpath;
+#[cfg(feature = "etcd")]
 mod replicas;
 mod storage;
 mod subscribers;

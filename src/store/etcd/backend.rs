@@ -15,18 +15,21 @@
 
 use std::{ops::Bound, sync::Arc};
 
-use etcd_client::{KvClient, Txn, TxnOp};
+use etcd_client::{ConnectOptions, KvClient, Txn, TxnOp};
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::barrier::{Barrier, Confirmer};
 use super::errors::{ambiguous, unavailable};
 use super::head::Head;
 use super::mirror::Mirror;
 use super::read::read_range;
-use super::url::{connect, table_key, EtcdUrl, REQUEST_TIMEOUT};
+use super::url::{connect, connect_with, table_key, EtcdUrl, REQUEST_TIMEOUT};
 use crate::domain::Result;
+use crate::store::head::Confirmed;
 use crate::store::kv::{prefix_end, Entry, Range};
 use crate::store::tables::Table;
+use crate::store::view::View;
 
 /// etcd's default `--max-txn-ops`.
 pub(super) const MAX_TXN_OPS: usize = 128;
@@ -36,6 +39,11 @@ pub(in crate::store) struct EtcdBackend {
     /// `PREFIX/`.
     pub(super) root: Vec<u8>,
     mirror: Arc<Mirror>,
+    /// The live keys, fed by the watch before it moves the head (`view.rs`).
+    view: Arc<View>,
+    /// The shared linearizable read a call waits on before it reads this replica's memory,
+    /// and the head it confirms.
+    confirmer: Arc<Confirmer>,
     head: Arc<Head>,
     /// Set while the cluster cannot be reached; cleared when it can again.
     fault: Arc<watch::Sender<Option<String>>>,
@@ -60,18 +68,33 @@ impl EtcdBackend {
         let fault = Arc::new(watch::Sender::new(None));
         let head = Arc::new(Head::new());
         let applied = Arc::new(watch::Sender::new(0));
+        let view = Arc::new(View::default());
+        let watching = ConnectOptions::new().with_require_leader(true);
         let follower = super::follow::Follower {
-            client: client.clone(),
+            client: connect_with(url, watching).await?,
             root: root.clone(),
             mirror: mirror.clone(),
+            view: view.clone(),
             head: head.clone(),
             applied: applied.clone(),
         };
+        let loaded_at = std::time::SystemTime::now();
         let loaded = follower.load().await?;
+        let confirmer = Arc::new(Confirmer {
+            barrier: Barrier::new(client.kv_client(), &root, applied.subscribe()),
+            head: head.clone(),
+            // The load was one linearizable read, after the clock.
+            latest: watch::Sender::new(Confirmed {
+                at: loaded_at,
+                head: head.value(),
+            }),
+        });
         let backend = EtcdBackend {
             kv: client.kv_client(),
             root: root.clone(),
             mirror,
+            view,
+            confirmer: confirmer.clone(),
             head: head.clone(),
             fault: fault.clone(),
             writer: tokio::sync::Mutex::new(()),
@@ -80,10 +103,7 @@ impl EtcdBackend {
             _tasks: vec![
                 AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
                 AbortOnDropHandle::new(tokio::spawn(super::probe::probe_forever(
-                    client.kv_client(),
-                    root,
-                    fault,
-                    head,
+                    confirmer, fault, head,
                 ))),
             ],
         };
@@ -114,6 +134,23 @@ impl EtcdBackend {
             tracing::warn!(written, "this replica's watch is behind its own writes");
         }
         Ok(())
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// See `barrier.rs`.
+    pub async fn barrier(&self) -> Result<()> {
+        self.confirm().await.map(drop)
+    }
+
+    pub async fn confirm(&self) -> Result<Confirmed> {
+        self.confirmer.confirm().await
+    }
+
+    pub fn confirmed(&self) -> Confirmed {
+        *self.confirmer.latest.borrow()
     }
 
     pub fn writable(&self) -> Result<()> {

@@ -3,7 +3,11 @@
 //! disconnect, and re-loaded by range when etcd has compacted past it. It keeps the mirrored
 //! tables current and moves the durable head only once the events up to it are in the mirror.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use etcd_client::{Client, EventType, WatchOptions};
 
@@ -15,11 +19,13 @@ use crate::domain::Result;
 use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
 use crate::store::tables::META_HEAD;
+use crate::store::view::View;
 
 pub(super) struct Follower {
     pub client: Client,
     pub root: Vec<u8>,
     pub mirror: Arc<Mirror>,
+    pub view: Arc<View>,
     pub head: Arc<Head>,
     /// The highest etcd revision this replica's copy reflects.
     pub applied: Arc<tokio::sync::watch::Sender<i64>>,
@@ -45,14 +51,10 @@ impl Follower {
         let head = read_u64(first.kvs().first().map(|kv| kv.value()));
         let mut tables = BTreeMap::new();
         for table in MIRRORED {
-            let base = table_key(&self.root, table, b"");
-            let end = prefix_end(&base).expect("a table prefix ends in '/'");
-            let kv = self.client.kv_client();
-            let read = read_range(&kv, base, end, revision, usize::MAX, false).await?;
-            for (key, value) in read {
-                tables.insert(key[self.root.len()..].to_vec(), value);
-            }
+            tables.extend(self.range_at(table, revision).await?);
         }
+        let view = self.load_view(revision).await?;
+        self.view.replace(view);
         *self
             .mirror
             .tables
@@ -66,6 +68,32 @@ impl Follower {
             moved
         });
         Ok(revision)
+    }
+
+    /// Every key of `table` at `revision`, relative to the root.
+    async fn range_at(&self, table: Table, revision: i64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let base = table_key(&self.root, table, b"");
+        let end = prefix_end(&base).expect("a table prefix ends in '/'");
+        let kv = self.client.kv_client();
+        let read = read_range(&kv, base, end, revision, usize::MAX, false).await?;
+        let root = self.root.len();
+        Ok(read
+            .into_iter()
+            .map(|(k, v)| (k[root..].to_vec(), v))
+            .collect())
+    }
+
+    /// The validation view at `revision`: every key joined with its org.
+    async fn load_view(&self, revision: i64) -> Result<View> {
+        let in_table = |table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>| {
+            let skip = table.name().len() + 1;
+            rows.into_iter()
+                .map(move |(key, value)| (key[skip..].to_vec(), value))
+        };
+        let keys = in_table(Table::Keys, self.range_at(Table::Keys, revision).await?);
+        let orgs: HashMap<Vec<u8>, Vec<u8>> =
+            in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
+        View::build(keys, |org_id| Ok(orgs.get(org_id.as_bytes()).cloned()))
     }
 
     /// Follows the prefix forever (the task is aborted when the store is dropped).
@@ -119,6 +147,7 @@ impl Follower {
             }
             let mut new_head = None;
             let mut accounts_changed = false;
+            let mut keys_and_orgs = Vec::new();
             {
                 let mut tables = self
                     .mirror
@@ -133,6 +162,9 @@ impl Follower {
                         continue;
                     };
                     let put = event.event_type() == EventType::Put;
+                    if matches!(table, Table::Keys | Table::Orgs) {
+                        keys_and_orgs.push((table, key, put.then(|| kv.value())));
+                    }
                     if MIRRORED.contains(&table) {
                         accounts_changed |= table.holds_accounts();
                         if put {
@@ -144,6 +176,10 @@ impl Follower {
                         new_head = Some(read_u64(Some(kv.value())));
                     }
                 }
+            }
+            // Before the head moves: a revoked key leaves the view first (`view.rs`).
+            if let Err(error) = self.view.apply(&keys_and_orgs) {
+                tracing::error!(%error, "a key or org from etcd does not decode");
             }
             if accounts_changed {
                 self.mirror.accounts_changed();

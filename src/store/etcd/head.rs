@@ -29,6 +29,10 @@ impl Head {
         }
     }
 
+    pub(super) fn value(&self) -> u64 {
+        self.lock().value
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HeadInner> {
         self.inner.lock().expect("head lock is never poisoned")
     }

@@ -9,6 +9,7 @@
 //! - `dump.rs`: the whole store at one revision, and loading one into an empty prefix.
 
 mod backend;
+mod barrier;
 mod dump;
 mod errors;
 mod follow;

@@ -1,48 +1,29 @@
-//! The health probe: the store is unavailable while the cluster does not answer.
+//! The health probe: the store is unavailable while this replica cannot confirm its head.
 
 use std::{sync::Arc, time::Duration};
 
-use etcd_client::KvClient;
 use tokio::sync::watch;
 
-use super::errors::never_sent;
+use super::barrier::Confirmer;
 use super::head::Head;
-use super::url::{table_key, REQUEST_TIMEOUT};
-use crate::store::tables::{Table, META_INITIALISED};
 
 /// How often the health probe asks the cluster.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// Marks the store unavailable while the cluster does not answer a linearizable read, and
-/// available again once it does. Two failed probes (or one after a slow one) stay well
-/// inside the 5 s a replica has to go NOT_SERVING.
+/// Marks the store unavailable while this replica cannot confirm its head (`barrier.rs`: the
+/// cluster does not answer a linearizable read, or this replica's watch does not apply what
+/// it read within the bound: a member cut off from its peers, a watch that stopped), and
+/// available again once it can. Each probe also refreshes the confirmed head of an idle
+/// replica. A failed probe (at most the barrier's 3 s) and the pause after it stay inside the
+/// 5 s a replica has to go NOT_SERVING.
 pub(super) async fn probe_forever(
-    kv: KvClient,
-    root: Vec<u8>,
+    confirmer: Arc<Confirmer>,
     fault: Arc<watch::Sender<Option<String>>>,
     head: Arc<Head>,
 ) {
-    let key = table_key(&root, Table::Meta, META_INITIALISED);
     loop {
-        let probe = tokio::time::timeout(REQUEST_TIMEOUT, async {
-            // A dead member the client still thinks ready fails at once without sending:
-            // that says nothing about the cluster, so ask again (another member).
-            let mut last = None;
-            for _ in 0..4 {
-                match kv.clone().get(key.clone(), None).await {
-                    Ok(_) => return Ok(()),
-                    Err(error) if never_sent(&error) => last = Some(error),
-                    Err(error) => return Err(error),
-                }
-            }
-            Err(last.expect("at least one attempt"))
-        })
-        .await;
-        let failure = match probe {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(error.to_string()),
-            Err(_) => Some(format!("no answer within {REQUEST_TIMEOUT:?}")),
-        };
+        let probe = confirmer.confirm().await;
+        let failure = probe.err().map(|error| error.to_string());
         fault.send_if_modified(|current| {
             let changed = current.is_some() != failure.is_some();
             if changed {

@@ -74,7 +74,13 @@ impl std::fmt::Display for EtcdUrl {
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) async fn connect(url: &EtcdUrl) -> Result<Client> {
-    let options = ConnectOptions::new()
+    connect_with(url, ConnectOptions::new()).await
+}
+
+/// The follower's watch requires a leader (etcd's `hasleader` metadata): a member cut off
+/// from its peers ends it, rather than keeping it open and silent.
+pub(super) async fn connect_with(url: &EtcdUrl, options: ConnectOptions) -> Result<Client> {
+    let options = options
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2));

@@ -129,7 +129,7 @@ fn sequence_of(key: &[u8]) -> u64 {
 }
 
 /// The audit head key, for a transaction that appends to fetch ahead.
-pub(super) fn head_key() -> (Table, Vec<u8>) {
+pub(in crate::store) fn head_key() -> (Table, Vec<u8>) {
     (Table::Audit, HEAD.to_vec())
 }
 

@@ -58,6 +58,18 @@ impl EventLog {
         self.store.backend().writable()
     }
 
+    /// The latest head this replica confirmed (`head.rs`): what a checkpoint may vouch for
+    /// without waiting.
+    pub fn confirmed(&self) -> crate::store::head::Confirmed {
+        self.store.backend().confirmed()
+    }
+
+    /// Confirms the head now (on etcd one shared linearizable read and the watch catching up
+    /// with it; UNAVAILABLE if it does not within the bound).
+    pub async fn confirm(&self) -> Result<crate::store::head::Confirmed> {
+        self.store.backend().confirm().await
+    }
+
     /// The highest sequence that is durable, so may be sent.
     pub fn durable_head(&self) -> u64 {
         self.store.backend().durable_head_now()

@@ -6,9 +6,9 @@ use super::audit;
 use super::revocation::{org_not_found, read_org, revoke_active_key};
 use crate::domain::{
     AccountName, AuditAction, Caller, Email, Error, KeyId, KeyInfo, OrgId, Result, RevocationEvent,
-    RevocationReason, SecretHash, Validation, ZscKey, INVALID_EMAIL_OR_KEY,
+    RevocationReason, SecretHash, Validation, ZscKey,
 };
-use crate::store::handle::Store;
+use crate::store::handle::{Fresh, Store};
 use crate::store::kv::{abort, lift, Prefetch, Tx, TxResult};
 use crate::store::records::{decode, now, KeyRecord, UserRecord};
 use crate::store::tables::Table;
@@ -95,47 +95,34 @@ impl Store {
     /// cannot tell a wrong email from a revoked key or a demoted owner.
     /// A success is counted as `consumer`'s use of the key.
     ///
-    /// The head, the key, the user and the org are read together (on etcd, from one
-    /// snapshot), so the `sequence` returned and the answer agree: every revocation at or
-    /// below it is reflected in the answer.
+    /// Linearizable: on etcd it first waits for this replica to reflect every change
+    /// acknowledged before the call ([`Store::barrier`]), then answers from memory.
     pub async fn validate_key(
         &self,
         email: &Email,
         key: &ZscKey,
         consumer: &AccountName,
     ) -> Result<Validation> {
-        let hash = key.hash();
-        let denied = || Error::Unauthenticated(INVALID_EMAIL_OR_KEY);
-        let prefetch = || {
-            vec![
-                (Table::Meta, META_HEAD.to_vec()),
-                (Table::Keys, hash.0.to_vec()),
-                (Table::Users, email.as_str().as_bytes().to_vec()),
-            ]
-        };
-        let backend = self.backend();
-        let validation = backend
-            .read(prefetch, |tx| {
-                let sequence = backend.snapshot_head(tx)?;
-                let Some(record) = tx.get(Table::Keys, &hash.0)? else {
-                    return abort(denied());
-                };
-                let info = lift(decode::<KeyRecord>(&record))?.to_info();
-                if info.owner != *email || !may_hold_key(tx, email, &info.org_id)? {
-                    return abort(denied());
-                }
-                let Some(org) = read_org(tx, &info.org_id)? else {
-                    return abort(denied());
-                };
-                let org = lift(org.to_org(info.org_id.clone()))?;
-                Ok(Validation {
-                    org,
-                    key_id: info.key_id,
-                    owner: info.owner,
-                    sequence,
-                })
-            })
-            .await?;
+        let fresh = self.barrier().await?;
+        self.validate_key_after(&fresh, email, key, consumer)
+    }
+
+    /// [`Store::validate_key`] for a call that already passed a barrier after it arrived.
+    /// Reads only the validation view (`view.rs`). The head is read first: the view drops a
+    /// revoked key before the head that records the revocation moves, so every revocation at
+    /// or below the `sequence` returned is reflected in the answer.
+    pub fn validate_key_after(
+        &self,
+        _fresh: &Fresh,
+        email: &Email,
+        key: &ZscKey,
+        consumer: &AccountName,
+    ) -> Result<Validation> {
+        let sequence = self.backend().durable_head_now();
+        let validation = self
+            .backend()
+            .view()
+            .validate(&key.hash(), email, sequence)?;
         self.count_validation(&validation.key_id, consumer);
         Ok(validation)
     }
@@ -231,7 +218,11 @@ impl NewKey {
 }
 
 /// Whether `email` is a user who may hold the key of `org_id` (an active administrator of it).
-fn may_hold_key(tx: &mut dyn Tx, email: &Email, org_id: &OrgId) -> TxResult<bool> {
+pub(in crate::store) fn may_hold_key(
+    tx: &mut dyn Tx,
+    email: &Email,
+    org_id: &OrgId,
+) -> TxResult<bool> {
     match tx.get(Table::Users, email.as_str().as_bytes())? {
         Some(bytes) => {
             let user = lift(decode::<UserRecord>(&bytes).and_then(|r| r.to_user(email.clone())))?;

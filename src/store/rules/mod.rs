@@ -2,12 +2,12 @@
 //! and run by whichever backend holds the store.
 
 pub(super) mod accounts;
-pub(super) mod audit;
+pub(in crate::store) mod audit;
 pub(super) mod bootstrap;
 pub(super) mod bulk;
 pub(super) mod events;
-pub(super) mod keys;
+pub(in crate::store) mod keys;
 pub(super) mod orgs;
-pub(super) mod revocation;
+pub(in crate::store) mod revocation;
 pub(super) mod turns;
 pub(super) mod usage;

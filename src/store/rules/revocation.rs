@@ -13,7 +13,7 @@ use crate::store::records::{decode, KeyRecord, OrgRecord};
 use crate::store::tables::Table;
 
 /// The org's record inside a transaction, if the org exists.
-pub(super) fn read_org(tx: &mut dyn Tx, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {
+pub(in crate::store) fn read_org(tx: &mut dyn Tx, org_id: &OrgId) -> TxResult<Option<OrgRecord>> {
     match tx.get(Table::Orgs, org_id.as_str().as_bytes())? {
         Some(bytes) => lift(decode::<OrgRecord>(&bytes)).map(Some),
         None => Ok(None),

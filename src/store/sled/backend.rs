@@ -3,10 +3,13 @@
 //! durable by the group commit in `durability.rs`.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     fs::File,
     ops::Bound,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
 use sled::transaction::{
@@ -18,6 +21,7 @@ use super::durability::Durability;
 use crate::domain::{Error, Result};
 use crate::store::kv::{Entry, Range, Tx, TxError, TxResult};
 use crate::store::tables::{Table, Trees};
+use crate::store::view::View;
 
 pub(in crate::store) struct SledBackend {
     pub db: sled::Db,
@@ -28,37 +32,51 @@ pub(in crate::store) struct SledBackend {
     /// Moves after every committed change to the accounts or tokens (see
     /// [`Backend::accounts_generation`](crate::store::backend::Backend::accounts_generation)).
     accounts: AtomicU64,
+    /// The live keys, refreshed after each commit that wrote a key (`view.rs`).
+    pub view: Arc<View>,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
 
 impl SledBackend {
-    pub fn new(db: sled::Db, trees: Trees, durability: Durability, lock: File) -> Self {
+    pub fn new(db: sled::Db, trees: Trees, durability: Durability, lock: File) -> Result<Self> {
+        let view = Arc::new(build_view(&trees)?);
         let all = Table::ALL
             .iter()
             .map(|&table| trees.get(table).clone())
             .collect();
-        SledBackend {
+        Ok(SledBackend {
             db,
             trees,
             all,
             durability,
             accounts: AtomicU64::new(0),
+            view,
             _lock: lock,
-        }
+        })
     }
 
     /// Runs `rules` in one sled transaction over every tree; sled re-runs it on a conflict.
     /// A storage failure faults the store.
-    /// A change to the accounts or tokens moves the accounts generation once it is committed.
+    /// A change to the accounts or tokens moves the accounts generation once it is committed;
+    /// the keys it wrote are refreshed in the view before it returns (so before the flush that
+    /// moves the durable head and acknowledges it).
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
-        let accounts_written = Cell::new(false);
-        let outcome = transact_trees(&self.all, &accounts_written, rules).map_err(|e| match e {
+        let written = Written::default();
+        let outcome = transact_trees(&self.all, &written, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
         });
-        if outcome.is_ok() && accounts_written.get() {
+        if outcome.is_ok() && written.accounts.get() {
             self.accounts.fetch_add(1, Ordering::Release);
+        }
+        if outcome.is_ok() {
+            let keys = written.keys.into_inner();
+            self.view
+                .refresh(keys.iter().map(Vec::as_slice), |table, key| {
+                    self.get(table, key)
+                })
+                .map_err(|cause| self.durability.fail(&cause))?;
         }
         outcome
     }
@@ -130,19 +148,37 @@ pub(super) enum Failure {
     Storage(String),
 }
 
-/// One sled transaction over `trees` (every table, in `Table::ALL` order). Sets
-/// `accounts_written` if a run of `rules` wrote to the accounts or tokens (a run that sled
-/// re-ran counts too: a spare re-check costs nothing but two reads).
+/// What the runs of one transaction wrote that others must hear of: whether the accounts or
+/// tokens, and which keys (a run that sled re-ran counts too: a spare re-check costs nothing
+/// but a few reads).
+#[derive(Default)]
+pub(super) struct Written {
+    accounts: Cell<bool>,
+    keys: RefCell<Vec<Vec<u8>>>,
+}
+
+/// The view of every key in the trees (at open, before anything else writes).
+fn build_view(trees: &Trees) -> Result<View> {
+    let keys = trees.keys.iter().map(|item| {
+        let (hash, record) = item.map_err(Error::internal)?;
+        Ok((hash.to_vec(), record.to_vec()))
+    });
+    let keys = keys.collect::<Result<Vec<_>>>()?;
+    View::build(keys, |org_id| {
+        let org = trees.orgs.get(org_id.as_bytes()).map_err(Error::internal)?;
+        Ok(org.map(|v| v.to_vec()))
+    })
+}
+
+/// One sled transaction over `trees` (every table, in `Table::ALL` order), noting in
+/// `written` what its runs wrote.
 pub(super) fn transact_trees<T>(
     trees: &[sled::Tree],
-    accounts_written: &Cell<bool>,
+    written: &Written,
     rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
 ) -> std::result::Result<T, Failure> {
     let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
-        let mut tx = InTransaction {
-            trees,
-            accounts_written,
-        };
+        let mut tx = InTransaction { trees, written };
         rules(&mut tx).map_err(|e| match e {
             TxError::Conflict => ConflictableTransactionError::Conflict,
             other => ConflictableTransactionError::Abort(other),
@@ -158,7 +194,18 @@ pub(super) fn transact_trees<T>(
 
 struct InTransaction<'a> {
     trees: &'a [TransactionalTree],
-    accounts_written: &'a Cell<bool>,
+    written: &'a Written,
+}
+
+impl InTransaction<'_> {
+    fn note(&self, table: Table, key: &[u8]) {
+        if table.holds_accounts() {
+            self.written.accounts.set(true);
+        }
+        if table == Table::Keys {
+            self.written.keys.borrow_mut().push(key.to_vec());
+        }
+    }
 }
 
 fn unabortable(error: UnabortableTransactionError) -> TxError {
@@ -175,9 +222,7 @@ impl Tx for InTransaction<'_> {
     }
 
     fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
-        if table.holds_accounts() {
-            self.accounts_written.set(true);
-        }
+        self.note(table, key);
         self.trees[table as usize]
             .insert(key, value)
             .map(drop)
@@ -185,9 +230,7 @@ impl Tx for InTransaction<'_> {
     }
 
     fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
-        if table.holds_accounts() {
-            self.accounts_written.set(true);
-        }
+        self.note(table, key);
         self.trees[table as usize]
             .remove(key)
             .map(drop)

@@ -141,10 +141,6 @@ impl Durability {
     pub fn durable_head(&self) -> watch::Receiver<u64> {
         self.head_rx.clone()
     }
-
-    pub fn durable_head_now(&self) -> u64 {
-        *self.head_rx.borrow()
-    }
 }
 
 /// What a caller is told when the store refuses writes; the cause goes to the log.
