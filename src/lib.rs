@@ -33,6 +33,8 @@
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
+//! - [`peers`]: open connections by peer address, so that one can be closed on its own (a
+//!   connection whose revocation streams all stalled, `api/stall.rs`).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report.
@@ -67,6 +69,7 @@ pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod metrics;
+pub mod peers;
 pub mod progress;
 pub mod proto;
 pub mod server;

@@ -45,6 +45,7 @@ struct Inner {
     validations: Family<ResultLabels, Counter>,
     revocations: Family<ReasonLabels, Counter>,
     subscribers: Gauge,
+    subscribers_ended: Family<ReasonLabels, Counter>,
     head: Gauge,
     db_bytes: Gauge,
 }
@@ -95,6 +96,13 @@ impl Default for Metrics {
             "Open WatchRevocations streams",
             subscribers.clone(),
         );
+        let subscribers_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocation_subscribers_ended",
+            "WatchRevocations streams ended by the server, by reason (stalled: the subscriber \
+             read nothing for --subscriber-stall-timeout)",
+            subscribers_ended.clone(),
+        );
         let head = Gauge::default();
         registry.register(
             "revocation_head_sequence",
@@ -115,6 +123,7 @@ impl Default for Metrics {
                 validations,
                 revocations,
                 subscribers,
+                subscribers_ended,
                 head,
                 db_bytes,
             }),
@@ -147,6 +156,16 @@ impl Metrics {
     pub fn revocation(&self, reason: &str) {
         self.inner
             .revocations
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A revocation stream the server ended, for `zsc_revocation_subscribers_ended_total`.
+    pub fn subscriber_ended(&self, reason: &str) {
+        self.inner
+            .subscribers_ended
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

@@ -36,6 +36,7 @@ use tokio_util::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::peers::{Peers, Registered};
 use crate::telemetry::Throttle;
 
 /// The HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"): reading this many bytes
@@ -59,6 +60,8 @@ pub struct Shutdown {
     kill: CancellationToken,
     /// Tracked connections, the tail's tasks and revocation streams.
     tracker: TaskTracker,
+    /// Tracked connections by peer, so that one can be closed on its own (`peers.rs`).
+    peers: Peers,
 }
 
 impl Shutdown {
@@ -83,6 +86,11 @@ impl Shutdown {
     /// (a revocation stream's body, polled by hyper's task for the HTTP/2 stream) until dropped.
     pub fn hold(&self) -> TaskTrackerToken {
         self.tracker.token()
+    }
+
+    /// Every tracked connection, by peer address.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// The listener's connections, tracked and limited. Accept errors (EMFILE, a connection
@@ -133,9 +141,15 @@ impl Shutdown {
 
     /// A connection that is only tracked (no limits): for the metrics endpoint.
     pub fn track(&self, stream: TcpStream) -> Tracked {
+        let close = self.kill.child_token();
+        let listed = stream
+            .peer_addr()
+            .ok()
+            .map(|peer| self.peers.register(peer, close.clone()));
         Tracked {
             io: stream,
-            killed: Box::pin(self.kill.clone().cancelled_owned()),
+            killed: Box::pin(close.cancelled_owned()),
+            _listed: listed,
             handshake: None,
             read: 0,
             _slot: None,
@@ -173,7 +187,7 @@ impl Shutdown {
     }
 }
 
-/// A TCP connection that fails once shutdown kills it, or when it has not sent its first bytes
+/// A TCP connection that fails once shutdown kills it or [`Peers::close`] closes it, or when it has not sent its first bytes
 /// by its handshake deadline, and counts as open (in the tracker and in its listener's
 /// connection slots) until dropped.
 pub struct Tracked {
@@ -185,6 +199,7 @@ pub struct Tracked {
     read: usize,
     _slot: Option<OwnedSemaphorePermit>,
     _token: TaskTrackerToken,
+    _listed: Option<Registered>,
 }
 
 impl Tracked {
@@ -193,7 +208,7 @@ impl Tracked {
         match self.killed.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "zsc is shutting down",
+                "closed by zsc (shutting down, or every stream on it stalled)",
             )),
             Poll::Pending => Ok(()),
         }

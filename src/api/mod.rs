@@ -9,6 +9,7 @@ mod framing;
 mod keys;
 mod limit;
 mod observe;
+mod stall;
 mod status;
 mod subscribers;
 mod tail;

@@ -19,6 +19,7 @@ mod python;
 mod readme;
 #[cfg(feature = "etcd")]
 mod replicas;
+mod stalls;
 mod storage;
 mod subscribers;
 mod tls;
