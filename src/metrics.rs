@@ -46,6 +46,7 @@ struct Inner {
     revocations: Family<ReasonLabels, Counter>,
     subscribers: Gauge,
     subscribers_ended: Family<ReasonLabels, Counter>,
+    writes_refused: Family<ReasonLabels, Counter>,
     head: Gauge,
     db_bytes: Gauge,
 }
@@ -103,6 +104,13 @@ impl Default for Metrics {
              read nothing for --subscriber-stall-timeout)",
             subscribers_ended.clone(),
         );
+        let writes_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "store_writes_refused",
+            "Writes the store refused outright, not applied, by reason (nospace: etcd is out of \
+             space)",
+            writes_refused.clone(),
+        );
         let head = Gauge::default();
         registry.register(
             "revocation_head_sequence",
@@ -124,6 +132,7 @@ impl Default for Metrics {
                 revocations,
                 subscribers,
                 subscribers_ended,
+                writes_refused,
                 head,
                 db_bytes,
             }),
@@ -166,6 +175,16 @@ impl Metrics {
     pub fn subscriber_ended(&self, reason: &str) {
         self.inner
             .subscribers_ended
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A write the store refused, for `zsc_store_writes_refused_total`.
+    pub fn write_refused(&self, reason: &str) {
+        self.inner
+            .writes_refused
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

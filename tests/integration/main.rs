@@ -13,6 +13,8 @@ mod grpcurl;
 mod keys;
 mod limits;
 mod logs;
+#[cfg(feature = "etcd")]
+mod nospace;
 mod operations;
 mod process;
 mod python;
