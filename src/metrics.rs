@@ -28,6 +28,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -47,6 +52,7 @@ struct Inner {
     subscribers: Gauge,
     subscribers_ended: Family<ReasonLabels, Counter>,
     writes_refused: Family<ReasonLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
     head: Gauge,
     db_bytes: Gauge,
 }
@@ -111,6 +117,13 @@ impl Default for Metrics {
              space)",
             writes_refused.clone(),
         );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused RESOURCE_EXHAUSTED by a rate limit, by limit (account: --rate-limit; \
+             address: --auth-failure-limit)",
+            rate_limited.clone(),
+        );
         let head = Gauge::default();
         registry.register(
             "revocation_head_sequence",
@@ -133,6 +146,7 @@ impl Default for Metrics {
                 subscribers,
                 subscribers_ended,
                 writes_refused,
+                rate_limited,
                 head,
                 db_bytes,
             }),
@@ -188,6 +202,14 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// A call refused by a rate limit, for `zsc_rate_limited_total{limit}`.
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&LimitLabels { limit })
             .inc();
     }
 

@@ -87,6 +87,8 @@ pub struct Config {
     /// Log a line for every successful read call too (by default only mutations, failures
     /// and slow calls get one; reads are logged at debug level).
     pub log_reads: bool,
+    /// Per-caller rate limits (`api/rate.rs`); off by default.
+    pub rate_limits: crate::api::RateLimits,
 }
 
 /// PEM files for TLS.
@@ -139,6 +141,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             log_reads: false,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -377,7 +380,10 @@ impl Server {
                 config.log_reads,
             ))
             .layer(RequestLimitLayer::new(limits))
-            .layer(AuthLayer::new(store.clone()));
+            .layer(
+                AuthLayer::new(store.clone())
+                    .with_rates(crate::api::Rates::new(&config.rate_limits, metrics.clone())),
+            );
         let mut builder = grpc_server(limits);
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(Error::internal)?;

@@ -14,6 +14,7 @@ use http::{Request, Response};
 use tonic::{body::Body, Status};
 use tower::{Layer, Service};
 
+use super::rate::{peer_ip, Rates};
 use crate::domain::{AccountToken, Caller, Error, OrgId, Role};
 use crate::store::Store;
 
@@ -201,15 +202,24 @@ pub fn audit_scope(caller: &Caller, org_id: Option<OrgId>) -> Result<Option<OrgI
     }
 }
 
-/// The tower layer that runs `authorize` on every request.
+/// The tower layer that runs `authorize` on every request, and the rate limits (`rate.rs`).
 #[derive(Clone)]
 pub struct AuthLayer {
     store: Store,
+    rates: Option<Rates>,
 }
 
 impl AuthLayer {
     pub fn new(store: Store) -> Self {
-        AuthLayer { store }
+        AuthLayer { store, rates: None }
+    }
+
+    /// Holds callers to `rates` too.
+    pub fn with_rates(self, rates: Rates) -> Self {
+        AuthLayer {
+            rates: Some(rates),
+            ..self
+        }
     }
 }
 
@@ -220,6 +230,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             store: self.store.clone(),
+            rates: self.rates.clone(),
         }
     }
 }
@@ -228,6 +239,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     store: Store,
+    rates: Option<Rates>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -254,14 +266,28 @@ where
             match authorize(&self.store, path, request.headers()) {
                 Ok(caller) => {
                     tracing::Span::current().record("caller", caller.name.as_str());
+                    if let Some(Err(status)) = self.rates.as_ref().map(|r| r.admit(&caller)) {
+                        return refuse(status);
+                    }
                     request.extensions_mut().insert(caller);
                 }
-                // Logged (at a bounded rate) and counted by the observe layer around this one.
-                Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+                Err(status) => {
+                    let status = match &self.rates {
+                        Some(rates) => rates.failed(peer_ip(request.extensions()), status),
+                        None => status,
+                    };
+                    return refuse(status);
+                }
             }
         }
         Box::pin(inner.call(request))
     }
+}
+
+/// Answers a refused call. Logged (at a bounded rate) and counted by the observe layer around
+/// this one.
+fn refuse<E: 'static>(status: Status) -> BoxFuture<Result<Response<Body>, E>> {
+    Box::pin(async move { Ok(status.into_http()) })
 }
 
 #[cfg(test)]

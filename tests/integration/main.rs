@@ -18,6 +18,7 @@ mod nospace;
 mod operations;
 mod process;
 mod python;
+mod rates;
 mod readme;
 #[cfg(feature = "etcd")]
 mod replicas;
