@@ -9,6 +9,7 @@ mod crash;
 mod deploy;
 mod durability;
 mod example;
+mod fsync;
 mod grpcurl;
 mod keys;
 mod limits;
