@@ -8,12 +8,14 @@
 //! stream woken and not polled for longer than `--subscriber-stall-timeout` is stalled: its slot
 //! under the subscriber caps is given back at once (which lowers `zsc_revocation_subscribers`),
 //! it is counted in `zsc_revocation_subscribers_ended_total{reason="stalled"}`, and if hyper ever
-//! polls it again it ends with RESOURCE_EXHAUSTED. Ending it on the wire needs its connection:
-//! hyper holds the HTTP/2 stream (so no RST_STREAM can be sent for it from here) and tonic has no
-//! per-connection GOAWAY, so the connection is closed (`peers.rs`) once every revocation stream on
-//! it is stalled, or once a stream has stayed stalled for another timeout (so that one live
-//! stream cannot keep any number of stalled ones, no longer counted by the caps, alive). Closing
-//! it drops the streams and their buffers.
+//! polls it again (the client read again) it ends with RESOURCE_EXHAUSTED, which says how to
+//! resume. Ending it on the wire otherwise needs its connection: hyper holds the HTTP/2 stream
+//! (so no RST_STREAM can be sent for it from here) and tonic has no per-connection GOAWAY, so the
+//! connection is closed (`peers.rs`) once every revocation stream on it has been stalled for
+//! [`close_grace`] (time for a client that was only slow to read again and be told), or once
+//! one stream has been stalled for three times that (so that a live stream cannot keep any
+//! number of stalled ones, no longer counted by the caps, alive). Closing it drops the streams
+//! and their buffers.
 
 use std::{
     collections::HashMap,
@@ -36,6 +38,15 @@ use crate::shutdown::Shutdown;
 /// The sweeper reads every alarm at least this often, and four times per timeout when that is
 /// shorter.
 const SWEEP_AT_MOST: Duration = Duration::from_secs(1);
+
+/// A stalled stream's connection is closed no sooner than this after the stall was found.
+const CLOSE_GRACE_AT_LEAST: Duration = Duration::from_secs(10);
+
+/// How long after a stall was found its connection may be closed: the stall timeout, and at
+/// least [`CLOSE_GRACE_AT_LEAST`].
+fn close_grace(timeout: Duration) -> Duration {
+    timeout.max(CLOSE_GRACE_AT_LEAST)
+}
 
 /// A feed's waker for its signal: it wakes hyper's task and notes when the first wake that has
 /// not been polled since happened.
@@ -144,22 +155,24 @@ impl Stalls {
         watched
     }
 
-    /// Marks the streams stalled since the last sweep, and closes the connections that hold
-    /// nothing but stalled streams or one stalled for two timeouts.
+    /// Marks the streams stalled since the last sweep, and closes the connections whose streams
+    /// have all been stalled for the grace, or one for three times it.
     fn sweep(&self) {
         let live: Vec<Arc<Watched>> = {
             let mut all = self.watched.lock().expect("lock poisoned");
             all.retain(|w| w.strong_count() > 0);
             all.iter().filter_map(Weak::upgrade).collect()
         };
-        // Per connection: whether it is to be closed so far.
+        let grace = close_grace(self.timeout);
+        // Per connection: whether every stream was stalled for the grace, and whether one was
+        // for three times it.
         let mut connections: HashMap<SocketAddr, (bool, bool)> = HashMap::new();
         for stream in &live {
             let stalled_for = stream.check();
             if let Some(peer) = stream.peer {
                 let (all, long) = connections.entry(peer).or_insert((true, false));
-                *all &= stalled_for.is_some();
-                *long |= stalled_for.is_some_and(|d| d > self.timeout);
+                *all &= stalled_for.is_some_and(|d| d > grace);
+                *long |= stalled_for.is_some_and(|d| d > grace * 3);
             }
         }
         for (peer, (all_stalled, long_stalled)) in connections {

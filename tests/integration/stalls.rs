@@ -1,5 +1,6 @@
 //! Stalled revocation streams end by a clock: streams whose HTTP/2 window never opens, on
-//! connections that still answer PINGs, give their slots back and their connections are closed.
+//! connections that still answer PINGs, give their slots back at once and, after a grace, their
+//! connections are closed.
 
 use std::time::Duration;
 
