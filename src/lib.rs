@@ -25,8 +25,9 @@
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
 //!   stream (`api/watch.rs`) fed by the one shared tail of the log (`api/tail.rs`) and served
-//!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), and the audit trail
-//!   (`api/audit.rs`).
+//!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), the clock that ends
+//!   stalled streams (`api/stall.rs`), the per-caller rate limits (`api/rate.rs`), and the audit
+//!   trail (`api/audit.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start;
