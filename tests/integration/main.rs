@@ -11,6 +11,7 @@ mod durability;
 mod example;
 mod fsync;
 mod grpcurl;
+mod history;
 mod keys;
 mod limits;
 mod logs;
