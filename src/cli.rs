@@ -148,6 +148,21 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_MAX_SUBSCRIBERS_PER_ACCOUNT", default_value_t = crate::api::DEFAULT_MAX_SUBSCRIBERS_PER_ACCOUNT)]
     pub max_subscribers_per_account: usize,
 
+    /// Calls each consumer account may make, per replica (N/s, N/m or N/h, bursts of N); off
+    /// unless set. Past it: RESOURCE_EXHAUSTED with a RetryInfo.
+    #[arg(long, env = "ZSC_RATE_LIMIT")]
+    pub rate_limit: Option<crate::api::Rate>,
+
+    /// One account's own limit, any role (ACCOUNT=RATE, e.g. desk=5000/s); repeat, or separate
+    /// with commas.
+    #[arg(long, env = "ZSC_RATE_LIMIT_ACCOUNT", value_delimiter = ',')]
+    pub rate_limit_account: Vec<crate::api::AccountRate>,
+
+    /// Failed authentications (UNAUTHENTICATED calls) per client IP address, per replica; past
+    /// it such calls are RESOURCE_EXHAUSTED. A valid token is never refused by it. Off unless set.
+    #[arg(long, env = "ZSC_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<crate::api::Rate>,
+
     /// How long shutdown waits for in-flight requests.
     #[arg(long, env = "ZSC_SHUTDOWN_GRACE", default_value_t = DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: Duration,
@@ -241,6 +256,11 @@ impl ServeArgs {
         config.store.cache_bytes = self.cache_bytes;
         config.shutdown_grace = self.shutdown_grace.into();
         config.log_reads = self.log_reads;
+        config.rate_limits = crate::api::RateLimits {
+            consumer: self.rate_limit,
+            accounts: self.rate_limit_account.clone(),
+            auth_failures: self.auth_failure_limit,
+        };
         config.limits = Limits {
             max_message_bytes: count(self.max_message_size),
             max_concurrent_streams: self.max_concurrent_streams,

@@ -41,8 +41,9 @@
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
 //!   stream (`api/watch.rs`) fed by the one shared tail of the log (`api/tail.rs`) and served
-//!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), and the audit trail
-//!   (`api/audit.rs`).
+//!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), the clock that ends
+//!   stalled streams (`api/stall.rs`), the per-caller rate limits (`api/rate.rs`), and the audit
+//!   trail (`api/audit.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start:
@@ -54,6 +55,8 @@
 //!   [`shutdown`]: the one shutdown signal, and the connections and streams it ends;
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
+//! - [`peers`]: open connections by peer address, so that one can be closed on its own (a
+//!   connection whose revocation streams all stalled, `api/stall.rs`).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report.
@@ -91,6 +94,7 @@ pub mod cli;
 pub mod client;
 pub mod domain;
 pub mod metrics;
+pub mod peers;
 pub mod progress;
 pub mod proto;
 pub mod server;

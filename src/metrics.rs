@@ -30,6 +30,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -47,6 +52,9 @@ struct Inner {
     validations: Family<ResultLabels, Counter>,
     revocations: Family<ReasonLabels, Counter>,
     subscribers: Gauge,
+    subscribers_ended: Family<ReasonLabels, Counter>,
+    writes_refused: Family<ReasonLabels, Counter>,
+    rate_limited: Family<LimitLabels, Counter>,
     head: Gauge,
     db_bytes: Gauge,
     /// Registered only when the server serves TLS.
@@ -130,6 +138,27 @@ impl Metrics {
             "Open WatchRevocations streams",
             subscribers.clone(),
         );
+        let subscribers_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "revocation_subscribers_ended",
+            "WatchRevocations streams ended by the server, by reason (stalled: the subscriber \
+             read nothing for --subscriber-stall-timeout)",
+            subscribers_ended.clone(),
+        );
+        let writes_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "store_writes_refused",
+            "Writes the store refused outright, not applied, by reason (nospace: etcd is out of \
+             space)",
+            writes_refused.clone(),
+        );
+        let rate_limited = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused RESOURCE_EXHAUSTED by a rate limit, by limit (account: --rate-limit; \
+             address: --auth-failure-limit)",
+            rate_limited.clone(),
+        );
         let head = Gauge::default();
         registry.register(
             "revocation_head_sequence",
@@ -151,6 +180,9 @@ impl Metrics {
                 validations,
                 revocations,
                 subscribers,
+                subscribers_ended,
+                writes_refused,
+                rate_limited,
                 head,
                 db_bytes,
                 tls_expiry,
@@ -201,6 +233,34 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })
+            .inc();
+    }
+
+    /// A revocation stream the server ended, for `zsc_revocation_subscribers_ended_total`.
+    pub fn subscriber_ended(&self, reason: &str) {
+        self.inner
+            .subscribers_ended
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A write the store refused, for `zsc_store_writes_refused_total`.
+    pub fn write_refused(&self, reason: &str) {
+        self.inner
+            .writes_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A call refused by a rate limit, for `zsc_rate_limited_total{limit}`.
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&LimitLabels { limit })
             .inc();
     }
 

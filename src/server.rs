@@ -77,6 +77,8 @@ pub struct Config {
     /// Log a line for every successful read call too (by default only mutations, failures
     /// and slow calls get one; reads are logged at debug level).
     pub log_reads: bool,
+    /// Per-caller rate limits (`api/rate.rs`); off by default.
+    pub rate_limits: crate::api::RateLimits,
 }
 
 impl Config {
@@ -104,6 +106,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             log_reads: false,
+            rate_limits: Default::default(),
         }
     }
 }

@@ -33,6 +33,8 @@ use tokio_util::{
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::peers::{Peers, Registered};
+
 /// The HTTP/2 client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"): reading this many bytes
 /// ends a connection's handshake deadline. Over TLS the ClientHello is longer than this.
 const PREFACE_BYTES: usize = 24;
@@ -52,6 +54,8 @@ pub struct Shutdown {
     kill: CancellationToken,
     /// Tracked connections, the tail's tasks and revocation streams.
     tracker: TaskTracker,
+    /// Tracked connections by peer, so that one can be closed on its own (`peers.rs`).
+    peers: Peers,
 }
 
 impl Shutdown {
@@ -78,12 +82,23 @@ impl Shutdown {
         self.tracker.token()
     }
 
+    /// Every tracked connection, by peer address.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// A connection that is only tracked (no limits): for the metrics endpoint. Connections
     /// come in through `accept.rs`, the one accept path.
     pub(crate) fn track(&self, stream: TcpStream) -> Tracked {
+        let close = self.kill.child_token();
+        let listed = stream
+            .peer_addr()
+            .ok()
+            .map(|peer| self.peers.register(peer, close.clone()));
         Tracked {
             io: stream,
-            killed: Box::pin(self.kill.clone().cancelled_owned()),
+            killed: Box::pin(close.cancelled_owned()),
+            _listed: listed,
             handshake: None,
             read: 0,
             _slot: None,
@@ -123,7 +138,7 @@ impl Shutdown {
     }
 }
 
-/// A TCP connection that fails once shutdown kills it, or when it has not sent its first bytes
+/// A TCP connection that fails once shutdown kills it or [`Peers::close`] closes it, or when it has not sent its first bytes
 /// by its handshake deadline, and counts as open (in the tracker and in its listener's
 /// connection slots) until dropped.
 pub struct Tracked {
@@ -135,6 +150,7 @@ pub struct Tracked {
     read: usize,
     _slot: Option<OwnedSemaphorePermit>,
     _token: TaskTrackerToken,
+    _listed: Option<Registered>,
 }
 
 impl Tracked {
@@ -143,7 +159,7 @@ impl Tracked {
         match self.killed.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "zsc is shutting down",
+                "closed by zsc (shutting down, or every stream on it stalled)",
             )),
             Poll::Pending => Ok(()),
         }

@@ -35,6 +35,11 @@ impl EtcdCluster {
     /// Starts `n` members (fast elections: 50 ms heartbeats, 500 ms election timeout) and
     /// waits until each reports healthy.
     pub fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, &[])
+    }
+
+    /// As [`EtcdCluster::start`], each member with `extra` flags too (`--quota-backend-bytes`).
+    pub fn start_with(n: usize, extra: &[&str]) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = format!("zsc-test-{}", std::process::id());
         let mut members: Vec<Member> = (0..n)
@@ -79,6 +84,9 @@ impl EtcdCluster {
                 "--election-timeout".into(),
                 "500".into(),
             ];
+            member
+                .args
+                .extend(extra.iter().map(|flag| flag.to_string()));
             member.spawn();
         }
         let cluster = EtcdCluster { members, _dir: dir };

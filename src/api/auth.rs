@@ -14,6 +14,7 @@ use http::{Request, Response};
 use tonic::{body::Body, Status};
 use tower::{Layer, Service};
 
+use super::rate::{peer_ip, Rates};
 use crate::domain::{AccountToken, Caller, Error, OrgId, Role};
 use crate::store::Store;
 
@@ -201,15 +202,24 @@ pub fn audit_scope(caller: &Caller, org_id: Option<OrgId>) -> Result<Option<OrgI
     }
 }
 
-/// The tower layer that runs `authorize` on every request.
+/// The tower layer that runs `authorize` on every request, and the rate limits (`rate.rs`).
 #[derive(Clone)]
 pub struct AuthLayer {
     store: Store,
+    rates: Option<Rates>,
 }
 
 impl AuthLayer {
     pub fn new(store: Store) -> Self {
-        AuthLayer { store }
+        AuthLayer { store, rates: None }
+    }
+
+    /// Holds callers to `rates` too.
+    pub fn with_rates(self, rates: Rates) -> Self {
+        AuthLayer {
+            rates: Some(rates),
+            ..self
+        }
     }
 }
 
@@ -220,6 +230,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             store: self.store.clone(),
+            rates: self.rates.clone(),
         }
     }
 }
@@ -228,6 +239,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     store: Store,
+    rates: Option<Rates>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -254,6 +266,7 @@ where
             return Box::pin(inner.call(request));
         }
         let store = self.store.clone();
+        let rates = self.rates.clone();
         let span = tracing::Span::current();
         Box::pin(async move {
             // On etcd, first catch up with every change acknowledged before this call (a
@@ -266,11 +279,21 @@ where
             match authorized {
                 Ok((caller, fresh)) => {
                     span.record("caller", caller.name.as_str());
+                    if let Some(Err(status)) = rates.as_ref().map(|r| r.admit(&caller)) {
+                        return Ok(status.into_http());
+                    }
                     request.extensions_mut().insert(caller);
                     request.extensions_mut().insert(fresh);
                 }
                 // Logged (at a bounded rate) and counted by the observe layer around this one.
-                Err(status) => return Ok(status.into_http()),
+                // Only a call without a valid token counts against its address's limit.
+                Err(status) => {
+                    let status = match &rates {
+                        Some(rates) => rates.failed(peer_ip(request.extensions()), status),
+                        None => status,
+                    };
+                    return Ok(status.into_http());
+                }
             }
             inner.call(request).await
         })

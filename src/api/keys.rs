@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth::{caller, Standing, WATCH_REVOCATIONS};
+use super::stall::Stalls;
 use super::subscribers::Subscribers;
 use super::tail::Tail;
 use super::watch::{self, WatchConfig, WatchStream};
@@ -19,6 +20,8 @@ pub struct KeyApi {
     watch: WatchConfig,
     /// The subscriber caps.
     subscribers: Subscribers,
+    /// The clock that ends stalled streams.
+    stalls: Stalls,
     /// Every revocation stream ends when shutdown begins, and shutdown waits for it.
     shutdown: Shutdown,
     metrics: Metrics,
@@ -34,6 +37,7 @@ impl KeyApi {
     ) -> Self {
         KeyApi {
             subscribers: Subscribers::new(watch.max_subscribers, watch.max_subscribers_per_account),
+            stalls: Stalls::start(watch.stall_timeout, metrics.clone(), &shutdown),
             tail,
             store,
             watch,
@@ -194,7 +198,7 @@ impl KeyApi {
             self.watch.clone(),
             self.shutdown.clone(),
             standing,
-            slot,
+            self.stalls.watch(slot, connection),
         )?;
         Ok(Response::new(stream))
     }

@@ -107,6 +107,12 @@ where
                 match code_of(response.headers()) {
                     // Trailers-only response (an error, usually): the status is already here.
                     Some(code) => {
+                        if let Some(reason) = response.headers().get(super::status::WRITE_REFUSED) {
+                            finish
+                                .log
+                                .metrics
+                                .write_refused(reason.to_str().unwrap_or("other"));
+                        }
                         finish.done(code, || message_of(response.headers()));
                         Ok(response)
                     }

@@ -1,8 +1,12 @@
 //! The one table from domain errors to gRPC statuses.
 
-use tonic::Status;
+use tonic::{metadata::MetadataMap, Code, Status};
 
 use crate::domain::Error;
+
+/// The response header that names why the store refused a write
+/// (`zsc_store_writes_refused_total{reason}`).
+pub const WRITE_REFUSED: &str = "zsc-write-refused";
 
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
@@ -15,6 +19,15 @@ impl From<Error> for Status {
             Error::Unauthenticated(m) => Status::unauthenticated(m),
             Error::OutOfRange(m) => Status::out_of_range(m),
             Error::ResourceExhausted(m) => Status::resource_exhausted(m),
+            Error::WriteRefused { reason, message } => {
+                // Named in a header, so that the observe layer counts it by reason.
+                let mut metadata = MetadataMap::new();
+                metadata.insert(
+                    WRITE_REFUSED,
+                    reason.parse().expect("a static ASCII reason"),
+                );
+                Status::with_metadata(Code::ResourceExhausted, message, metadata)
+            }
             Error::Unavailable(m) | Error::StorageFailed(m) => Status::unavailable(m),
             // The caller learns nothing about our internals; the log gets the whole cause.
             Error::Internal(cause) => {

@@ -1,7 +1,7 @@
 //! The subscriber caps: how many revocation streams may be open in all and per service
 //! account. Each open stream's response body (`watch::Feed`) holds a [`Slot`] for as long as
 //! it lives (which is what holds its buffers), so a slot is given back when the stream ends,
-//! whichever way.
+//! whichever way, or earlier, when the stream stalls ([`Slot::release`], `stall.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -61,21 +61,27 @@ impl Subscribers {
         Ok(Slot {
             counts: self.counts.clone(),
             account: account.clone(),
-            _gauge: gauge,
+            gauge: Mutex::new(Some(gauge)),
         })
     }
 }
 
-/// One stream's place under the caps; given back on drop.
+/// One stream's place under the caps; given back on drop, if not released before.
 pub struct Slot {
     counts: Arc<Mutex<Counts>>,
     account: AccountName,
-    /// Counts the stream in the subscriber gauge too.
-    _gauge: SubscriberGuard,
+    /// Counts the stream in the subscriber gauge too; taken when the slot is given back.
+    gauge: Mutex<Option<SubscriberGuard>>,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
+impl Slot {
+    /// Gives the place back now (and lowers the gauge), once: a stalled stream's body may live
+    /// on until its connection closes.
+    pub fn release(&self) {
+        let Some(gauge) = self.gauge.lock().expect("lock poisoned").take() else {
+            return;
+        };
+        drop(gauge);
         let mut counts = self.counts.lock().expect("lock poisoned");
         counts.total -= 1;
         if let Some(n) = counts.per_account.get_mut(&self.account) {
@@ -84,5 +90,11 @@ impl Drop for Slot {
                 counts.per_account.remove(&self.account);
             }
         }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
     }
 }

@@ -8,8 +8,10 @@
 //! only a wake-up (it cannot lag or drop anything). A feed prepares at most one batch of
 //! messages at a time and only when polled, that is when hyper has room to send them: a slow
 //! subscriber costs writers and other subscribers nothing. One that is woken but not polled
-//! for `stall_timeout` (it stopped reading, and HTTP/2 flow control stopped hyper) is ended with
-//! RESOURCE_EXHAUSTED when next polled; it resumes from its cursor without losing anything. The
+//! for `stall_timeout` (it stopped reading, and HTTP/2 flow control stopped hyper) is judged
+//! stalled by a clock (`stall.rs`: its slot is freed, and its connection closed if hyper never
+//! polls it again), and is ended with RESOURCE_EXHAUSTED when next polled; it resumes from its
+//! cursor without losing anything. The
 //! subscriber's account is checked again whenever the stream wakes (an atomic load, and two
 //! store reads only after an account changed): the stream of an account deleted meanwhile is
 //! sent nothing more and ends UNAUTHENTICATED, at the latest at the next heartbeat.
@@ -21,22 +23,19 @@ use std::{
     collections::{HashSet, VecDeque},
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    task::{Context, Poll, Wake, Waker},
-    time::{Duration, Instant},
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{task::AtomicWaker, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tokio_stream::wrappers::WatchStream as Signals;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::Status;
 
 use super::auth::Standing;
-use super::subscribers::Slot;
+use super::stall::{Alarm, Watched};
 use super::tail::{checkpoint, encode, Beat, Signal, Tail, TailEvent, BATCH};
 use crate::domain::{Error, OrgId, Result};
 use crate::proto as pb;
@@ -101,7 +100,7 @@ pub fn subscribe(
     config: WatchConfig,
     shutdown: Shutdown,
     standing: Standing,
-    slot: Slot,
+    watched: Arc<Watched>,
 ) -> Result<WatchStream> {
     let log = tail.log();
     log.check_live()?;
@@ -136,7 +135,7 @@ pub fn subscribe(
         request.after.is_none(),
         config.stall_timeout,
         standing,
-        slot,
+        watched,
         shutdown.hold(),
     )))
 }
@@ -208,48 +207,11 @@ pub struct Feed {
     /// The subscriber's account, checked again at every wake-up (see [`Standing::recheck`]): a
     /// deleted account's stream is sent nothing more and ends.
     standing: Standing,
-    /// The stream's place under the subscriber caps; given back when hyper drops the body.
-    _slot: Slot,
+    /// The stream's place under the subscriber caps, under the stall sweeper's watch
+    /// (`stall.rs`); given back when hyper drops the body, or when the stream stalls.
+    watched: Arc<Watched>,
     /// Shutdown waits for the body to be dropped, since it holds the store.
     _held: TaskTrackerToken,
-}
-
-/// The feed's waker for its signal: it wakes hyper's task and notes when the first wake that
-/// has not been polled since happened. A feed woken but not polled for `stall_timeout` has a
-/// subscriber that stopped reading (hyper polls a body only when HTTP/2 flow control lets it send).
-struct Alarm {
-    task: AtomicWaker,
-    /// Microseconds after `epoch` (plus one, so that 0 means "none") of the first wake not yet
-    /// polled.
-    woken: AtomicU64,
-    epoch: Instant,
-}
-
-impl Alarm {
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
-    }
-
-    /// How long ago the first wake since the last poll was, if there was one; clears it.
-    fn unpolled(&self) -> Option<Duration> {
-        match self.woken.swap(0, Ordering::Relaxed) {
-            0 => None,
-            at => Some(Duration::from_micros(self.now().saturating_sub(at))),
-        }
-    }
-}
-
-impl Wake for Alarm {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let _ = self
-            .woken
-            .compare_exchange(0, self.now(), Ordering::Relaxed, Ordering::Relaxed);
-        self.task.wake();
-    }
 }
 
 impl Feed {
@@ -262,17 +224,13 @@ impl Feed {
         from_head: bool,
         stall_timeout: Duration,
         standing: Standing,
-        slot: Slot,
+        watched: Arc<Watched>,
         held: TaskTrackerToken,
     ) -> Feed {
         // Subscribed before reading the head, so no change after the cursor was chosen is missed.
         let signal = tail.signal(connection);
         let now = signal.borrow().clone();
-        let alarm = Arc::new(Alarm {
-            task: AtomicWaker::new(),
-            woken: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
+        let alarm = watched.alarm().clone();
         let mut feed = Feed {
             target: cursor,
             cursor,
@@ -293,7 +251,7 @@ impl Feed {
             alarm_waker: Waker::from(alarm.clone()),
             alarm,
             standing,
-            _slot: slot,
+            watched,
             _held: held,
             tail,
         };
@@ -457,18 +415,17 @@ impl Stream for Feed {
         if this.ended {
             return Poll::Ready(None);
         }
-        if this
-            .alarm
-            .unpolled()
-            .is_some_and(|since| since > this.stall_timeout)
-            && this.end.is_none()
-        {
+        let unpolled = this.alarm.unpolled();
+        if unpolled.is_some_and(|since| since > this.stall_timeout) {
+            this.watched.mark_stalled();
+        }
+        if this.watched.is_stalled() && this.end.is_none() {
             let stalled = this.stalled();
             this.cut(stalled);
         }
         // Whatever the signal says is taken in now, and it is left waiting with the alarm as
         // its waker, so that a wake hyper does not act on is noticed.
-        this.alarm.task.register(cx.waker());
+        this.alarm.register(cx.waker());
         let alarm = this.alarm_waker.clone();
         let mut alarmed = Context::from_waker(&alarm);
         let mut woken = false;

@@ -31,6 +31,13 @@ pub enum Error {
     OutOfRange(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The store refused a write outright, so it was not applied (etcd out of space). `reason`
+    /// labels `zsc_store_writes_refused_total`.
+    #[error("{message}")]
+    WriteRefused {
+        reason: &'static str,
+        message: String,
+    },
     /// The server is shutting down.
     #[error("{0}")]
     Unavailable(&'static str),

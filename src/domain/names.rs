@@ -113,7 +113,7 @@ impl Name {
 }
 
 /// A service account's name: also what logs show as the caller, so kept to a safe alphabet.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AccountName(String);
 
 impl AccountName {

@@ -92,7 +92,10 @@ pub(super) fn router(
             config.log_reads,
         ))
         .layer(RequestLimitLayer::new(limits))
-        .layer(AuthLayer::new(store.clone()));
+        .layer(
+            AuthLayer::new(store.clone())
+                .with_rates(crate::api::Rates::new(&config.rate_limits, metrics.clone())),
+        );
     let builder = grpc_server(limits);
     let tail = Tail::start(
         EventLog::new(store.clone()),

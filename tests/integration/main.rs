@@ -10,18 +10,24 @@ mod crash;
 mod deploy;
 mod durability;
 mod example;
+mod fsync;
 mod grpcurl;
+mod history;
 mod keys;
 mod limits;
 mod logs;
+#[cfg(feature = "etcd")]
+mod nospace;
 mod operations;
 mod process;
 mod python;
+mod rates;
 mod readme;
 #[cfg(feature = "etcd")]
 mod readpath;
 #[cfg(feature = "etcd")]
 mod replicas;
+mod stalls;
 mod storage;
 mod subscribers;
 mod tls;

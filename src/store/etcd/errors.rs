@@ -20,8 +20,24 @@ pub(super) fn unreachable_cluster(error: &etcd_client::Error) -> Error {
 }
 
 /// A write whose outcome is unknown (sent, then the connection or leader failed): it may have
-/// committed. The caller is told so rather than the change being applied twice.
+/// committed. The caller is told so rather than the change being applied twice. Unless etcd
+/// refused it outright: out of space (NOSPACE), nothing was applied.
 pub(super) fn ambiguous(error: &etcd_client::Error) -> Error {
+    if let etcd_client::Error::GRpcStatus(status) = error {
+        if status.code() == tonic::Code::ResourceExhausted
+            && status.message().contains("database space exceeded")
+        {
+            tracing::warn!(%error, "etcd refused a write: out of space (NOSPACE alarm)");
+            return Error::WriteRefused {
+                reason: "nospace",
+                message: format!(
+                    "etcd is out of space: {}; the change was not applied (the operator must \
+                     compact, defragment and disarm the NOSPACE alarm, or raise the quota)",
+                    status.message()
+                ),
+            };
+        }
+    }
     tracing::warn!(%error, "etcd write failed after it was sent; its outcome is unknown");
     Error::Unavailable(
         "the etcd cluster failed while committing this change: it may or may not have been \
