@@ -22,11 +22,14 @@ mod events;
 mod files;
 mod keys;
 mod kv;
+mod online_backup;
 mod sled_backend;
 pub use keys::{GeneratedKey, KeyMode};
 mod orgs;
 mod records;
+mod restore;
 mod revocation;
+mod snapshot;
 mod tables;
 mod turns;
 mod usage;
@@ -55,7 +58,9 @@ use records::AccountRecord;
 use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
-pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
+pub use backup::{
+    backup, backup_reporting, restore, restore_reporting, BackupReport, Done, Progress,
+};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
 #[doc(hidden)]

@@ -28,6 +28,9 @@ pub(super) struct SledBackend {
     /// Moves after every committed change to the accounts or tokens (see
     /// [`Backend::accounts_generation`](super::backend::Backend::accounts_generation)).
     accounts: AtomicU64,
+    /// Every write holds it shared; a backup holds it alone while it copies the trees, so that
+    /// the copy is one point of the store (sled has no snapshots).
+    pub(super) writers: std::sync::RwLock<()>,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
@@ -44,6 +47,7 @@ impl SledBackend {
             all,
             durability,
             accounts: AtomicU64::new(0),
+            writers: std::sync::RwLock::new(()),
             _lock: lock,
         }
     }
@@ -53,6 +57,7 @@ impl SledBackend {
     /// A change to the accounts or tokens moves the accounts generation once it is committed.
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
         let accounts_written = Cell::new(false);
+        let _writing = self.writing();
         let outcome = transact_trees(&self.all, &accounts_written, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
@@ -61,6 +66,12 @@ impl SledBackend {
             self.accounts.fetch_add(1, Ordering::Release);
         }
         outcome
+    }
+
+    /// Waits while a backup copies the trees.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // Nothing panics while holding it: poisoning cannot happen, and would mean no harm.
+        self.writers.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn accounts_generation(&self) -> u64 {
@@ -107,6 +118,7 @@ impl SledBackend {
     /// Applies writes to one table atomically, outside any transaction (pruning, usage).
     pub fn apply(&self, table: Table, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         self.durability.writable()?;
+        let _writing = self.writing();
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
             match value {

@@ -14,7 +14,10 @@
 //! A health probe marks the store unavailable while the cluster cannot be reached.
 
 mod follow;
+mod snapshot;
 mod tx;
+
+pub(in crate::store) use snapshot::{load_empty, snapshot_of};
 
 use std::{
     collections::BTreeMap,
@@ -91,97 +94,6 @@ async fn connect(url: &EtcdUrl) -> Result<Client> {
     Client::connect(&url.endpoints, Some(options))
         .await
         .map_err(|e| unreachable_cluster(&e))
-}
-
-/// Every key of the store at `url`, read at one revision, by table.
-pub(in crate::store) async fn dump(url: &EtcdUrl) -> Result<Vec<(Table, Vec<u8>, Vec<u8>)>> {
-    let client = connect(url).await?;
-    let root = url.root();
-    let end = prefix_end(&root).expect("the root ends in '/'");
-    let mut start = root.clone();
-    let mut revision = 0;
-    let mut all = Vec::new();
-    loop {
-        let mut options = GetOptions::new()
-            .with_range(end.clone())
-            .with_limit(SCAN_PAGE as i64);
-        if revision != 0 {
-            options = options.with_revision(revision);
-        }
-        let page = retry_read(|| {
-            let mut kv = client.kv_client();
-            let (start, options) = (start.clone(), options.clone());
-            async move { kv.get(start, Some(options)).await }
-        })
-        .await?;
-        if revision == 0 {
-            revision = page.header().map_or(0, |h| h.revision());
-        }
-        for kv in page.kvs() {
-            if let Some((table, key)) = split_key(&kv.key()[root.len()..]) {
-                all.push((table, key.to_vec(), kv.value().to_vec()));
-            }
-        }
-        match page.kvs().last() {
-            Some(last) if page.more() => start = [last.key(), &[0]].concat(),
-            _ => break,
-        }
-    }
-    if all.is_empty() {
-        return Err(Error::not_found(format!("no zsc store at {url}")));
-    }
-    Ok(all)
-}
-
-/// Writes `all` into the empty prefix of `url`, in Txns of at most [`MAX_TXN_OPS`] writes each
-/// guarded by `last`'s absence (so nothing is written over a store that was initialised
-/// meanwhile), then `last`.
-pub(in crate::store) async fn load_empty(
-    url: &EtcdUrl,
-    mut all: Vec<(Table, Vec<u8>, Vec<u8>)>,
-    last: (Table, Vec<u8>, Vec<u8>),
-) -> Result<()> {
-    let client = connect(url).await?;
-    let root = url.root();
-    let mut kv = client.kv_client();
-    let existing = kv
-        .get(
-            root.clone(),
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await?;
-    if existing.count() > 0 {
-        return Err(Error::FailedPrecondition(format!(
-            "{url} is not empty: restore into an unused prefix (or delete this one with \
-             etcdctl del --prefix {}/ once no replica uses it)",
-            url.prefix
-        )));
-    }
-    let guard_key = table_key(&root, last.0, &last.1);
-    all.push(last);
-    for chunk in all.chunks(MAX_TXN_OPS) {
-        let ops: Vec<TxnOp> = chunk
-            .iter()
-            .map(|(table, key, value)| {
-                TxnOp::put(table_key(&root, *table, key), value.clone(), None)
-            })
-            .collect();
-        let guard = etcd_client::Compare::create_revision(
-            guard_key.clone(),
-            etcd_client::CompareOp::Equal,
-            0,
-        );
-        let response = kv
-            .txn(Txn::new().when(vec![guard]).and_then(ops))
-            .await
-            .map_err(|e| ambiguous(&e))?;
-        if !response.succeeded() {
-            return Err(Error::FailedPrecondition(format!(
-                "{url} was initialised while the restore ran: stop the replicas on it"
-            )));
-        }
-    }
-    Ok(())
 }
 
 impl std::fmt::Display for EtcdUrl {
