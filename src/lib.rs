@@ -35,7 +35,8 @@
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
-//!   and `zsc restore` show on a terminal while they run, and the rate they report.
+//!   and `zsc restore` show on a terminal while they run, and the rate they report;
+//!   [`backup_client`]: `zsc backup --url`, the online backup's client side.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
 //!   a cache of validated keys kept honest by the revocation stream. It depends on `proto` and
@@ -63,6 +64,7 @@
 //!   checks it against the proto.
 
 pub mod api;
+pub mod backup_client;
 pub mod cli;
 pub mod client;
 pub mod domain;

@@ -20,15 +20,15 @@ use tonic_health::ServingStatus;
 use tower::ServiceBuilder;
 
 use crate::api::{
-    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, RequestLimitLayer,
-    Tail, UserApi, WatchConfig,
+    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, OperationsApi,
+    RequestLimitLayer, Tail, UserApi, WatchConfig,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::proto::{
     access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
-    key_service_server::KeyServiceServer, user_service_server::UserServiceServer,
-    FILE_DESCRIPTOR_SET,
+    key_service_server::KeyServiceServer, operations_service_server::OperationsServiceServer,
+    user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
 };
 use crate::shutdown::{ConnectionLimits, Shutdown};
 use crate::store::{EventLog, Store, StoreOptions, OPERATOR_TOKEN_FILE};
@@ -300,6 +300,7 @@ impl Server {
             <KeyServiceServer<KeyApi> as NamedService>::NAME,
             <AccessServiceServer<AccessApi> as NamedService>::NAME,
             <AuditServiceServer<AuditApi> as NamedService>::NAME,
+            <OperationsServiceServer<OperationsApi> as NamedService>::NAME,
         ];
         for name in names {
             health
@@ -412,7 +413,11 @@ impl Server {
             .add_service(
                 AuditServiceServer::new(AuditApi::new(store.clone()))
                     .max_decoding_message_size(max_message),
-            );
+            )
+            .add_service(OperationsServiceServer::new(OperationsApi::new(
+                store.clone(),
+                config.data_dir.clone(),
+            )));
 
         // Set when the server stops because its storage failed, not because it was told to.
         let storage_failure = Arc::new(std::sync::Mutex::new(None));

@@ -68,7 +68,7 @@ pub(super) fn write_private_file_with<T>(
 /// A new private file written aside (`PATH.partial`, 0600 from creation) that becomes `path`
 /// only on [`PrivateFile::commit`]; dropped uncommitted, it is removed. For writers that
 /// await between writes (a backup read from etcd page by page).
-pub(super) struct PrivateFile {
+pub struct PrivateFile {
     path: std::path::PathBuf,
     tmp: std::path::PathBuf,
     /// None once committed.

@@ -59,13 +59,15 @@ use sled_backend::SledBackend;
 use tables::{Table, Trees};
 
 pub use backup::{
-    backup, backup_reporting, restore, restore_reporting, BackupReport, Done, Progress,
+    backup, backup_reporting, restore, restore_reporting, verify_backup, BackupReport, Done,
+    Progress,
 };
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
 #[doc(hidden)]
 pub use bulk::BulkOrg;
 pub use events::EventLog;
+pub use files::PrivateFile;
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;

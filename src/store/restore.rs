@@ -103,44 +103,60 @@ impl Writes {
 }
 
 /// The most a sled batch holds before it is applied and flushed (keys and values).
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The writes one opening of the staging database takes before it is closed and opened again.
+/// sled keeps every node it wrote in memory, well past its cache capacity and a flush (a
+/// 50,000-key restore written through one opening peaked at 1.9 GB, eight times what opening
+/// the result takes): only closing the database lets it go.
+const PASS_BYTES: usize = 4 << 20;
 
 /// Applies `writes` to a new sled database at `staging`, a batch at a time, each flushed before
-/// the next is read: what sled holds dirty stays within a batch.
+/// the next is read, and the database closed and opened again every [`PASS_BYTES`].
 pub(super) fn apply_to_sled(
     staging: &Path,
     writes: &mut Writes,
     progress: &mut dyn FnMut(Done),
 ) -> Result<()> {
-    let db = sled::Config::new()
-        .path(staging)
-        .cache_capacity(super::DEFAULT_CACHE_BYTES)
-        .open()
-        .map_err(Error::internal)?;
-    let trees = Trees::open(&db)?;
-    let (mut batch, mut table, mut bytes) = (sled::Batch::default(), Table::Meta, 0);
+    let mut next = writes.next_write()?;
     let mut reported = 0;
-    loop {
-        let next = writes.next_write()?;
-        let switch = next.as_ref().is_some_and(|w| w.table != table);
-        if bytes > 0 && (next.is_none() || switch || bytes >= BATCH_BYTES) {
-            let full = std::mem::take(&mut batch);
+    while next.is_some() {
+        let db = sled::Config::new()
+            .path(staging)
+            .cache_capacity(super::DEFAULT_CACHE_BYTES)
+            .open()
+            .map_err(Error::internal)?;
+        let trees = Trees::open(&db)?;
+        let mut pass = 0;
+        while pass < PASS_BYTES {
+            let Some(first) = next.take() else { break };
+            let (table, mut batch, mut bytes) = (first.table, sled::Batch::default(), 0);
+            let mut write = Some(first);
+            while let Some(Write { key, value, .. }) = write.take_if(|w| w.table == table) {
+                bytes += key.len() + value.len() + 1;
+                batch.insert(key, value);
+                let done = writes.done();
+                if done.entries >= reported + REPORT_EVERY {
+                    reported = done.entries;
+                    progress(done);
+                }
+                if bytes >= BATCH_BYTES {
+                    break;
+                }
+                write = writes.next_write()?;
+            }
+            next = match write {
+                Some(write) => Some(write),
+                None if bytes >= BATCH_BYTES => writes.next_write()?,
+                None => None,
+            };
             trees
                 .get(table)
-                .apply_batch(full)
+                .apply_batch(batch)
                 .map_err(Error::internal)?;
             db.flush().map_err(Error::internal)?;
-            bytes = 0;
+            pass += bytes;
         }
-        let Some(write) = next else { break };
-        let done = writes.done();
-        if done.entries >= reported + REPORT_EVERY {
-            reported = done.entries;
-            progress(done);
-        }
-        table = write.table;
-        bytes += write.key.len() + write.value.len() + 1;
-        batch.insert(write.key, write.value);
     }
     progress(writes.done());
     Ok(())
