@@ -31,6 +31,7 @@ pub async fn bulk_store(dir: &Path, orgs: usize) {
 
 /// Runs zsc with `args` to completion; its stdout and its peak resident memory (the kernel's
 /// own high-water mark of the process, from wait4), in bytes.
+#[allow(clippy::zombie_processes, reason = "wait4 below reaps it")]
 fn run_measured(args: &[&str]) -> (String, u64) {
     let child = Command::new(env!("CARGO_BIN_EXE_zsc"))
         .args(args)
