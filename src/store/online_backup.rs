@@ -38,7 +38,7 @@ impl Store {
 }
 
 /// A new file in `dir` (0600 from creation) whose name is removed at once: it lives while open.
-fn unnamed_file(dir: &Path) -> Result<File> {
+pub(super) fn unnamed_file(dir: &Path) -> Result<File> {
     let path = dir.join(format!("backup-{}.spool", random_base62(12)));
     let file = File::options()
         .create_new(true)

@@ -31,12 +31,20 @@ pub(super) struct SledBackend {
     /// Every write holds it shared; a backup holds it alone while it copies the trees, so that
     /// the copy is one point of the store (sled has no snapshots).
     pub(super) writers: std::sync::RwLock<()>,
+    /// The data dir (where a backup spools what it copies).
+    pub(super) dir: std::path::PathBuf,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
 
 impl SledBackend {
-    pub fn new(db: sled::Db, trees: Trees, durability: Durability, lock: File) -> Self {
+    pub fn new(
+        db: sled::Db,
+        trees: Trees,
+        durability: Durability,
+        lock: File,
+        dir: &std::path::Path,
+    ) -> Self {
         let all = Table::ALL
             .iter()
             .map(|&table| trees.get(table).clone())
@@ -48,6 +56,7 @@ impl SledBackend {
             durability,
             accounts: AtomicU64::new(0),
             writers: std::sync::RwLock::new(()),
+            dir: dir.to_owned(),
             _lock: lock,
         }
     }
