@@ -17,8 +17,10 @@
 //!   `store/durability.rs`, private files in `store/files.rs`) and etcd (feature `etcd`:
 //!   optimistic transactions, one watch per replica). The trees are named once
 //!   (`store/tables.rs`). The revocation log ([`store::EventLog`]), the audit trail
-//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`), offline backup and
-//!   restore (`store/backup.rs`, streamed), and the load bench's bulk loader (`store/bulk.rs`:
+//!   (`store/audit.rs`), key usage counted in memory (`store/usage.rs`), backup and restore
+//!   (`store/backup.rs`: the file format and the commands; `store/snapshot.rs`: the one-point
+//!   read every backup is; `store/restore.rs`: the one function making a restore's writes;
+//!   `store/online_backup.rs`: a running server's), and the load bench's bulk loader (`store/bulk.rs`:
 //!   CreateOrg, CreateUser and GenerateKey's rules for many orgs in one transaction). A
 //!   conformance suite (`store/conformance.rs`) runs the same tests against both backends.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
