@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/zsc/v1/key_service.proto",
     "proto/zsc/v1/access_service.proto",
     "proto/zsc/v1/audit_service.proto",
+    "proto/zsc/v1/operations_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

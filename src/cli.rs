@@ -32,15 +32,27 @@ pub struct Cli {
 pub enum Command {
     /// Serve the gRPC API (UserService, KeyService, AccessService, health, reflection).
     Serve(Box<ServeArgs>),
-    /// Write a backup of a data dir to a file (server stopped).
+    /// Write a backup of a data dir to a file (server stopped), or with --url of a running
+    /// server.
     Backup {
         #[arg(long, env = "ZSC_DATA_DIR", default_value = "./zsc-data")]
         data_dir: PathBuf,
         #[arg(long)]
         out: PathBuf,
         /// Back up a store on etcd instead (etcd://HOST:PORT[,...][/PREFIX]); replicas may keep running.
-        #[arg(long, env = "ZSC_STORE")]
+        #[arg(long, env = "ZSC_STORE", conflicts_with = "url")]
         store: Option<String>,
+        /// Back up the running server at this URL (http://host:port, or https:// with
+        /// --tls-ca), sled or etcd, as an operator: the token is read from --token-file, or
+        /// else from the ZSC_TOKEN environment variable (never from the command line).
+        #[arg(long)]
+        url: Option<String>,
+        /// A file holding the operator token, for --url.
+        #[arg(long, env = "ZSC_TOKEN_FILE", requires = "url")]
+        token_file: Option<PathBuf>,
+        /// CA certificate (PEM) to trust for an https --url.
+        #[arg(long, requires = "url")]
+        tls_ca: Option<PathBuf>,
     },
     /// Restore a backup into a new data dir. The restored store gets a new store id.
     Restore {

@@ -28,9 +28,12 @@
 //!     the data dir's lock (`open.rs`).
 //!   - `store/etcd/` (feature `etcd`): optimistic transactions (`tx.rs`), one watch per replica
 //!     (`follow.rs`) keeping a mirror (`mirror.rs`) and the durable head (`head.rs`), the
-//!     health probe, the URL, one paged range read, dump and load.
-//!   - `store/backup.rs`: offline backup and restore, streamed. `store/conformance.rs`: the
-//!     tests every backend passes.
+//!     health probe, the URL and one paged range read.
+//!   - backup and restore: `store/backup.rs` (the file format and the commands),
+//!     `store/snapshot.rs` (the one-point read every backup is; on etcd `etcd/snapshot.rs`),
+//!     `store/restore.rs` (the one function making a restore's writes), `store/online_backup.rs`
+//!     (a running server's, served by `api/operations.rs`). `store/conformance.rs`: the tests
+//!     every backend passes.
 //!
 //!   The next backend is a folder beside `sled/` and `etcd/`, an arm of `Backend`
 //!   (`store/backend.rs`), an `open_*` in `store/open.rs`, and a run of the conformance suite.
@@ -90,6 +93,7 @@
 
 pub mod accept;
 pub mod api;
+pub mod backup_client;
 pub mod cli;
 pub mod client;
 pub mod domain;

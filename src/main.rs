@@ -23,9 +23,17 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Backup {
+            out,
+            url: Some(url),
+            token_file,
+            tls_ca,
+            ..
+        } => online_backup(&url, token_file.as_deref(), tls_ca.as_deref(), &out).await,
+        Command::Backup {
             data_dir,
             out,
             store: Some(url),
+            ..
         } => {
             let _ = data_dir;
             let started = Instant::now();
@@ -36,6 +44,7 @@ async fn main() -> ExitCode {
             data_dir,
             out,
             store: None,
+            ..
         } => {
             let progress = Progress::backup();
             let report =
@@ -94,12 +103,56 @@ fn backed_up(report: &BackupReport, took: Duration, out: &Path) {
         bytes: report.bytes,
     };
     println!(
-        "backed up {} to {} (revocation log head {}, store {})",
+        "backed up {} to {} (revocation log head {}, audit head {}, store {}; writers paused {:.1} ms)",
         progress::summary(done, took),
         out.display(),
         report.head,
-        report.store_id
+        report.audit_head,
+        report.store_id,
+        report.paused.as_secs_f64() * 1e3
     );
+}
+
+/// `zsc backup --url`: a backup of a running server, as its operator.
+async fn online_backup(
+    url: &str,
+    token_file: Option<&Path>,
+    tls_ca: Option<&Path>,
+    out: &Path,
+) -> Result<()> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    };
+    let token = match (token_file, std::env::var("ZSC_TOKEN")) {
+        (Some(path), _) => String::from_utf8_lossy(&read(path)?).trim().to_owned(),
+        (None, Ok(token)) => token,
+        (None, Err(_)) => {
+            return Err(Error::invalid(
+                "--url needs the operator token: give --token-file PATH (or ZSC_TOKEN_FILE), or set ZSC_TOKEN",
+            ))
+        }
+    };
+    let tls_ca = tls_ca.map(read).transpose()?;
+    let from = zsc::backup_client::Source {
+        url,
+        token: &token,
+        tls_ca: tls_ca.as_deref(),
+    };
+    let bar = std::cell::OnceCell::new();
+    let started = Instant::now();
+    let report = zsc::backup_client::backup(
+        &from,
+        out,
+        |point| drop(bar.set(Progress::receive(point.bytes))),
+        &mut |done| {
+            bar.get()
+                .into_iter()
+                .for_each(|bar: &Progress| bar.update(done))
+        },
+    )
+    .await;
+    let took = bar.into_inner().map_or(started.elapsed(), Progress::finish);
+    report.map(|report| backed_up(&report, took, out))
 }
 
 /// The closing line of `zsc restore`.
@@ -108,8 +161,11 @@ fn restored(report: &BackupReport, took: Duration, into: &str) {
         entries: report.entries,
         bytes: report.bytes,
     };
+    let peak = progress::peak_memory().map_or(String::new(), |bytes| {
+        format!(", peak memory {} MiB", bytes >> 20)
+    });
     println!(
-        "restored {} into {into} (revocation log head {}); new store id {}: subscribers must flush and resubscribe",
+        "restored {} into {into} (revocation log head {}{peak}); new store id {}: subscribers must flush and resubscribe",
         progress::summary(done, took),
         report.head,
         report.store_id

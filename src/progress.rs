@@ -29,9 +29,18 @@ impl Progress {
 
     /// A restore's: the share of the backup file (of `total_bytes`) read and applied so far.
     pub fn restore(total_bytes: u64) -> Progress {
-        let style = ProgressStyle::with_template(
-            "restoring: {binary_bytes}/{binary_total_bytes} ({msg}), {binary_bytes_per_sec}, {eta} left [{wide_bar}]",
-        )
+        Progress::share_of_file("restoring", total_bytes)
+    }
+
+    /// An online backup's: the share of the backup file (of `total_bytes`) received so far.
+    pub fn receive(total_bytes: u64) -> Progress {
+        Progress::share_of_file("backing up", total_bytes)
+    }
+
+    fn share_of_file(doing: &str, total_bytes: u64) -> Progress {
+        let style = ProgressStyle::with_template(&format!(
+            "{doing}: {{binary_bytes}}/{{binary_total_bytes}} ({{msg}}), {{binary_bytes_per_sec}}, {{eta}} left [{{wide_bar}}]",
+        ))
         .expect("a valid template")
         .progress_chars("=> ");
         Progress::new(
@@ -90,6 +99,14 @@ pub fn summary(done: Done, took: Duration) -> String {
         done.entries as f64 / seconds,
         done.bytes as f64 / seconds / (1024.0 * 1024.0)
     )
+}
+
+/// This process's peak resident memory (VmHWM), where the kernel reports it (Linux).
+pub fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn mib(bytes: u64) -> String {

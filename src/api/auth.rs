@@ -46,6 +46,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.AccessService/ListServiceAccounts", OPERATOR),
     ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
     ("/zsc.v1.AuditService/ListAuditEvents", STAFF),
+    ("/zsc.v1.OperationsService/Backup", OPERATOR),
 ];
 
 /// Paths served without a token.

@@ -68,6 +68,7 @@ requests!(
     ListServiceAccountsRequest,
     DeleteServiceAccountRequest,
     ListAuditEventsRequest,
+    BackupRequest,
 );
 
 responses!(
@@ -84,6 +85,7 @@ responses!(
     ListServiceAccountsResponse,
     DeleteServiceAccountResponse,
     ListAuditEventsResponse,
+    BackupResponse,
 );
 
 /// Encodes `T` and decodes `U` exactly as [`ProstCodec`] does; only a decode failure's status

@@ -1,34 +1,35 @@
-//! Offline backup and restore of a data dir (the server must be stopped: the data-dir lock
-//! makes sure of it).
+//! Backup and restore: the file format, and the commands on a data dir or an etcd prefix.
 //!
 //! A backup file is `ZSCBACKUP1\n`, then one length-delimited [`Entry`] per key of every tree,
 //! then an end entry (empty tree name) holding the count and a blake3 digest of all entries.
 //! It holds what the database holds: hashes of keys and tokens, never a secret.
 //!
-//! A restore gets a new store id: events made after the backup are gone, so no subscriber may
-//! resume across it (its cursor is refused with OUT_OF_RANGE and it flushes its cache).
-//!
-//! Both stream: a backup writes each entry as it reads it, a restore applies entries in batches
-//! as it reads them (into a staging dir that only a complete, verified file becomes the
-//! database), so a store of millions of keys needs no more memory than a batch. Both report
-//! how far they have got ([`Done`]) to a callback, for the CLI's progress display.
+//! A backup is the seam's one-point read (`snapshot.rs`) written entry by entry as it is read,
+//! whether offline (`zsc backup`, this file) or from a running server (`online_backup.rs`); a
+//! restore is the writes of `restore.rs`, applied as they are read (on sled into a staging dir
+//! that only a complete, verified file becomes the database), so neither holds more than a
+//! batch in memory. Both report how far they have got ([`Done`]) to a callback, for the CLI's
+//! progress display.
 
 use std::{
     fs::{self, File},
     io::{BufReader, Read, Write},
     path::Path,
+    time::Duration,
 };
 
 use prost::Message;
 
+use super::handle::Store;
 use super::kv::read_u64;
+use super::restore::{self, Writes};
 use super::rules::audit;
 use super::sled::files::{self, io_error};
-use super::sled::open::{has_database, lock_data_dir, open_db, StoreOptions};
-#[cfg(feature = "etcd")]
-use super::tables::META_INITIALISED;
-use super::tables::{Table, Trees, META_HEAD, META_STORE_ID};
-use crate::domain::{random_base62, Error, Result};
+use super::sled::open::{has_database, lock_data_dir, StoreOptions};
+use super::snapshot::Paused;
+use super::tables::Table;
+use super::tables::{META_HEAD, META_STORE_ID};
+use crate::domain::{Error, Result};
 
 const MAGIC: &[u8] = b"ZSCBACKUP1\n";
 
@@ -50,19 +51,68 @@ pub struct Done {
     pub bytes: u64,
 }
 
-/// Entries between two progress reports (and per sled batch in a restore).
-const REPORT_EVERY: u64 = 10_000;
+/// What a backup or restore calls as it goes.
+pub type Progress<'a> = dyn FnMut(Done) + Send + 'a;
+
+/// Entries between two progress reports.
+pub(super) const REPORT_EVERY: u64 = 10_000;
 
 /// What a backup or restore handled.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BackupReport {
     pub entries: u64,
     /// The size of the backup file.
     pub bytes: u64,
-    /// The revocation log head in the backup.
+    /// The revocation log head in the backup: the point it names.
     pub head: u64,
-    /// The store id of the data dir backed up, or the new one a restore made.
+    /// The audit trail's head in the backup (before a restore's own entry).
+    pub audit_head: u64,
+    /// The store id of the store backed up, or the new one a restore made.
     pub store_id: String,
+    /// How long writers waited while the store was read (sled; zero on etcd and for a restore).
+    pub paused: Duration,
+}
+
+impl BackupReport {
+    /// Notes the entries that name the point a backup is of, as they pass.
+    fn see(&mut self, table: Table, key: &[u8], value: &[u8]) {
+        match (table, key) {
+            (Table::Meta, META_HEAD) => self.head = read_u64(Some(value)),
+            (Table::Meta, META_STORE_ID) => {
+                self.store_id = String::from_utf8_lossy(value).into_owned();
+            }
+            (Table::Audit, key) if audit::is_head(key) => self.audit_head = read_u64(Some(value)),
+            _ => {}
+        }
+    }
+}
+
+impl Store {
+    /// Writes a backup of the whole store, as it stood at one point, into `out`. On sled the
+    /// copy blocks its thread and writers wait for it: call it off the runtime's workers.
+    /// Everything read is committed; a caller that needs it durable syncs the store after.
+    pub async fn write_backup(
+        &self,
+        out: &mut (dyn Write + Send),
+        progress: &mut Progress<'_>,
+    ) -> Result<BackupReport> {
+        let mut report = BackupReport::default();
+        let mut backup = Encoder::new(out, progress)?;
+        let Paused(paused) = self
+            .backend()
+            .snapshot(&mut |table, key, value| {
+                report.see(table, key, value);
+                backup.entry(table, key, value)
+            })
+            .await?;
+        let done = backup.finish()?;
+        Ok(BackupReport {
+            entries: done.entries,
+            bytes: done.bytes,
+            paused,
+            ..report
+        })
+    }
 }
 
 /// Writes every tree of the (stopped) data dir `dir` to `out`, atomically and mode 0600.
@@ -74,7 +124,7 @@ pub fn backup(dir: &Path, out: &Path) -> Result<BackupReport> {
 pub fn backup_reporting(
     dir: &Path,
     out: &Path,
-    progress: &mut dyn FnMut(Done),
+    progress: &mut Progress<'_>,
 ) -> Result<BackupReport> {
     if !has_database(dir) {
         return Err(Error::not_found(format!(
@@ -82,49 +132,25 @@ pub fn backup_reporting(
             dir.display()
         )));
     }
-    let (_lock, db) = open_db(dir, &StoreOptions::default())?;
-    let trees = Trees::open(&db)?;
-    let done = files::write_private_file_with(out, |file| {
-        let mut backup = Encoder::new(file, progress)?;
-        for &table in Table::ALL {
-            for item in trees.get(table).iter() {
-                let (key, value) = item.map_err(Error::internal)?;
-                backup.entry(table, &key, &value)?;
-            }
-        }
-        backup.finish()
-    })?;
-    let head = read_u64(
-        trees
-            .meta
-            .get(META_HEAD)
-            .map_err(Error::internal)?
-            .as_deref(),
-    );
-    let store_id = trees
-        .meta
-        .get(META_STORE_ID)
-        .map_err(Error::internal)?
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
-    Ok(BackupReport {
-        entries: done.entries,
-        bytes: done.bytes,
-        head,
-        store_id: store_id.unwrap_or_default(),
-    })
+    let store = Store::open(dir, &StoreOptions::default())?.store;
+    let mut file = files::PrivateFile::create(out)?;
+    // sled's side of the one-point read never waits.
+    let report = super::handle::futures_now(store.write_backup(file.writer(), progress))?;
+    file.commit()?;
+    Ok(report)
 }
 
 /// Writes a backup file: the magic, then each entry as it comes, then the end entry.
 struct Encoder<'a> {
-    out: &'a mut dyn Write,
+    out: &'a mut (dyn Write + Send),
     digest: blake3::Hasher,
     done: Done,
     buffer: Vec<u8>,
-    progress: &'a mut dyn FnMut(Done),
+    progress: &'a mut Progress<'a>,
 }
 
 impl<'a> Encoder<'a> {
-    fn new(out: &'a mut dyn Write, progress: &'a mut dyn FnMut(Done)) -> Result<Self> {
+    fn new(out: &'a mut (dyn Write + Send), progress: &'a mut Progress<'a>) -> Result<Self> {
         let mut encoder = Encoder {
             out,
             digest: blake3::Hasher::new(),
@@ -177,6 +203,14 @@ impl<'a> Encoder<'a> {
     }
 }
 
+/// Reads a backup file through, checking every entry, the count and the digest; returns
+/// what it holds (for a backup received from a server, before it is trusted).
+pub fn verify_backup(path: &Path) -> Result<Done> {
+    let mut entries = Decoder::open(path)?;
+    while entries.next_entry()?.is_some() {}
+    Ok(entries.done)
+}
+
 /// Restores a backup into `dir`, which must not hold a database yet. The restored store gets a
 /// new store id.
 pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
@@ -187,7 +221,7 @@ pub fn restore(input: &Path, dir: &Path) -> Result<BackupReport> {
 pub fn restore_reporting(
     input: &Path,
     dir: &Path,
-    progress: &mut dyn FnMut(Done),
+    progress: &mut Progress<'_>,
 ) -> Result<BackupReport> {
     if has_database(dir) {
         return Err(Error::FailedPrecondition(format!(
@@ -195,9 +229,7 @@ pub fn restore_reporting(
             dir.display()
         )));
     }
-    let file = File::open(input).map_err(|e| io_error(input, e))?;
-    let mut entries = Decoder::new(file, input)?;
-
+    let mut writes = Writes::new(Decoder::open(input)?);
     files::create_private_dir(dir)?;
     let _lock = lock_data_dir(dir)?;
     // Built aside and moved into place only when complete, verified and flushed: an
@@ -207,112 +239,51 @@ pub fn restore_reporting(
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(|e| io_error(&staging, e))?;
     }
-    let store_id = format!("st_{}", random_base62(16));
-    let restored = restore_into(&staging, &mut entries, &store_id, progress);
-    let head = match restored {
-        Ok(head) => head,
-        Err(error) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(error);
-        }
-    };
+    if let Err(error) = restore::apply_to_sled(&staging, &mut writes, progress) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(error);
+    }
     // sled's flush is not an fsync: sync every file and the staging dir itself before the
     // rename makes it the database, then the rename.
     files::secure_tree(&staging)?;
     let target = dir.join("db");
     fs::rename(&staging, &target).map_err(|e| io_error(&target, e))?;
     files::fsync_parent(&target)?;
-    Ok(BackupReport {
-        entries: entries.done.entries,
-        bytes: entries.done.bytes,
-        head,
-        store_id,
-    })
+    Ok(restored(&writes))
 }
 
-/// Applies every entry of `entries` to a new sled database at `staging`, in batches, then
-/// the new store id and the restore's audit entry; returns the revocation log head.
-fn restore_into(
-    staging: &Path,
-    entries: &mut Decoder,
-    store_id: &str,
-    progress: &mut dyn FnMut(Done),
-) -> Result<u64> {
-    let db = sled::Config::new()
-        .path(staging)
-        .open()
-        .map_err(Error::internal)?;
-    let trees = Trees::open(&db)?;
-    let apply = |table: Table, batch: sled::Batch| {
-        trees.get(table).apply_batch(batch).map_err(Error::internal)
-    };
-    let (mut from_store, mut audit_head) = (String::new(), 0);
-    let mut pending: Option<(Table, sled::Batch)> = None;
-    while let Some(entry) = entries.next_entry()? {
-        match entry.table {
-            Table::Meta if entry.key == META_STORE_ID => {
-                from_store = String::from_utf8_lossy(&entry.value).into_owned();
-            }
-            Table::Audit if audit::is_head(&entry.key) => {
-                audit_head = read_u64(Some(&entry.value));
-            }
-            _ => {}
-        }
-        if let Some((table, batch)) = pending.take_if(|(table, _)| *table != entry.table) {
-            apply(table, batch)?;
-        }
-        let (_, batch) = pending.get_or_insert_with(|| (entry.table, sled::Batch::default()));
-        batch.insert(entry.key, entry.value);
-        if entries.done.entries.is_multiple_of(REPORT_EVERY) {
-            if let Some((table, batch)) = pending.take() {
-                apply(table, batch)?;
-            }
-            progress(entries.done);
-        }
+/// What a restore reports once every write is applied.
+fn restored(writes: &Writes) -> BackupReport {
+    let done = writes.done();
+    BackupReport {
+        entries: done.entries,
+        bytes: done.bytes,
+        head: writes.log_head,
+        store_id: writes.store_id.clone(),
+        ..BackupReport::default()
     }
-    if let Some((table, batch)) = pending.take() {
-        apply(table, batch)?;
-    }
-    // A restore is a new store: no subscriber may resume across it.
-    let mut meta = sled::Batch::default();
-    meta.insert(META_STORE_ID, store_id.as_bytes());
-    apply(Table::Meta, meta)?;
-    let mut audit = sled::Batch::default();
-    for (key, value) in audit::restored(audit_head, &from_store) {
-        audit.insert(key, value);
-    }
-    apply(Table::Audit, audit)?;
-    let head = read_u64(
-        trees
-            .meta
-            .get(META_HEAD)
-            .map_err(Error::internal)?
-            .as_deref(),
-    );
-    db.flush().map_err(Error::internal)?;
-    progress(entries.done);
-    Ok(head)
 }
 
 /// One key of one table, read back from a backup.
-struct Restored {
-    table: Table,
-    key: Vec<u8>,
-    value: Vec<u8>,
+pub(super) struct Restored {
+    pub table: Table,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 /// Reads a backup file entry by entry, checking the magic, every entry, and at the end the
 /// count and the digest: an entry is only known good once the end entry has been read.
-struct Decoder {
+pub(super) struct Decoder {
     input: BufReader<File>,
     name: String,
     digest: blake3::Hasher,
-    done: Done,
+    pub done: Done,
     ended: bool,
 }
 
 impl Decoder {
-    fn new(file: File, path: &Path) -> Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| io_error(path, e))?;
         let mut decoder = Decoder {
             input: BufReader::with_capacity(1 << 20, file),
             name: path.display().to_string(),
@@ -333,7 +304,7 @@ impl Decoder {
     }
 
     /// The next entry; None after the end entry (once the count and the digest check out).
-    fn next_entry(&mut self) -> Result<Option<Restored>> {
+    pub fn next_entry(&mut self) -> Result<Option<Restored>> {
         if self.ended {
             return Ok(None);
         }
@@ -394,88 +365,41 @@ impl Decoder {
 /// Backs up a store on etcd (replicas may keep running: every key is read at one revision).
 #[cfg(feature = "etcd")]
 pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupReport> {
-    let all = super::etcd::dump(url).await?;
-    let done = files::write_private_file_with(out, |file| {
-        let mut progress = |_| {};
-        let mut backup = Encoder::new(file, &mut progress)?;
-        for (table, key, value) in &all {
-            backup.entry(*table, key, value)?;
-        }
-        backup.finish()
-    })?;
-    let meta = |key: &[u8]| {
-        all.iter()
-            .find(|(t, k, _)| *t == Table::Meta && k == key)
-            .map(|(_, _, v)| v.clone())
-    };
+    let mut file = files::PrivateFile::create(out)?;
+    let mut progress = |_| {};
+    let mut report = BackupReport::default();
+    let mut backup = Encoder::new(file.writer(), &mut progress)?;
+    super::etcd::snapshot_of(url, &mut |table, key, value| {
+        report.see(table, key, value);
+        backup.entry(table, key, value)
+    })
+    .await?;
+    let done = backup.finish()?;
+    file.commit()?;
     Ok(BackupReport {
         entries: done.entries,
         bytes: done.bytes,
-        head: read_u64(meta(META_HEAD).as_deref()),
-        store_id: String::from_utf8_lossy(&meta(META_STORE_ID).unwrap_or_default()).into_owned(),
+        ..report
     })
 }
 
 /// Restores a backup (of a data dir or of another store on etcd) into an empty prefix on etcd,
-/// with a new store id: the migration path from one node to replicas. The `initialised` marker
-/// is written last, so replicas started on a prefix whose restore was interrupted refuse it
-/// rather than serve half a store.
+/// with a new store id: the migration path from one node to replicas. Replicas started on a
+/// prefix whose restore was interrupted refuse it (the `initialised` marker comes last).
 #[cfg(feature = "etcd")]
 pub async fn restore_etcd(input: &Path, url: &super::EtcdUrl) -> Result<BackupReport> {
-    let file = File::open(input).map_err(|e| io_error(input, e))?;
-    let mut decoder = Decoder::new(file, input)?;
-    let mut entries = Vec::new();
-    while let Some(entry) = decoder.next_entry()? {
-        entries.push(entry);
-    }
-    let store_id = format!("st_{}", random_base62(16));
-    let from_store = entries
-        .iter()
-        .find(|e| e.table == Table::Meta && e.key == META_STORE_ID)
-        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
-        .unwrap_or_default();
-    let audit_head = audit::head_of(
-        entries
-            .iter()
-            .filter(|e| e.table == Table::Audit)
-            .map(|e| (&e.key[..], &e.value[..])),
-    );
-    let mut all: Vec<(Table, Vec<u8>, Vec<u8>)> = entries
-        .iter()
-        .filter(|e| {
-            !(e.table == Table::Meta && (e.key == META_STORE_ID || e.key == META_INITIALISED))
-        })
-        .filter(|e| !(e.table == Table::Audit && audit::is_head(&e.key)))
-        .map(|e| (e.table, e.key.clone(), e.value.clone()))
-        .collect();
-    all.push((
-        Table::Meta,
-        META_STORE_ID.to_vec(),
-        store_id.as_bytes().to_vec(),
-    ));
-    for (key, value) in audit::restored(audit_head, &from_store) {
-        all.push((Table::Audit, key, value));
-    }
-    let head = read_u64(
-        entries
-            .iter()
-            .find(|e| e.table == Table::Meta && e.key == META_HEAD)
-            .map(|e| &e.value[..]),
-    );
-    let count = all.len() as u64;
-    super::etcd::load_empty(url, all, (Table::Meta, META_INITIALISED.to_vec(), vec![1])).await?;
-    Ok(BackupReport {
-        entries: count,
-        bytes: decoder.done.bytes,
-        head,
-        store_id,
-    })
+    let mut writes = Writes::new(Decoder::open(input)?);
+    let marker = (Table::Meta, super::tables::META_INITIALISED);
+    super::etcd::load_empty(url, &mut writes, marker).await?;
+    Ok(restored(&writes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{Caller, Email, Name};
+    use crate::store::sled::open::open_db;
+    use crate::store::tables::Trees;
     use crate::store::{BulkOrg, Store};
 
     /// Every (table, key, value) of the sled database in `dir`.

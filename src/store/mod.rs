@@ -28,10 +28,13 @@ mod etcd;
 mod handle;
 mod head;
 mod kv;
+mod online_backup;
 mod open;
 mod records;
+mod restore;
 mod rules;
 mod sled;
+mod snapshot;
 mod tables;
 mod view;
 
@@ -40,8 +43,12 @@ mod conformance;
 #[cfg(test)]
 mod view_props;
 
+pub use self::sled::files::PrivateFile;
 pub use self::sled::open::{has_database, StoreOptions, DEFAULT_CACHE_BYTES};
-pub use backup::{backup, backup_reporting, restore, restore_reporting, BackupReport, Done};
+pub use backup::{
+    backup, backup_reporting, restore, restore_reporting, verify_backup, BackupReport, Done,
+    Progress,
+};
 #[cfg(feature = "etcd")]
 pub use backup::{backup_etcd, restore_etcd};
 #[cfg(feature = "etcd")]

@@ -19,7 +19,7 @@ impl Store {
         let (lock, db) = open_db(dir, options)?;
         let trees = Trees::open(&db)?;
         let durability = Durability::open(db.clone(), trees.meta.clone(), &dir.join("db"))?;
-        let backend = Backend::Sled(SledBackend::new(db.clone(), trees, durability, lock)?);
+        let backend = Backend::Sled(SledBackend::new(db.clone(), trees, durability, lock, dir)?);
         let created = match futures_now(initialise(dir, &backend))? {
             true => {
                 db.flush().map_err(Error::internal)?;

@@ -4,6 +4,7 @@
 mod accept;
 mod access;
 mod audit;
+mod backup;
 mod bad_input;
 mod common;
 mod crash;

@@ -10,16 +10,16 @@
 
 mod backend;
 mod barrier;
-mod dump;
 mod errors;
 mod follow;
 mod head;
 mod mirror;
 mod probe;
 mod read;
+mod snapshot;
 mod tx;
 mod url;
 
 pub(in crate::store) use backend::EtcdBackend;
-pub(in crate::store) use dump::{dump, load_empty};
+pub(in crate::store) use snapshot::{load_empty, snapshot_of};
 pub use url::EtcdUrl;

@@ -9,7 +9,7 @@ use super::errors::unreachable_cluster;
 use crate::domain::Result;
 
 /// Keys per page of a range read.
-const SCAN_PAGE: usize = 1000;
+pub(super) const SCAN_PAGE: usize = 1000;
 /// Up to `limit` keys in `[start, end)` at `revision` (0: the current one, linearizable), in
 /// key order or its reverse, read in pages of [`SCAN_PAGE`]: full etcd keys and their values.
 pub(super) async fn read_range(

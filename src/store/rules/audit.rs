@@ -101,16 +101,6 @@ pub(in crate::store) fn is_head(key: &[u8]) -> bool {
     key == HEAD
 }
 
-/// The audit head kept in a backup's `audit` tree entries.
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-pub(in crate::store) fn head_of<'a>(
-    mut entries: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> u64 {
-    entries
-        .find(|(key, _)| *key == HEAD)
-        .map_or(0, |(_, value)| read_u64(Some(value)))
-}
-
 fn sequence_key(sequence: u64) -> Vec<u8> {
     [&[BY_SEQUENCE][..], &sequence.to_be_bytes()].concat()
 }

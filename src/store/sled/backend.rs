@@ -34,12 +34,23 @@ pub(in crate::store) struct SledBackend {
     accounts: AtomicU64,
     /// The live keys, refreshed after each commit that wrote a key (`view.rs`).
     pub view: Arc<View>,
+    /// Every write holds it shared; a backup holds it alone while it copies the trees, so that
+    /// the copy is one point of the store (sled has no snapshots).
+    pub(in crate::store) writers: std::sync::RwLock<()>,
+    /// The data dir (where a backup spools what it copies).
+    pub(in crate::store) dir: std::path::PathBuf,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
     _lock: File,
 }
 
 impl SledBackend {
-    pub fn new(db: sled::Db, trees: Trees, durability: Durability, lock: File) -> Result<Self> {
+    pub fn new(
+        db: sled::Db,
+        trees: Trees,
+        durability: Durability,
+        lock: File,
+        dir: &std::path::Path,
+    ) -> Result<Self> {
         let view = Arc::new(build_view(&trees)?);
         let all = Table::ALL
             .iter()
@@ -52,6 +63,8 @@ impl SledBackend {
             durability,
             accounts: AtomicU64::new(0),
             view,
+            writers: std::sync::RwLock::new(()),
+            dir: dir.to_owned(),
             _lock: lock,
         })
     }
@@ -62,6 +75,7 @@ impl SledBackend {
     /// the keys it wrote are refreshed in the view before it returns (so before the flush that
     /// moves the durable head and acknowledges it).
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
+        let _writing = self.writing();
         let written = Written::default();
         let outcome = transact_trees(&self.all, &written, rules).map_err(|e| match e {
             Failure::Rule(error) => error,
@@ -79,6 +93,12 @@ impl SledBackend {
                 .map_err(|cause| self.durability.fail(&cause))?;
         }
         outcome
+    }
+
+    /// Waits while a backup copies the trees.
+    fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // Nothing panics while holding it: poisoning cannot happen, and would mean no harm.
+        self.writers.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn accounts_generation(&self) -> u64 {
@@ -125,6 +145,7 @@ impl SledBackend {
     /// Applies writes to one table atomically, outside any transaction (pruning, usage).
     pub fn apply(&self, table: Table, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
         self.durability.writable()?;
+        let _writing = self.writing();
         let mut batch = sled::Batch::default();
         for (key, value) in writes {
             match value {

@@ -59,33 +59,68 @@ pub(in crate::store) fn write_private_file_with<T>(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> Result<T>,
 ) -> Result<T> {
-    let tmp = path.with_extension("partial");
-    // A fresh file, so 0600 holds even if an old partial file had wider permissions.
-    let _ = fs::remove_file(&tmp);
-    let file = File::options()
-        .create_new(true)
-        .write(true)
-        .mode(FILE_MODE)
-        .open(&tmp)
-        .map_err(|e| io_error(&tmp, e))?;
-    let mut buffered = BufWriter::with_capacity(1 << 20, file);
-    let written = match write(&mut buffered) {
-        Ok(written) => written,
-        Err(error) => {
-            drop(buffered);
-            let _ = fs::remove_file(&tmp);
+    let mut file = PrivateFile::create(path)?;
+    let written = write(file.writer())?;
+    file.commit()?;
+    Ok(written)
+}
+
+/// A new private file written aside (`PATH.partial`, 0600 from creation) that becomes `path`
+/// only on [`PrivateFile::commit`]; dropped uncommitted, it is removed. For writers that
+/// await between writes (a backup read from etcd page by page).
+pub struct PrivateFile {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    /// None once committed.
+    writer: Option<BufWriter<File>>,
+}
+
+impl PrivateFile {
+    pub fn create(path: &Path) -> Result<PrivateFile> {
+        let tmp = path.with_extension("partial");
+        // A fresh file, so 0600 holds even if an old partial file had wider permissions.
+        let _ = fs::remove_file(&tmp);
+        let file = File::options()
+            .create_new(true)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .map_err(|e| io_error(&tmp, e))?;
+        Ok(PrivateFile {
+            path: path.to_owned(),
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut (dyn Write + Send) {
+        self.writer.as_mut().expect("only commit takes the writer")
+    }
+
+    /// Flushes and fsyncs the file, renames it into place and fsyncs the rename.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("committed once");
+        let synced = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .map_err(|e| io_error(&self.tmp, e))
+            .and_then(|()| set_mode(&self.tmp, FILE_MODE))
+            .and_then(|()| fs::rename(&self.tmp, &self.path).map_err(|e| io_error(&self.path, e)));
+        if let Err(error) = synced {
+            let _ = fs::remove_file(&self.tmp);
             return Err(error);
         }
-    };
-    buffered
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|file| file.sync_all())
-        .map_err(|e| io_error(&tmp, e))?;
-    set_mode(&tmp, FILE_MODE)?;
-    fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-    fsync_parent(path)?;
-    Ok(written)
+        fsync_parent(&self.path)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Makes `path`'s creation, removal or rename durable by syncing the directory holding it.
