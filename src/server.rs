@@ -339,8 +339,8 @@ impl Server {
             tokio::spawn(report_refusals(refusals.clone(), stopping.clone())),
         ];
         if let Some(listener) = into_tokio(metrics_listener)? {
-            let log = EventLog::new(store.clone());
-            let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
+            let scrape =
+                metrics::scrape_hook(store.clone(), config.data_dir.clone(), stopping.clone());
             tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
             side_tasks.push(tokio::spawn(metrics::serve(
                 listener,
