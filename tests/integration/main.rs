@@ -15,6 +15,7 @@ mod limits;
 mod logs;
 mod operations;
 mod process;
+mod prometheus;
 mod python;
 mod readme;
 #[cfg(feature = "etcd")]
