@@ -34,7 +34,8 @@
 //!   `server/fault.rs`: what the server does when its storage fails or its etcd is out of
 //!   reach (NOT_SERVING, and on sled an exit for a restart).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
-//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
+//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`trace`]: spans exported over
+//!   OTLP when `--otlp-endpoint` is given (nothing installed otherwise); [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches.
 //! - [`client`], [`verifier`]: the client side. `Verifier` is what a consuming service embeds:
@@ -76,6 +77,7 @@ pub mod telemetry;
 #[cfg(feature = "etcd")]
 #[doc(hidden)]
 pub mod testing;
+pub mod trace;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

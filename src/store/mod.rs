@@ -43,6 +43,7 @@ use std::{
 
 use prost::Message;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::domain::{
     random_base62, AccountToken, AuditAction, Caller, Error, Result, Role, SecretHash,
@@ -182,8 +183,16 @@ impl Store {
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         self.backend().writable()?;
-        let outcome = self.backend().transact(prefetch, rules).await;
-        self.sync().await?;
+        // Child spans of the RPC when traces are exported (`trace.rs`); debug, so the default
+        // log filter never creates them.
+        let outcome = self
+            .backend()
+            .transact(prefetch, rules)
+            .instrument(tracing::debug_span!("store.transaction"))
+            .await;
+        self.sync()
+            .instrument(tracing::debug_span!("store.sync"))
+            .await?;
         outcome
     }
 
