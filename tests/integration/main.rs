@@ -23,6 +23,7 @@ mod replicas;
 mod storage;
 mod subscribers;
 mod tls;
+mod traces;
 mod users;
 mod verifier;
 mod watch;

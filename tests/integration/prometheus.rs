@@ -224,11 +224,7 @@ async fn curl(args: &[&str]) -> Option<String> {
 /// org and its administrator.
 async fn traffic(
     server: &TestServer,
-) -> (
-    tonic::Streaming<WatchRevocationsResponse>,
-    String,
-    String,
-) {
+) -> (tonic::Streaming<WatchRevocationsResponse>, String, String) {
     let (org_id, admin) = server.org_with_admin("Acme").await;
     let (key, _) = server.key(&org_id, &admin).await;
     server.validate(&admin, &key).await.unwrap();
