@@ -98,21 +98,41 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
     }
 }
 
-#[tokio::test]
-async fn an_rpc_is_a_span_in_the_callers_trace_with_the_store_transaction_under_it() {
+/// What a traced zsc exported for one RegenerateKey sent under the caller's traceparent.
+struct Traced {
+    /// The spans of the caller's trace.
+    in_trace: Vec<Span>,
+    /// The rpc span among them.
+    rpc: Span,
+}
+
+impl Traced {
+    fn child(&self, name: &str, of: &Span) -> &Span {
+        let span = self
+            .in_trace
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span: {:#?}", self.in_trace));
+        assert_eq!(
+            span.parent_span_id, of.span_id,
+            "{name} is {}'s child",
+            of.name
+        );
+        span
+    }
+}
+
+/// Runs zsc (`store_args`: where its store is) exporting to a collector of the test's own,
+/// makes an org and a key, regenerates it under the caller's traceparent, stops zsc, and checks
+/// that no token or key is in anything exported, from any call.
+async fn traced_regenerate(store_args: &[&str]) -> Traced {
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--otlp-endpoint",
-        &endpoint,
-    ];
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+    args.extend([data.to_str().unwrap(), "--otlp-endpoint", &endpoint]);
+    args.extend(store_args);
     // The SDK's standard setting: batches go out every 100 ms rather than every 5 s.
     let wrapper = ["env", "OTEL_BSP_SCHEDULE_DELAY=100"];
     let (mut child, _log, addr) = spawn_zsc_under(&wrapper, dir.path(), &args, "info").await;
@@ -137,14 +157,30 @@ async fn an_rpc_is_a_span_in_the_callers_trace_with_the_store_transaction_under_
         .key;
 
     let spans = collector.wait_for("store.sync").await;
-    let in_trace: Vec<&Span> = spans
-        .iter()
+    assert!(sigterm(&mut child).await.success());
+    let everything = format!("{:?}", collector.spans.lock().unwrap());
+    for secret in [&token, &first_key, &new_key] {
+        assert!(
+            !everything.contains(secret.as_str()),
+            "a secret was exported"
+        );
+    }
+    let in_trace: Vec<Span> = spans
+        .into_iter()
         .filter(|s| s.trace_id == hex(TRACE_ID))
         .collect();
     let rpc = in_trace
         .iter()
         .find(|s| s.name == "rpc")
-        .unwrap_or_else(|| panic!("no rpc span in the caller's trace: {in_trace:#?}"));
+        .unwrap_or_else(|| panic!("no rpc span in the caller's trace: {in_trace:#?}"))
+        .clone();
+    Traced { in_trace, rpc }
+}
+
+#[tokio::test]
+async fn an_rpc_is_a_span_in_the_callers_trace_with_the_store_transaction_under_it() {
+    let traced = traced_regenerate(&[]).await;
+    let rpc = &traced.rpc;
     assert_eq!(rpc.parent_span_id, hex(PARENT_SPAN_ID), "{rpc:#?}");
     assert_eq!(
         attribute(rpc, "method").as_deref(),
@@ -158,24 +194,20 @@ async fn an_rpc_is_a_span_in_the_callers_trace_with_the_store_transaction_under_
     );
     let latency: f64 = attribute(rpc, "latency_ms").unwrap().parse().unwrap();
     assert!(latency > 0.0, "{rpc:#?}");
-    for child in ["store.transaction", "store.sync"] {
-        let span = in_trace
-            .iter()
-            .find(|s| s.name == child)
-            .unwrap_or_else(|| panic!("no {child} span: {in_trace:#?}"));
-        assert_eq!(
-            span.parent_span_id, rpc.span_id,
-            "{child} is the rpc's child"
-        );
-    }
+    traced.child("store.transaction", rpc);
+    traced.child("store.sync", rpc);
+}
 
-    // Every span of every call, not only this trace: no token or key, in any field.
-    assert!(sigterm(&mut child).await.success());
-    let everything = format!("{:?}", collector.spans.lock().unwrap());
-    for secret in [&token, &first_key, &new_key] {
-        assert!(
-            !everything.contains(secret.as_str()),
-            "a secret was exported"
-        );
-    }
+/// On etcd, the transaction's round trips (its reads and its guarded write) are its children.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn on_etcd_the_round_trips_are_spans_under_the_store_transaction() {
+    let cluster = tokio::task::spawn_blocking(|| zsc::testing::EtcdCluster::start(1))
+        .await
+        .unwrap();
+    let url = cluster.url("/zsc");
+    let traced = traced_regenerate(&["--store", &url]).await;
+    let transaction = traced.child("store.transaction", &traced.rpc);
+    traced.child("etcd.read", transaction);
+    traced.child("etcd.txn", transaction);
 }
