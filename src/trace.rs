@@ -1,7 +1,8 @@
 //! Traces over OTLP/gRPC: `zsc serve --otlp-endpoint URL` (or the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`) exports one span per RPC (`rpc`: method, caller, code,
 //! latency_ms; what the log line has, never a secret) continuing the caller's W3C `traceparent`,
-//! with the store's transaction and durable flush of a change as child spans.
+//! with the store's transaction and durable flush of a change as child spans (and on etcd, each
+//! round trip under the transaction).
 //!
 //! Off by default, and then nothing of this runs: no layer is installed, [`enabled`] is false,
 //! and the store's spans are `debug` spans that the `info` log filter never creates.
