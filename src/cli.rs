@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ZSC_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Export a span per RPC over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317),
+    /// continuing an incoming W3C traceparent. Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log a line for every successful read (ValidateKey, Get*, List*, Health/Check) too; by
     /// default they are logged at debug level only.
     #[arg(long, env = "ZSC_LOG_READS")]

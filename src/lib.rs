@@ -61,7 +61,8 @@
 //! - [`peers`]: open connections by peer address, so that one can be closed on its own (a
 //!   connection whose revocation streams all stalled, `api/stall.rs`).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
-//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`progress`]: what `zsc backup`
+//! - [`cli`], [`telemetry`]: flags and logging for the binary; [`trace`]: spans exported over
+//!   OTLP when `--otlp-endpoint` is given (nothing installed otherwise); [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches;
 //!   `testkit`: the setup tests and benches share (an org with an administrator and a key, a
@@ -111,6 +112,7 @@ pub mod testing;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tls;
+pub mod trace;
 pub mod verifier;
 
 /// Completes on SIGINT or SIGTERM.

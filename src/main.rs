@@ -15,11 +15,17 @@ use zsc::store::{self, BackupReport, Done, Store, StoreOptions, OPERATOR_TOKEN_F
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_format = match &cli.command {
-        Command::Serve(args) => args.log_format,
-        _ => zsc::telemetry::LogFormat::Text,
+    let (log_format, otlp_endpoint) = match &cli.command {
+        Command::Serve(args) => (args.log_format, args.otlp_endpoint.clone()),
+        _ => (zsc::telemetry::LogFormat::Text, None),
     };
-    zsc::telemetry::init(log_format);
+    let exporter = match zsc::telemetry::init(log_format, otlp_endpoint.as_deref()) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("zsc: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::Backup {
@@ -87,6 +93,10 @@ async fn main() -> ExitCode {
             tls_ca,
         } => return health_check(&url, &service, tls_ca.as_deref()).await,
     };
+    if let Some(exporter) = exporter {
+        // Sends the spans still queued; blocking, so off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

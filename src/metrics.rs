@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client, one registry per server) and the HTTP endpoint that
 //! serves them on `--metrics-listen`.
 
-use std::{convert::Infallible, io, sync::Arc};
+use std::{convert::Infallible, io, path::PathBuf, sync::Arc};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::accept::Connection;
 use crate::shutdown::Shutdown;
+use crate::store::{EventLog, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
@@ -60,6 +61,70 @@ struct Inner {
     /// Registered only when the server serves TLS.
     tls_expiry: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
+    sampled: SampledGauges,
+}
+
+/// What is read at each scrape (`serve`'s `scrape` hook), for the gauges of the same names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scrape {
+    /// The durable head of the revocation log.
+    pub head: u64,
+    /// The sled database's size on disk (0 on etcd).
+    pub db_bytes: u64,
+    /// The data dir's filesystem: bytes available to zsc, and its size (None if statvfs failed).
+    pub data_dir: Option<(u64, u64)>,
+    /// Whether health reports SERVING (no storage fault, not shutting down).
+    pub serving: bool,
+    /// Whether the store refuses writes (a storage fault; on etcd, a cluster out of reach).
+    pub refusing_writes: bool,
+}
+
+/// The gauges [`Scrape`] sets, which alerting rules read (deploy/monitoring/zsc-rules.yaml).
+#[derive(Default)]
+struct SampledGauges {
+    free: Gauge,
+    capacity: Gauge,
+    serving: Gauge,
+    refusing_writes: Gauge,
+}
+
+impl SampledGauges {
+    fn register(&self, registry: &mut Registry) {
+        let gauges = [
+            (
+                "data_dir_free_bytes",
+                "Bytes available to zsc on the data dir's filesystem",
+                &self.free,
+            ),
+            (
+                "data_dir_capacity_bytes",
+                "Size of the data dir's filesystem",
+                &self.capacity,
+            ),
+            (
+                "serving",
+                "1 while gRPC health reports SERVING, else 0",
+                &self.serving,
+            ),
+            (
+                "store_refusing_writes",
+                "1 while the store refuses every change (storage fault; etcd out of reach), else 0",
+                &self.refusing_writes,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn set(&self, scrape: &Scrape) {
+        if let Some((free, capacity)) = scrape.data_dir {
+            self.free.set(free as i64);
+            self.capacity.set(capacity as i64);
+        }
+        self.serving.set(scrape.serving.into());
+        self.refusing_writes.set(scrape.refusing_writes.into());
+    }
 }
 
 /// How a ValidateKey call ended, for `zsc_key_validations_total{result}`.
@@ -172,6 +237,8 @@ impl Metrics {
             db_bytes.clone(),
         );
         let (tls_expiry, tls_reloads) = tls_metrics(&mut registry, tls);
+        let sampled = SampledGauges::default();
+        sampled.register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -187,6 +254,7 @@ impl Metrics {
                 db_bytes,
                 tls_expiry,
                 tls_reloads,
+                sampled,
             }),
         }
     }
@@ -270,15 +338,37 @@ impl Metrics {
         SubscriberGuard(self.clone())
     }
 
-    /// The text exposition, after setting the gauges read at scrape time (the log head and
-    /// the database size).
-    fn render(&self, head: u64, db_bytes: u64) -> String {
-        self.inner.head.set(head as i64);
-        self.inner.db_bytes.set(db_bytes as i64);
+    /// The text exposition, after setting the gauges read at scrape time.
+    fn render(&self, scrape: &Scrape) -> String {
+        self.inner.head.set(scrape.head as i64);
+        self.inner.db_bytes.set(scrape.db_bytes as i64);
+        self.inner.sampled.set(scrape);
         let mut text = String::new();
         encode(&mut text, &self.inner.registry).expect("writing to a String cannot fail");
         text
     }
+}
+
+/// What the server reads at each scrape: the log's durable head, the database's size, the data
+/// dir's free space (one statvfs), and the health state (a storage fault, or shutdown begun).
+pub fn scrape_hook(
+    store: Store,
+    data_dir: PathBuf,
+    stopping: Shutdown,
+) -> Arc<dyn Fn() -> Scrape + Send + Sync> {
+    let log = EventLog::new(store.clone());
+    Arc::new(move || {
+        let refusing_writes = store.fault().borrow().is_some();
+        Scrape {
+            head: log.durable_head(),
+            db_bytes: log.size_on_disk().unwrap_or(0),
+            data_dir: fs2::available_space(&data_dir)
+                .and_then(|free| Ok((free, fs2::total_space(&data_dir)?)))
+                .ok(),
+            serving: !refusing_writes && !stopping.has_begun(),
+            refusing_writes,
+        }
+    })
 }
 
 pub struct SubscriberGuard(Metrics);
@@ -289,11 +379,12 @@ impl Drop for SubscriberGuard {
     }
 }
 
-/// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values` gives (log head, database bytes).
+/// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values`
+/// reads what the gauges sampled at scrape time show.
 pub async fn serve(
     mut connections: ReceiverStream<io::Result<Connection>>,
     metrics: Metrics,
-    scrape_values: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
+    scrape_values: Arc<dyn Fn() -> Scrape + Send + Sync>,
     shutdown: Shutdown,
 ) {
     loop {
@@ -313,13 +404,13 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let response = if request.uri().path() == "/metrics" {
-                    let (head, bytes) = scrape_values();
+                    let scrape = scrape_values();
                     Response::builder()
                         .header(
                             "content-type",
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )
-                        .body(Full::new(Bytes::from(metrics.render(head, bytes))))
+                        .body(Full::new(Bytes::from(metrics.render(&scrape))))
                 } else {
                     Response::builder()
                         .status(404)

@@ -272,6 +272,7 @@ impl Server {
             into_tokio(metrics_listener)?,
             &accept,
             &store,
+            &config.data_dir,
             &metrics,
             &stopping,
         )?);

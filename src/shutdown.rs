@@ -63,6 +63,11 @@ impl Shutdown {
         self.begun.cancel();
     }
 
+    /// Whether shutdown has begun (health is NOT_SERVING from then on).
+    pub fn has_begun(&self) -> bool {
+        self.begun.is_cancelled()
+    }
+
     /// Completes once shutdown has begun.
     pub async fn begun(&self) {
         self.begun.cancelled().await

@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+use crate::trace::Exporter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -19,8 +21,31 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+/// Sets up logging, and with an `otlp_endpoint` the span exporter too (`trace.rs`), which the
+/// caller shuts down at exit. Without one, no exporter layer exists at all.
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Option<Exporter>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Some(endpoint) = otlp_endpoint {
+        let exporter = Exporter::start(endpoint)?;
+        // The log keeps its own filter; the exporter has its own.
+        let log = fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal());
+        let log = match format {
+            LogFormat::Text => log.with_filter(filter).boxed(),
+            LogFormat::Json => log
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_filter(filter)
+                .boxed(),
+        };
+        tracing_subscriber::registry()
+            .with(log)
+            .with(exporter.layer())
+            .init();
+        return Ok(Some(exporter));
+    }
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -33,6 +58,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             .init(),
     }
+    Ok(None)
 }
 
 /// At most [`Throttle::PER_SECOND`] refusal lines are written in any one second; the rest are

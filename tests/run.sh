@@ -32,6 +32,9 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 # fiu-run and fiu-ctrl (libfiu) make fsync fail on demand for tests/integration/fsync.rs.
 command -v fiu-run >/dev/null || missing+=(fiu-utils)
+# prometheus (brings promtool) and curl for the monitoring test (tests/integration/prometheus.rs).
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v curl >/dev/null || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; fi
 
 echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \

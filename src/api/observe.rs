@@ -92,8 +92,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let method = request.uri().path().to_owned();
-        // `caller` is recorded by the auth layer, which runs inside this span.
-        let span = tracing::info_span!("rpc", method = %method, caller = Empty);
+        // `caller` is recorded by the auth layer, which runs inside this span; `code` and
+        // `latency_ms` only when spans are exported (`Finish::done`).
+        let span = tracing::info_span!(
+            "rpc",
+            method = %method,
+            caller = Empty,
+            code = Empty,
+            latency_ms = Empty
+        );
+        if crate::trace::enabled() {
+            crate::trace::continue_from(&span, request.headers());
+        }
         let future = span.in_scope(|| inner.call(request));
         let finish = Finish {
             method,
@@ -193,6 +203,9 @@ impl Finish {
         // log layer would format them for every call, lines or none (~5% of a read's CPU).
         let ms = seconds * 1e3;
         let span = &self.span;
+        if crate::trace::enabled() {
+            span.record("code", name).record("latency_ms", ms);
+        }
         match Line::of(&self.method, code, elapsed) {
             Line::Always => tracing::info!(parent: span, code = name, latency_ms = ms, "rpc"),
             Line::Read if self.log.log_reads => {

@@ -2,7 +2,7 @@
 //! the periodic jobs (pruning, saving key usage, reporting refused lines), and the metrics and
 //! plaintext-health listeners.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -130,14 +130,14 @@ pub(super) fn metrics_listener(
     listener: Option<TcpListener>,
     accept: &Accept,
     store: &Store,
+    data_dir: &std::path::Path,
     metrics: &Metrics,
     stopping: &Shutdown,
 ) -> Result<Option<JoinHandle<()>>> {
     let Some(listener) = listener else {
         return Ok(None);
     };
-    let log = EventLog::new(store.clone());
-    let scrape = Arc::new(move || (log.durable_head(), log.size_on_disk().unwrap_or(0)));
+    let scrape = metrics::scrape_hook(store.clone(), data_dir.to_owned(), stopping.clone());
     tracing::info!(listen = %listener.local_addr().map_err(Error::internal)?, "metrics served at /metrics");
     let only_tracked = Accept {
         limits: None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::{watch, Mutex};
+use tracing::Instrument;
 
 use super::backend::Backend;
 use super::kv::{Prefetch, Tx, TxResult};
@@ -99,8 +100,16 @@ impl Store {
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         self.backend().writable()?;
-        let outcome = self.backend().transact(prefetch, rules).await;
-        self.sync().await?;
+        // Child spans of the RPC when traces are exported (`trace.rs`); debug, so the default
+        // log filter never creates them.
+        let outcome = self
+            .backend()
+            .transact(prefetch, rules)
+            .instrument(tracing::debug_span!("store.transaction"))
+            .await;
+        self.sync()
+            .instrument(tracing::debug_span!("store.sync"))
+            .await?;
         outcome
     }
 

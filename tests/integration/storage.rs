@@ -212,12 +212,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A small tmpfs mounted for the test, unmounted when dropped. Needs root (CI runs as root).
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(size: &str) -> Self {
+    pub(crate) fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -231,12 +231,12 @@ impl SmallDisk {
         SmallDisk { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Fills the disk with `filler` until a write fails with ENOSPC.
-    fn fill(&self) -> std::path::PathBuf {
+    pub(crate) fn fill(&self) -> std::path::PathBuf {
         use std::io::Write;
         let path = self.path().join("filler");
         let mut file = std::fs::File::create(&path).unwrap();

@@ -67,7 +67,9 @@ where
 {
     let mut last = None;
     for attempt in 0..4u32 {
-        match read().await {
+        // One etcd round trip: a child span of the RPC when traces are exported (`trace.rs`).
+        let round_trip = tracing::debug_span!("etcd.read", attempt);
+        match tracing::Instrument::instrument(read(), round_trip).await {
             Ok(value) => return Ok(value),
             Err(error) => {
                 tracing::debug!(%error, attempt, "etcd read failed; trying again");

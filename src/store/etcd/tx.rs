@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use tracing::Instrument;
 
 use super::backend::{EtcdBackend, MAX_TXN_OPS};
 use super::errors::{ambiguous, never_sent, unreachable_cluster};
@@ -204,7 +205,8 @@ impl EtcdBackend {
         let mut attempts = 0;
         let response = loop {
             let mut kv = self.kv.clone();
-            match kv.txn(txn.clone()).await {
+            let round_trip = tracing::debug_span!("etcd.txn", attempts);
+            match kv.txn(txn.clone()).instrument(round_trip).await {
                 Ok(response) => break response,
                 // It never left: sending it again cannot apply it twice.
                 Err(error) if never_sent(&error) && attempts < 8 => attempts += 1,
