@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod bad_input;
 mod common;
+mod conformance;
 mod crash;
 mod deploy;
 mod durability;
