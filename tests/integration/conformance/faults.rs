@@ -47,6 +47,8 @@ async fn dropped_then_stopped(command: &VerifierCommand) {
     // The stream dropped, and the path stays down: the cache stops answering within the bound.
     proxy.set(Mode::Cut);
     fails_closed(&mut verifier, &admin, &kit.key, Instant::now()).await;
+    let stats = verifier.stats().await;
+    assert!(!stats.fresh, "fresh with the path cut: {stats:?}");
     // A revocation while the Verifier is away is applied when it is back, from its cursor.
     let (_, new_key) = kit.regenerate().await.await.unwrap();
     proxy.set(Mode::Pass);
@@ -57,6 +59,7 @@ async fn dropped_then_stopped(command: &VerifierCommand) {
     .await;
     cached(&mut verifier, &admin, &new_key).await;
     let stats = verifier.stats().await;
+    assert!(stats.connected && stats.fresh, "back: {stats:?}");
     assert_eq!(
         (stats.applied_sequence, stats.flushes),
         (Some(1), 0),

@@ -37,9 +37,9 @@ const EVENTUALLY: Duration = Duration::from_secs(15);
 
 /// The Verifiers to run every scenario on.
 fn verifiers() -> Vec<VerifierCommand> {
-    if let Ok(command) = std::env::var("ZSC_KIT_VERIFIER") {
-        let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
-        assert!(!argv.is_empty(), "ZSC_KIT_VERIFIER is empty");
+    let command = std::env::var("ZSC_KIT_VERIFIER").unwrap_or_default();
+    let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    if !argv.is_empty() {
         return vec![VerifierCommand {
             name: argv[0].clone(),
             argv,
