@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod common;
+mod conformance;
 mod crash;
 mod deploy;
 mod durability;
