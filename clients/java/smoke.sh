@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the Java Verifier's line protocol against a real zsc:
+# verify -> ACCEPT (then from the cache), regenerate -> the old key REJECT, the new one ACCEPT.
+# Usage: clients/java/smoke.sh [ZSC_BINARY]   (default target/debug/zsc; build.sh first)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+start_server "${1:-$repo/target/debug/zsc}"
+fixture
+
+coproc VERIFIER { ZSC_URLS="http://$ZSC_ADDR" ZSC_TOKEN="$CONSUMER_TOKEN" "$here/build/run-verifier"; }
+ask() { echo "$1" >&"${VERIFIER[1]}"; read -r -t 10 reply <&"${VERIFIER[0]}"; echo "$reply"; }
+expect() { # expect PATTERN REPLY WHAT
+  if [[ "$2" =~ $1 ]]; then echo "ok   $3: $2"; else echo "FAIL $3: got '$2', want /$1/"; exit 1; fi
+}
+read -r -t 10 ready <&"${VERIFIER[0]}"
+expect '^READY$' "$ready" "start"
+for _ in $(seq 100); do
+  [[ "$(ask stats)" == *'"fresh":true'* ]] && break
+  sleep 0.05
+done
+expect '"connected":true.*"fresh":true' "$(ask stats)" "the stream vouches for the cache"
+expect "^ACCEPT $ORG_ID zk_" "$(ask "verify $EMAIL $KEY")" "first verify (ValidateKey)"
+expect "^ACCEPT $ORG_ID zk_" "$(ask "verify ${EMAIL^^} $KEY")" "second verify, email in another case"
+expect '"hits":1,"misses":1,"cached_keys":1' "$(ask stats)" "the second was a cache hit"
+expect '^REJECT$' "$(ask "verify someone-else@acme.example $KEY")" "another email"
+expect '^ERROR ' "$(ask "verify $EMAIL")" "a malformed request"
+
+NEW_KEY="$(java -cp "$CP" io.zsc.verifier.Fixture regenerate "$ZSC_ADDR" "$CONSOLE_TOKEN" "$ORG_ID" "$EMAIL")"
+regenerated=$(date +%s%N)
+for i in $(seq 200); do
+  reply="$(ask "verify $EMAIL $KEY")"
+  [ "$reply" = REJECT ] && break
+done
+rejected=$(date +%s%N)
+expect '^REJECT$' "$reply" "the old key after the regeneration (attempt $i, $(( (rejected - regenerated) / 1000000 )) ms)"
+expect "^ACCEPT $ORG_ID zk_" "$(ask "verify $EMAIL $NEW_KEY")" "the new key"
+expect '"cached_keys":1,"applied_sequence":[0-9]+' "$(ask stats)" "the old key evicted, the new one cached"
+echo quit >&"${VERIFIER[1]}"
+wait "$VERIFIER_PID"
+echo "ok   quit: exit 0"
