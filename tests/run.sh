@@ -30,6 +30,14 @@ command -v pkill >/dev/null || missing+=(procps)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
+# The Java Verifier (clients/java/build.sh): JDK 17, the grpc-java plugin and Debian's jars; libgrpc-java
+# pulls in neither netty nor perfmark, and JDK 17 needs the javax.annotation jar for the generated stubs.
+command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
+command -v grpc_java_plugin >/dev/null || missing+=(protobuf-compiler-grpc-java-plugin)
+for jar in grpc-netty:libgrpc-java protobuf:libprotobuf-java netty-codec-http2:libnetty-java \
+  perfmark-api:libperfmark-java guava:libguava-java geronimo-annotation-1.3-spec:libgeronimo-annotation-1.3-spec-java; do
+  [ -f "/usr/share/java/${jar%%:*}.jar" ] || missing+=("${jar#*:}")
+done
 if [ ${#missing[@]} -gt 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; fi
 
 echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \
@@ -45,6 +53,10 @@ RELEASED_CONTRACT=0ee501e694f9db9214e0388a09ebbe27df6da971
 # The default build (sled only, no protoc needed), then the same suite with the etcd backend: the
 # store conformance suite and the replica tests run against a real etcd cluster started by the tests.
 cargo test --locked
+# The Java Verifier: build with javac from Debian's jars, its unit tests, then its line protocol against
+# the zsc binary the tests just built (clients/java/README.md).
+clients/java/test.sh
+clients/java/smoke.sh target/debug/zsc
 cargo test --locked --features etcd
 # The API's integration tests again, each server a replica on a one-member etcd of its own
 # (tests/integration/common.rs). Skipped: the two that move a sled data dir between servers, and the
