@@ -1,5 +1,8 @@
 package io.zsc.verifier;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 import java.security.SecureRandom;
 
@@ -36,19 +39,25 @@ record KeyHash(long hi, long lo) {
       return new Hasher(random.nextLong(), random.nextLong());
     }
 
+    /** The hash of the key's UTF-8 bytes. */
     KeyHash hash(String key) {
       return hash(key.getBytes(StandardCharsets.UTF_8));
     }
 
-    /** SipHash-2-4-128 (Aumasson and Bernstein, "SipHash: a fast short-input PRF"). */
+    /**
+     * SipHash-2-4-128 (Aumasson and Bernstein, "SipHash: a fast short-input PRF"). Written out
+     * with locals so the JIT keeps the state in registers; whole words are read with one
+     * little-endian load each.
+     */
     KeyHash hash(byte[] m) {
+      int n = m.length;
       long v0 = k0 ^ 0x736f6d6570736575L;
       long v1 = k1 ^ 0x646f72616e646f6dL ^ 0xeeL;
       long v2 = k0 ^ 0x6c7967656e657261L;
       long v3 = k1 ^ 0x7465646279746573L;
-      int end = m.length - (m.length % 8);
-      for (int i = 0; i < end; i += 8) {
-        long w = littleEndian(m, i, 8);
+      int end = n - (n % 8);
+      for (int i = 0; i <= end; i += 8) {
+        long w = i < end ? (long) WORD.get(m, i) : ((long) n << 56) | tail(m, end);
         v3 ^= w;
         for (int r = 0; r < 2; r++) {
           v0 += v1; v1 = Long.rotateLeft(v1, 13); v1 ^= v0; v0 = Long.rotateLeft(v0, 32);
@@ -58,35 +67,34 @@ record KeyHash(long hi, long lo) {
         }
         v0 ^= w;
       }
-      long last = ((long) m.length << 56) | littleEndian(m, end, m.length - end);
-      long[] v = {v0, v1, v2, v3};
-      v[3] ^= last;
-      rounds(v, 2);
-      v[0] ^= last;
-      v[2] ^= 0xeeL;
-      rounds(v, 4);
-      long first = v[0] ^ v[1] ^ v[2] ^ v[3];
-      v[1] ^= 0xddL;
-      rounds(v, 4);
-      long second = v[0] ^ v[1] ^ v[2] ^ v[3];
-      return new KeyHash(second, first);
-    }
-
-    private static void rounds(long[] v, int n) {
-      for (int r = 0; r < n; r++) {
-        v[0] += v[1]; v[1] = Long.rotateLeft(v[1], 13); v[1] ^= v[0]; v[0] = Long.rotateLeft(v[0], 32);
-        v[2] += v[3]; v[3] = Long.rotateLeft(v[3], 16); v[3] ^= v[2];
-        v[0] += v[3]; v[3] = Long.rotateLeft(v[3], 21); v[3] ^= v[0];
-        v[2] += v[1]; v[1] = Long.rotateLeft(v[1], 17); v[1] ^= v[2]; v[2] = Long.rotateLeft(v[2], 32);
+      v2 ^= 0xeeL;
+      for (int r = 0; r < 4; r++) {
+        v0 += v1; v1 = Long.rotateLeft(v1, 13); v1 ^= v0; v0 = Long.rotateLeft(v0, 32);
+        v2 += v3; v3 = Long.rotateLeft(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = Long.rotateLeft(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = Long.rotateLeft(v1, 17); v1 ^= v2; v2 = Long.rotateLeft(v2, 32);
       }
+      long first = v0 ^ v1 ^ v2 ^ v3;
+      v1 ^= 0xddL;
+      for (int r = 0; r < 4; r++) {
+        v0 += v1; v1 = Long.rotateLeft(v1, 13); v1 ^= v0; v0 = Long.rotateLeft(v0, 32);
+        v2 += v3; v3 = Long.rotateLeft(v3, 16); v3 ^= v2;
+        v0 += v3; v3 = Long.rotateLeft(v3, 21); v3 ^= v0;
+        v2 += v1; v1 = Long.rotateLeft(v1, 17); v1 ^= v2; v2 = Long.rotateLeft(v2, 32);
+      }
+      return new KeyHash(v0 ^ v1 ^ v2 ^ v3, first);
     }
 
-    private static long littleEndian(byte[] m, int from, int count) {
+    /** The bytes after the last whole word, little-endian. */
+    private static long tail(byte[] m, int from) {
       long w = 0;
-      for (int i = count - 1; i >= 0; i--) {
-        w = (w << 8) | (m[from + i] & 0xffL);
+      for (int i = m.length - 1; i >= from; i--) {
+        w = (w << 8) | (m[i] & 0xffL);
       }
       return w;
     }
+
+    private static final VarHandle WORD =
+        MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
   }
 }
