@@ -83,7 +83,13 @@ public final class LineMain {
         if (words.length != 3) {
           return "ERROR usage: verify EMAIL KEY";
         }
-        return render(verifier.verify(words[1], words[2]));
+        Verification verification = verifier.verify(words[1], words[2]);
+        if (verification instanceof Verification.Unavailable unavailable) {
+          // Why, for whoever reads the kit's logs (a status carries no key or token).
+          System.err.println("zsc verifier: unavailable: " + unavailable.status().getCode() + " "
+              + unavailable.status().getDescription());
+        }
+        return render(verification);
       case "stats":
         return words.length == 1 ? verifier.stats().toJson() : "ERROR usage: stats";
       case "quit":
