@@ -43,3 +43,9 @@ expect '"cached_keys":1,"applied_sequence":[0-9]+' "$(ask stats)" "the old key e
 echo quit >&"${VERIFIER[1]}"
 wait "$VERIFIER_PID"
 echo "ok   quit: exit 0"
+
+# A first URL where nothing listens: the stream and the validations move on to the next replica.
+dead="http://127.0.0.1:$(free_port)"
+answers="$(printf 'verify %s %s\nstats\nquit\n' "$EMAIL" "$NEW_KEY" \
+  | ZSC_URLS="$dead,http://$ZSC_ADDR" ZSC_TOKEN="$CONSUMER_TOKEN" "$here/build/run-verifier" 2>/dev/null)"
+expect "^READY.ACCEPT $ORG_ID zk_" "$(echo "$answers" | head -2 | tr '\n' ' ')" "a dead first replica: fail over to the second"
