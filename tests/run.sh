@@ -35,9 +35,12 @@ command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
 command -v grpc_java_plugin >/dev/null || missing+=(protobuf-compiler-grpc-java-plugin)
 for jar in grpc-netty:libgrpc-java protobuf:libprotobuf-java netty-codec-http2:libnetty-java \
-  perfmark-api:libperfmark-java guava:libguava-java geronimo-annotation-1.3-spec:libgeronimo-annotation-1.3-spec-java; do
+  perfmark-api:libperfmark-java guava:libguava-java geronimo-annotation-1.3-spec:libgeronimo-annotation-1.3-spec-java \
+  netty-tcnative:libnetty-tcnative-java; do
   [ -f "/usr/share/java/${jar%%:*}.jar" ] || missing+=("${jar#*:}")
 done
+# TLS from Java: Debian's netty has no JDK ALPN, so grpc-java's TLS goes through netty-tcnative's OpenSSL.
+ls /usr/lib/*/jni/libnetty-tcnative.so >/dev/null 2>&1 || missing+=(libnetty-tcnative-jni)
 if [ ${#missing[@]} -gt 0 ]; then apt-get update -q && apt-get install -y -q "${missing[@]}"; fi
 
 echo "tools: $(grpcurl -version 2>&1), buf $(buf --version), grpcio $(python3 -c 'import grpc; print(grpc.__version__)')," \

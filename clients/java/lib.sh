@@ -26,5 +26,5 @@ start_server() {
 
 # fixture: sets ORG_ID, EMAIL, KEY, CONSOLE_TOKEN, CONSUMER_TOKEN.
 fixture() {
-  eval "$(java -cp "$CP" io.zsc.verifier.Fixture setup "$ZSC_ADDR" "$ZSC_DATA")"
+  eval "$(java -Djava.library.path="$here/build/native" -cp "$CP" io.zsc.verifier.Fixture setup "$ZSC_ADDR" "$ZSC_DATA")"
 }

@@ -2,6 +2,7 @@ package io.zsc.verifier;
 
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
+import io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.NettyChannelBuilder;
 import io.grpc.stub.AbstractStub;
 import io.grpc.stub.MetadataUtils;
@@ -32,8 +33,7 @@ public final class Fixture {
 
   public static void main(String[] args) throws Exception {
     String[] hostPort = args[1].split(":");
-    ManagedChannel channel = NettyChannelBuilder.forAddress(hostPort[0], Integer.parseInt(hostPort[1]))
-        .usePlaintext().build();
+    ManagedChannel channel = channel(hostPort[0], Integer.parseInt(hostPort[1]));
     try {
       switch (args[0]) {
         case "setup" -> setup(channel, Files.readString(Path.of(args[2], "operator.token")).trim());
@@ -48,6 +48,16 @@ public final class Fixture {
     } finally {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
     }
+  }
+
+  /** Plain text, or TLS trusting the CA in the file {@code $ZSC_TLS_CA} when that is set. */
+  static ManagedChannel channel(String host, int port) throws java.io.IOException {
+    NettyChannelBuilder builder = NettyChannelBuilder.forAddress(host, port);
+    String ca = System.getenv("ZSC_TLS_CA");
+    if (ca == null || ca.isEmpty()) {
+      return builder.usePlaintext().build();
+    }
+    return builder.sslContext(GrpcSslContexts.forClient().trustManager(new java.io.File(ca)).build()).build();
   }
 
   private static void setup(ManagedChannel channel, String operator) {
