@@ -49,3 +49,22 @@ dead="http://127.0.0.1:$(free_port)"
 answers="$(printf 'verify %s %s\nstats\nquit\n' "$EMAIL" "$NEW_KEY" \
   | ZSC_URLS="$dead,http://$ZSC_ADDR" ZSC_TOKEN="$CONSUMER_TOKEN" "$here/build/run-verifier" 2>/dev/null)"
 expect "^READY.ACCEPT $ORG_ID zk_" "$(echo "$answers" | head -2 | tr '\n' ' ')" "a dead first replica: fail over to the second"
+
+# TLS (through netty-tcnative, see README): a second server with a certificate from a CA of our own.
+tls="$(mktemp -d)"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tls/ca.key" -out "$tls/ca.pem" -days 1 -subj /CN=smoke-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout "$tls/server.key" -out "$tls/server.csr" -subj /CN=localhost 2>/dev/null
+openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 1 \
+  -out "$tls/server.pem" -extfile <(echo "subjectAltName=IP:127.0.0.1") 2>/dev/null
+kill "$ZSC_PID"; wait "$ZSC_PID" 2>/dev/null || true
+"$repo/target/debug/zsc" serve --listen "$ZSC_ADDR" --data-dir "$ZSC_DATA" \
+  --tls-cert "$tls/server.pem" --tls-key "$tls/server.key" 2>>"$ZSC_DATA/server.log" &
+ZSC_PID=$!
+verify_tls() { # verify_tls CA_FILE: the answers to one verify
+  printf 'verify %s %s\nquit\n' "$EMAIL" "$NEW_KEY" | ZSC_URLS="https://$ZSC_ADDR" ZSC_TLS_CA="$1" \
+    ZSC_TOKEN="$CONSUMER_TOKEN" "$here/build/run-verifier" 2>/dev/null | tr '\n' ' '
+}
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/${ZSC_ADDR%:*}/${ZSC_ADDR#*:}") 2>/dev/null && break; sleep 0.1; done
+expect "^READY ACCEPT $ORG_ID zk_" "$(verify_tls "$tls/ca.pem")" "TLS with the server's CA"
+expect "^READY UNAVAILABLE $" "$(verify_tls "")" "TLS without it: not trusted, fail closed"
+rm -rf "$tls"
