@@ -31,6 +31,8 @@ final class Watcher {
   private final Thread thread;
   private volatile boolean closed;
   private volatile ClientCallStreamObserver<WatchRevocationsRequest> call;
+  /** Failed attempts since a message last arrived: the backoff's exponent (this thread only). */
+  private int failures;
 
   Watcher(Verifier verifier, Config config) {
     this.verifier = verifier;
@@ -59,7 +61,6 @@ final class Watcher {
   }
 
   private void run() {
-    int failures = 0;
     while (!closed) {
       // The replica in use; after a failure the next one, from the same cursor.
       int replica = verifier.replicas.current();
@@ -70,9 +71,7 @@ final class Watcher {
         }
         request.setStoreId(verifier.state.storeId == null ? "" : verifier.state.storeId);
       }
-      int[] failuresBox = {failures};
-      Status outcome = follow(replica, request.build(), failuresBox);
-      failures = failuresBox[0];
+      Status outcome = follow(replica, request.build());
       verifier.connected = false;
       synchronized (verifier.state) {
         verifier.state.disconnected();
@@ -102,7 +101,7 @@ final class Watcher {
   }
 
   /** Applies messages until the stream ends or goes quiet; returns how it ended. */
-  private Status follow(int replica, WatchRevocationsRequest request, int[] failures) {
+  private Status follow(int replica, WatchRevocationsRequest request) {
     BlockingQueue<Object> inbox = new LinkedBlockingQueue<>();
     verifier.replicas.async(replica).watchRevocations(request,
         new ClientResponseObserver<WatchRevocationsRequest, WatchRevocationsResponse>() {
@@ -138,7 +137,7 @@ final class Watcher {
           return end.status();
         }
         verifier.connected = true;
-        failures[0] = 0;
+        failures = 0;
         reported = apply((WatchRevocationsResponse) next, reported);
       }
     } catch (InterruptedException e) {
