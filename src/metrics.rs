@@ -15,7 +15,6 @@ use prometheus_client::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::accept::Connection;
 use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store};
 
@@ -158,6 +157,39 @@ fn tls_metrics(registry: &mut Registry, tls: bool) -> (Gauge, Family<ResultLabel
     (expiry, reloads)
 }
 
+/// What zsc refused or ended, by why: stalled subscribers, writes the store refused, rate-limited
+/// calls.
+fn refusal_metrics(
+    registry: &mut Registry,
+) -> (
+    Family<ReasonLabels, Counter>,
+    Family<ReasonLabels, Counter>,
+    Family<LimitLabels, Counter>,
+) {
+    let subscribers_ended = Family::<ReasonLabels, Counter>::default();
+    registry.register(
+        "revocation_subscribers_ended",
+        "WatchRevocations streams ended by the server, by reason (stalled: the subscriber \
+         read nothing for --subscriber-stall-timeout)",
+        subscribers_ended.clone(),
+    );
+    let writes_refused = Family::<ReasonLabels, Counter>::default();
+    registry.register(
+        "store_writes_refused",
+        "Writes the store refused outright, not applied, by reason (nospace: etcd is out of \
+         space)",
+        writes_refused.clone(),
+    );
+    let rate_limited = Family::<LimitLabels, Counter>::default();
+    registry.register(
+        "rate_limited",
+        "Calls refused RESOURCE_EXHAUSTED by a rate limit, by limit (account: --rate-limit; \
+         address: --auth-failure-limit)",
+        rate_limited.clone(),
+    );
+    (subscribers_ended, writes_refused, rate_limited)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new(false)
@@ -203,27 +235,7 @@ impl Metrics {
             "Open WatchRevocations streams",
             subscribers.clone(),
         );
-        let subscribers_ended = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "revocation_subscribers_ended",
-            "WatchRevocations streams ended by the server, by reason (stalled: the subscriber \
-             read nothing for --subscriber-stall-timeout)",
-            subscribers_ended.clone(),
-        );
-        let writes_refused = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "store_writes_refused",
-            "Writes the store refused outright, not applied, by reason (nospace: etcd is out of \
-             space)",
-            writes_refused.clone(),
-        );
-        let rate_limited = Family::<LimitLabels, Counter>::default();
-        registry.register(
-            "rate_limited",
-            "Calls refused RESOURCE_EXHAUSTED by a rate limit, by limit (account: --rate-limit; \
-             address: --auth-failure-limit)",
-            rate_limited.clone(),
-        );
+        let (subscribers_ended, writes_refused, rate_limited) = refusal_metrics(&mut registry);
         let head = Gauge::default();
         registry.register(
             "revocation_head_sequence",
@@ -381,12 +393,14 @@ impl Drop for SubscriberGuard {
 
 /// Serves `GET /metrics` until shutdown begins (its connections are tracked); `scrape_values`
 /// reads what the gauges sampled at scrape time show.
-pub async fn serve(
-    mut connections: ReceiverStream<io::Result<Connection>>,
+pub async fn serve<C>(
+    mut connections: ReceiverStream<io::Result<C>>,
     metrics: Metrics,
     scrape_values: Arc<dyn Fn() -> Scrape + Send + Sync>,
     shutdown: Shutdown,
-) {
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     loop {
         let stream = tokio::select! {
             () = shutdown.begun() => return,

@@ -11,15 +11,10 @@
 //! batch in memory. Both report how far they have got ([`Done`]) to a callback, for the CLI's
 //! progress display.
 
-use std::{
-    fs::{self, File},
-    io::{BufReader, Read, Write},
-    path::Path,
-    time::Duration,
-};
+use std::{fs, io::Write, path::Path, time::Duration};
 
-use prost::Message;
-
+use super::backup_file::{Decoder, Encoder};
+pub use super::backup_file::{Done, Progress};
 use super::handle::Store;
 use super::kv::read_u64;
 use super::restore::{self, Writes};
@@ -30,32 +25,6 @@ use super::snapshot::Paused;
 use super::tables::Table;
 use super::tables::{META_HEAD, META_STORE_ID};
 use crate::domain::{Error, Result};
-
-const MAGIC: &[u8] = b"ZSCBACKUP1\n";
-
-#[derive(Clone, PartialEq, Message)]
-struct Entry {
-    /// Empty for the end entry.
-    #[prost(string, tag = "1")]
-    tree: String,
-    #[prost(bytes = "vec", tag = "2")]
-    key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    value: Vec<u8>,
-}
-
-/// How far a backup or restore has got: entries and bytes of the backup file so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Done {
-    pub entries: u64,
-    pub bytes: u64,
-}
-
-/// What a backup or restore calls as it goes.
-pub type Progress<'a> = dyn FnMut(Done) + Send + 'a;
-
-/// Entries between two progress reports.
-pub(super) const REPORT_EVERY: u64 = 10_000;
 
 /// What a backup or restore handled.
 #[derive(Debug, Default)]
@@ -140,69 +109,6 @@ pub fn backup_reporting(
     Ok(report)
 }
 
-/// Writes a backup file: the magic, then each entry as it comes, then the end entry.
-struct Encoder<'a> {
-    out: &'a mut (dyn Write + Send),
-    digest: blake3::Hasher,
-    done: Done,
-    buffer: Vec<u8>,
-    progress: &'a mut Progress<'a>,
-}
-
-impl<'a> Encoder<'a> {
-    fn new(out: &'a mut (dyn Write + Send), progress: &'a mut Progress<'a>) -> Result<Self> {
-        let mut encoder = Encoder {
-            out,
-            digest: blake3::Hasher::new(),
-            done: Done::default(),
-            buffer: Vec::new(),
-            progress,
-        };
-        encoder.write(MAGIC)?;
-        Ok(encoder)
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::internal(format!("writing the backup: {e}")))?;
-        self.done.bytes += bytes.len() as u64;
-        Ok(())
-    }
-
-    fn entry(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.clear();
-        Entry {
-            tree: table.name().to_owned(),
-            key: key.to_vec(),
-            value: value.to_vec(),
-        }
-        .encode_length_delimited(&mut buffer)
-        .expect("a Vec grows as needed");
-        self.digest.update(&buffer);
-        self.write(&buffer)?;
-        self.buffer = buffer;
-        self.done.entries += 1;
-        if self.done.entries.is_multiple_of(REPORT_EVERY) {
-            (self.progress)(self.done);
-        }
-        Ok(())
-    }
-
-    /// Writes the end entry (the count and the digest); returns what was written.
-    fn finish(mut self) -> Result<Done> {
-        let end = Entry {
-            tree: String::new(),
-            key: self.done.entries.to_be_bytes().to_vec(),
-            value: self.digest.finalize().as_bytes().to_vec(),
-        };
-        self.write(&end.encode_length_delimited_to_vec())?;
-        (self.progress)(self.done);
-        Ok(self.done)
-    }
-}
-
 /// Reads a backup file through, checking every entry, the count and the digest; returns
 /// what it holds (for a backup received from a server, before it is trusted).
 pub fn verify_backup(path: &Path) -> Result<Done> {
@@ -264,104 +170,6 @@ fn restored(writes: &Writes) -> BackupReport {
     }
 }
 
-/// One key of one table, read back from a backup.
-pub(super) struct Restored {
-    pub table: Table,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-}
-
-/// Reads a backup file entry by entry, checking the magic, every entry, and at the end the
-/// count and the digest: an entry is only known good once the end entry has been read.
-pub(super) struct Decoder {
-    input: BufReader<File>,
-    name: String,
-    digest: blake3::Hasher,
-    pub done: Done,
-    ended: bool,
-}
-
-impl Decoder {
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| io_error(path, e))?;
-        let mut decoder = Decoder {
-            input: BufReader::with_capacity(1 << 20, file),
-            name: path.display().to_string(),
-            digest: blake3::Hasher::new(),
-            done: Done::default(),
-            ended: false,
-        };
-        let mut magic = [0; MAGIC.len()];
-        if decoder.input.read_exact(&mut magic).is_err() || magic != MAGIC {
-            return Err(decoder.refuse("wrong header"));
-        }
-        decoder.done.bytes = MAGIC.len() as u64;
-        Ok(decoder)
-    }
-
-    fn refuse(&self, why: &str) -> Error {
-        Error::invalid(format!("{} is not a zsc backup: {why}", self.name))
-    }
-
-    /// The next entry; None after the end entry (once the count and the digest check out).
-    pub fn next_entry(&mut self) -> Result<Option<Restored>> {
-        if self.ended {
-            return Ok(None);
-        }
-        let corrupt = "truncated or corrupt entry";
-        // The length prefix: a varint of at most 10 bytes.
-        let mut framed = Vec::with_capacity(64);
-        loop {
-            let mut byte = [0];
-            self.input
-                .read_exact(&mut byte)
-                .map_err(|_| self.refuse(corrupt))?;
-            framed.push(byte[0]);
-            if byte[0] < 0x80 {
-                break;
-            }
-            if framed.len() == 10 {
-                return Err(self.refuse(corrupt));
-            }
-        }
-        let len = prost::decode_length_delimiter(&framed[..]).map_err(|_| self.refuse(corrupt))?;
-        let start = framed.len();
-        framed.resize(start + len, 0);
-        self.input
-            .read_exact(&mut framed[start..])
-            .map_err(|_| self.refuse(corrupt))?;
-        let entry = Entry::decode(&framed[start..]).map_err(|_| self.refuse(corrupt))?;
-        self.done.bytes += framed.len() as u64;
-        if entry.tree.is_empty() {
-            let count = <[u8; 8]>::try_from(entry.key.as_slice())
-                .map_err(|_| self.refuse("corrupt end entry"))?;
-            if u64::from_be_bytes(count) != self.done.entries
-                || entry.value != self.digest.finalize().as_bytes()
-            {
-                return Err(self.refuse("checksum mismatch"));
-            }
-            if self
-                .input
-                .read(&mut [0])
-                .map_err(|_| self.refuse(corrupt))?
-                != 0
-            {
-                return Err(self.refuse("data after the end entry"));
-            }
-            self.ended = true;
-            return Ok(None);
-        }
-        let table = Table::from_name(&entry.tree).ok_or_else(|| self.refuse("unknown tree"))?;
-        self.digest.update(&framed);
-        self.done.entries += 1;
-        Ok(Some(Restored {
-            table,
-            key: entry.key,
-            value: entry.value,
-        }))
-    }
-}
-
 /// Backs up a store on etcd (replicas may keep running: every key is read at one revision).
 #[cfg(feature = "etcd")]
 pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupReport> {
@@ -390,7 +198,11 @@ pub async fn backup_etcd(url: &super::EtcdUrl, out: &Path) -> Result<BackupRepor
 pub async fn restore_etcd(input: &Path, url: &super::EtcdUrl) -> Result<BackupReport> {
     let mut writes = Writes::new(Decoder::open(input)?);
     let marker = (Table::Meta, super::tables::META_INITIALISED);
-    super::etcd::load_empty(url, &mut writes, marker).await?;
+    let mut next_write = || {
+        let next = writes.next_write()?;
+        Ok(next.map(|w| (w.table, w.key, w.value)))
+    };
+    super::etcd::load_empty(url, &mut next_write, marker).await?;
     Ok(restored(&writes))
 }
 
@@ -442,7 +254,10 @@ mod tests {
         let file = work.path().join("zsc.backup");
         let mut reported = Vec::new();
         let backup = backup_reporting(original.path(), &file, &mut |d| reported.push(d)).unwrap();
-        assert!(backup.entries > 2 * REPORT_EVERY, "{backup:?}");
+        assert!(
+            backup.entries > 2 * crate::store::backup_file::REPORT_EVERY,
+            "{backup:?}"
+        );
         assert_eq!(backup.bytes, fs::metadata(&file).unwrap().len());
         assert!(reported.is_sorted_by_key(|d| d.entries) && reported.len() >= 3);
         let last = Done {

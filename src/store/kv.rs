@@ -134,3 +134,6 @@ pub(super) fn outcome_error(error: TxError) -> Error {
         }
     }
 }
+
+/// What the one-point read hands each entry to.
+pub(in crate::store) type Each<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<()> + Send + 'a;

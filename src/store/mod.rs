@@ -23,6 +23,7 @@
 
 mod backend;
 mod backup;
+mod backup_file;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod handle;

@@ -4,16 +4,15 @@
 //! leaves nothing behind.
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{BufWriter, Seek, SeekFrom, Write},
-    os::unix::fs::OpenOptionsExt,
     path::Path,
 };
 
 use super::backup::BackupReport;
 use super::handle::Store;
-use super::sled::files::io_error;
-use crate::domain::{random_base62, Error, Result};
+use super::sled::files::{io_error, unnamed_file};
+use crate::domain::{Error, Result};
 
 impl Store {
     /// Writes a backup of the store, as it stands now, to an unnamed file in `dir`; returns the
@@ -35,18 +34,4 @@ impl Store {
         file.seek(SeekFrom::Start(0)).map_err(Error::internal)?;
         Ok((file, report))
     }
-}
-
-/// A new file in `dir` (0600 from creation) whose name is removed at once: it lives while open.
-pub(super) fn unnamed_file(dir: &Path) -> Result<File> {
-    let path = dir.join(format!("backup-{}.spool", random_base62(12)));
-    let file = File::options()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io_error(&path, e))?;
-    fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-    Ok(file)
 }

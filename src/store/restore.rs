@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::backup::{Decoder, Done, REPORT_EVERY};
+use super::backup_file::{Decoder, Done, REPORT_EVERY};
 use super::kv::read_u64;
 use super::rules::audit;
 use super::tables::{Table, Trees};

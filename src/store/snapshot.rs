@@ -15,8 +15,7 @@ use super::sled::backend::SledBackend;
 use super::tables::Table;
 use crate::domain::{Error, Result};
 
-/// What the one-point read hands each entry to.
-pub(super) type Each<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<()> + Send + 'a;
+pub(super) use super::kv::Each;
 
 /// How long writers waited for the read (zero on etcd).
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,7 +37,7 @@ impl SledBackend {
     /// `each` once writers run again (encoding and hashing a backup entry costs more than
     /// copying it). Blocking: call it off the runtime's workers.
     fn snapshot(&self, each: &mut Each<'_>) -> Result<Paused> {
-        let spool = super::online_backup::unnamed_file(&self.dir)?;
+        let spool = super::sled::files::unnamed_file(&self.dir)?;
         let mut raw = BufWriter::with_capacity(1 << 20, spool);
         let paused = {
             // Nothing panics while holding it: a poisoned lock guards nothing broken.

@@ -62,5 +62,8 @@ tables! {
 /// Keys of the `meta` table.
 pub(in crate::store) const META_STORE_ID: &[u8] = b"store_id";
 pub(in crate::store) const META_HEAD: &[u8] = b"head";
+/// The audit trail's head, in the `audit` table: every audited change writes it, so its
+/// `mod_revision` on etcd is a revision every such change has reached (`etcd/barrier.rs`).
+pub(in crate::store) const AUDIT_HEAD: &[u8] = b"h";
 pub(in crate::store) const META_OPERATORS: &[u8] = b"operators";
 pub(in crate::store) const META_INITIALISED: &[u8] = b"initialised";

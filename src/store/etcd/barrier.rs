@@ -25,7 +25,7 @@ use super::head::Head;
 use super::url::table_key;
 use crate::domain::{Error, Result};
 use crate::store::head::Confirmed;
-use crate::store::rules::audit;
+use crate::store::tables::{Table, AUDIT_HEAD};
 
 /// How long a call may wait for the shared read and for the watch to apply its revision.
 pub(in crate::store) const BARRIER_BOUND: Duration = Duration::from_secs(3);
@@ -53,10 +53,10 @@ struct Rounds {
 
 impl Barrier {
     pub fn new(kv: KvClient, root: &[u8], applied: watch::Receiver<i64>) -> Arc<Barrier> {
-        let (table, key) = audit::head_key();
+        let (table, key) = (Table::Audit, AUDIT_HEAD);
         Arc::new(Barrier {
             kv,
-            key: table_key(root, table, &key),
+            key: table_key(root, table, key),
             applied,
             rounds: Mutex::new(Rounds::default()),
         })

@@ -9,8 +9,7 @@ use super::read::{retry_read, SCAN_PAGE};
 use super::url::{split_key, table_key, EtcdUrl};
 use crate::domain::{Error, Result};
 use crate::store::kv::prefix_end;
-use crate::store::restore::{Write, Writes};
-use crate::store::snapshot::Each;
+use crate::store::kv::Each;
 use crate::store::tables::Table;
 
 /// Calls `each` with every key under `root`, all read at the revision of the first page, a
@@ -59,7 +58,7 @@ pub(in crate::store) async fn each_at_one_revision(
 /// Holds one Txn's writes at a time.
 pub(in crate::store) async fn load_empty(
     url: &EtcdUrl,
-    writes: &mut Writes,
+    next_write: &mut (dyn FnMut() -> Result<Option<(Table, Vec<u8>, Vec<u8>)>> + Send),
     marker: (Table, &[u8]),
 ) -> Result<()> {
     let client = super::url::connect(url).await?;
@@ -81,15 +80,12 @@ pub(in crate::store) async fn load_empty(
     let guard_key = table_key(&root, marker.0, marker.1);
     let mut ops = Vec::with_capacity(MAX_TXN_OPS);
     loop {
-        let next = writes.next_write()?;
-        if let Some(Write { table, key, value }) = next.as_ref() {
-            ops.push(TxnOp::put(
-                table_key(&root, *table, key),
-                value.clone(),
-                None,
-            ));
+        let next = next_write()?;
+        let last = next.is_none();
+        if let Some((table, key, value)) = next {
+            ops.push(TxnOp::put(table_key(&root, table, &key), value, None));
         }
-        if ops.len() == MAX_TXN_OPS || (next.is_none() && !ops.is_empty()) {
+        if ops.len() == MAX_TXN_OPS || (last && !ops.is_empty()) {
             let guard = Compare::create_revision(guard_key.clone(), CompareOp::Equal, 0);
             let txn = Txn::new()
                 .when(vec![guard])
@@ -101,13 +97,13 @@ pub(in crate::store) async fn load_empty(
                 )));
             }
         }
-        if next.is_none() {
+        if last {
             return Ok(());
         }
     }
 }
 
-impl super::EtcdBackend {
+impl super::backend::EtcdBackend {
     /// Every key of this replica's store at one revision.
     pub async fn snapshot(&self, each: &mut Each<'_>) -> Result<u64> {
         each_at_one_revision(&self.kv, &self.root, each).await

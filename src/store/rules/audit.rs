@@ -20,9 +20,8 @@ use crate::domain::{
 use crate::store::handle::{Store, PRUNE_BATCH};
 use crate::store::kv::{get_u64, read_u64, Entry, Range, Tx, TxResult};
 use crate::store::records::{decode, now, AuditRecord};
-use crate::store::tables::Table;
+use crate::store::tables::{Table, AUDIT_HEAD as HEAD};
 
-const HEAD: &[u8] = b"h";
 const BY_SEQUENCE: u8 = b's';
 const BY_ORG: u8 = b'o';
 /// Entries one listing call may scan, whatever its filters: a page may come back short (even

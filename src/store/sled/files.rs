@@ -11,7 +11,7 @@ use std::{
     path::Path,
 };
 
-use crate::domain::{Error, Result};
+use crate::domain::{random_base62, Error, Result};
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -143,4 +143,18 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 pub(in crate::store) fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("{}: {e}", path.display()))
+}
+
+/// A new file in `dir` (0600 from creation) whose name is removed at once: it lives while open.
+pub(in crate::store) fn unnamed_file(dir: &Path) -> Result<File> {
+    let path = dir.join(format!("backup-{}.spool", random_base62(12)));
+    let file = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+    Ok(file)
 }

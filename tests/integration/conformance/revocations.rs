@@ -201,7 +201,7 @@ async fn kit_resource_exhausted_from_validate_key_fails_closed_for_that_call() {
 /// cached key still answers, and the good key is accepted once the limit lets calls through.
 async fn rate_limited(command: &VerifierCommand) {
     use crate::process::{operator_token, spawn_zsc, Clients};
-    let limit = std::env::var("ZSC_KIT_RATE_LIMIT").unwrap_or_else(|_| "2".into());
+    let limit = std::env::var("ZSC_KIT_RATE_LIMIT").unwrap_or_else(|_| "2/s".into());
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().display().to_string();
     let args = [
