@@ -55,11 +55,13 @@ fn run_measured(args: &[&str]) -> (String, u64) {
 /// The budget a restore may hold beyond what opening the restored store takes.
 const BATCH_BUDGET: u64 = 128 << 20;
 
-/// 20,000 orgs in the suite (a debug build takes minutes per 10,000; main's restore grew past
-/// the bound well before that); `ZSC_RESTORE_KEYS=50000` for the size the issue names.
+/// 50,000 orgs: below that, sled's fixed cost hides the bound (at 20,000 a restore peaked at
+/// 407 MiB against 171 MiB to open). Minutes in a debug build, so it runs once in CI: in the
+/// default build, not again in the `etcd` one (the restore path is the same code).
 #[tokio::test]
+#[cfg_attr(feature = "etcd", ignore = "run in the default build (see above)")]
 async fn a_restore_needs_no_more_memory_than_opening_the_store_plus_a_batch() {
-    let keys = std::env::var("ZSC_RESTORE_KEYS").map_or(20_000, |n| n.parse().unwrap());
+    let keys = std::env::var("ZSC_RESTORE_KEYS").map_or(50_000, |n| n.parse().unwrap());
     let work = tempfile::tempdir().unwrap();
     let original = work.path().join("original");
     bulk_store(&original, keys).await;
