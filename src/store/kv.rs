@@ -137,3 +137,9 @@ pub(super) fn outcome_error(error: TxError) -> Error {
 
 /// What the one-point read hands each entry to.
 pub(in crate::store) type Each<'a> = dyn FnMut(Table, &[u8], &[u8]) -> Result<()> + Send + 'a;
+
+/// The next write of a restore (table, key, value), or None after the last: what a backend
+/// applies without knowing the backup format.
+#[cfg(feature = "etcd")]
+pub(in crate::store) type NextWrite<'a> =
+    dyn FnMut() -> Result<Option<(Table, Vec<u8>, Vec<u8>)>> + Send + 'a;

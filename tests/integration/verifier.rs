@@ -206,7 +206,24 @@ async fn a_cursor_the_server_can_no_longer_serve_flushes_the_cache() {
     for _ in 0..3 {
         elsewhere.regenerate(&org_id, &admin).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the pruner has run (a whole-log read is then OUT_OF_RANGE), rather than for a
+    // fixed time a loaded machine may not honour.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out_of_range = |s: &tonic::Status| s.code() == tonic::Code::OutOfRange;
+        let pruned = match elsewhere.watch(watch_from(Some(0))).await {
+            Ok(mut stream) => next(&mut stream).await.is_err_and(|s| out_of_range(&s)),
+            Err(status) => out_of_range(&status),
+        };
+        if pruned {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pruner never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dir = elsewhere.stop().await;
 
     // Its cursor (0) is now out of range: it must flush rather than skip ahead.

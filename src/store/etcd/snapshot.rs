@@ -9,7 +9,7 @@ use super::read::{retry_read, SCAN_PAGE};
 use super::url::{split_key, table_key, EtcdUrl};
 use crate::domain::{Error, Result};
 use crate::store::kv::prefix_end;
-use crate::store::kv::Each;
+use crate::store::kv::{Each, NextWrite};
 use crate::store::tables::Table;
 
 /// Calls `each` with every key under `root`, all read at the revision of the first page, a
@@ -58,7 +58,7 @@ pub(in crate::store) async fn each_at_one_revision(
 /// Holds one Txn's writes at a time.
 pub(in crate::store) async fn load_empty(
     url: &EtcdUrl,
-    next_write: &mut (dyn FnMut() -> Result<Option<(Table, Vec<u8>, Vec<u8>)>> + Send),
+    next_write: &mut NextWrite<'_>,
     marker: (Table, &[u8]),
 ) -> Result<()> {
     let client = super::url::connect(url).await?;
