@@ -171,17 +171,7 @@ async fn an_online_backup_is_one_point_of_a_store_that_writers_change_throughout
     }
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("online.backup");
-    let token_file = server.dir.path().join("operator.token");
-    let output = run_zsc(&[
-        "backup",
-        "--url",
-        &server.url(),
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--out",
-        file.to_str().unwrap(),
-    ])
-    .await;
+    let output = online_backup(&server, &file).await;
     let said = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(output.status.success(), "{output:?}");
     stop.send(true).unwrap();
@@ -207,6 +197,7 @@ async fn an_online_backup_is_one_point_of_a_store_that_writers_change_throughout
     ])
     .await;
     assert!(output.status.success(), "{output:?}");
+    let token_file = server.dir.path().join("operator.token");
     std::fs::copy(&token_file, restored.path().join("operator.token")).unwrap();
     let restored_server = TestServer::start_with(restored, test_config).await;
     check_restored_point(&restored_server, &orgs, &log, head, audit_head).await;
@@ -284,8 +275,15 @@ async fn measure_the_writers_pause_of_an_online_backup() {
     let server = TestServer::start_with(dir, test_config).await;
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("online.backup");
+    let output = online_backup(&server, &file).await;
+    assert!(output.status.success(), "{output:?}");
+    eprintln!("{keys} keys: {}", String::from_utf8_lossy(&output.stdout));
+}
+
+/// `zsc backup` of the running `server` into `file`, with its operator token.
+async fn online_backup(server: &TestServer, file: &std::path::Path) -> std::process::Output {
     let token_file = server.dir.path().join("operator.token");
-    let output = run_zsc(&[
+    run_zsc(&[
         "backup",
         "--url",
         &server.url(),
@@ -294,7 +292,5 @@ async fn measure_the_writers_pause_of_an_online_backup() {
         "--out",
         file.to_str().unwrap(),
     ])
-    .await;
-    assert!(output.status.success(), "{output:?}");
-    eprintln!("{keys} keys: {}", String::from_utf8_lossy(&output.stdout));
+    .await
 }

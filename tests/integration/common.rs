@@ -282,6 +282,20 @@ impl TestServer {
             .into_inner()
     }
 
+    /// An org with its administrator and a key, one validation that passes and one refused
+    /// (UNAUTHENTICATED: another email): what the metrics tests count. Returns (org id,
+    /// administrator, key).
+    pub async fn validated_and_refused(&self) -> (String, String, String) {
+        let (org_id, admin) = self.org_with_admin("Acme").await;
+        let (key, _) = self.key(&org_id, &admin).await;
+        self.validate(&admin, &key).await.unwrap();
+        expect_code(
+            self.validate("other@acme.example.com", &key).await,
+            Code::Unauthenticated,
+        );
+        (org_id, admin, key)
+    }
+
     /// Generates the org's key; returns (key, key_id).
     pub async fn key(&self, org_id: &str, actor: &str) -> (String, String) {
         let response = self

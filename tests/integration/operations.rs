@@ -31,13 +31,7 @@ pub fn sample(text: &str, series: &str) -> f64 {
 async fn metrics_are_served_for_prometheus() {
     let server = TestServer::start_with_metrics().await;
     let addr = server.metrics_addr.expect("metrics listener");
-    let (org_id, admin) = server.org_with_admin("Acme").await;
-    let (key, _) = server.key(&org_id, &admin).await;
-    server.validate(&admin, &key).await.unwrap();
-    expect_code(
-        server.validate("other@acme.example.com", &key).await,
-        Code::Unauthenticated,
-    );
+    let (org_id, admin, _) = server.validated_and_refused().await;
     expect_code(
         server.validate(&admin, "zsc_bad").await,
         Code::InvalidArgument,

@@ -23,6 +23,15 @@ pub async fn spawn_zsc(dir: &Path, args: &[&str], rust_log: &str) -> (Child, Pat
     spawn_zsc_under(&[], dir, args, rust_log).await
 }
 
+/// The real binary serving on 127.0.0.1:0 with its data dir `dir` and `extra` flags (a replica:
+/// `--store URL`); as [`spawn_zsc`] returns.
+pub async fn spawn_server(dir: &Path, extra: &[&str]) -> (Child, PathBuf, String) {
+    let data_dir = dir.to_str().unwrap();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+    args.extend_from_slice(extra);
+    spawn_zsc(dir, &args, "info").await
+}
+
 /// [`spawn_zsc`] run under `wrapper` (e.g. `["strace", "-f", ...]`), which must exec it.
 pub async fn spawn_zsc_under(
     wrapper: &[&str],

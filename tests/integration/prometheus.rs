@@ -225,13 +225,7 @@ async fn curl(args: &[&str]) -> Option<String> {
 async fn traffic(
     server: &TestServer,
 ) -> (tonic::Streaming<WatchRevocationsResponse>, String, String) {
-    let (org_id, admin) = server.org_with_admin("Acme").await;
-    let (key, _) = server.key(&org_id, &admin).await;
-    server.validate(&admin, &key).await.unwrap();
-    expect_code(
-        server.validate("other@acme.example.com", &key).await,
-        Code::Unauthenticated,
-    );
+    let (org_id, admin, _) = server.validated_and_refused().await;
     server.regenerate(&org_id, &admin).await;
     let mut stream = server.watch(watch_from(None)).await.unwrap();
     next(&mut stream).await.unwrap();

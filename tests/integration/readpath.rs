@@ -221,7 +221,7 @@ fn assert_vouches_truly(checkpoint: &Checkpoint, acknowledged: &[(SystemTime, u6
 /// acknowledged before its `server_time`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_never_vouches_below_a_revocation_acknowledged_before_its_time() {
-    use crate::process::{spawn_zsc, Clients};
+    use crate::process::{spawn_server, Clients};
     use zsc::proto::watch_revocations_response::Event;
     let cluster = tokio::task::spawn_blocking(|| EtcdCluster::start(3))
         .await
@@ -229,19 +229,8 @@ async fn a_paused_replica_never_vouches_below_a_revocation_acknowledged_before_i
     let url = cluster.url("/zsc");
     let a = TestServer::start_replica(&url, None).await;
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_owned();
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        &url,
-        "--data-dir",
-        &data_dir,
-        "--heartbeat-interval",
-        "100ms",
-    ];
-    let (child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    let extra = ["--store", &url, "--heartbeat-interval", "100ms"];
+    let (child, _log, addr) = spawn_server(dir.path(), &extra).await;
     let pid = child.id().expect("running").to_string();
     let mut paused = Clients::connect(&addr, &a.operator_token).await;
     let (org_id, admin) = a.org_with_admin("Acme").await;

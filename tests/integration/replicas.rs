@@ -442,23 +442,13 @@ async fn a_deleted_account_is_refused_by_every_replica() {
 
 #[tokio::test]
 async fn a_sigkilled_replica_leaves_the_others_serving_and_its_subscriber_resumes_on_a_survivor() {
-    use crate::process::{spawn_zsc, Clients};
+    use crate::process::{spawn_server, Clients};
     let cluster = cluster().await;
     let url = cluster.url("/zsc");
     let a = TestServer::start_replica(&url, None).await;
     // The replica to kill is the real binary, killed with SIGKILL.
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_owned();
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        &url,
-        "--data-dir",
-        &data_dir,
-    ];
-    let (mut child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    let (mut child, _log, addr) = spawn_server(dir.path(), &["--store", &url]).await;
     assert!(
         !dir.path().join("operator.token").exists(),
         "only the initialising replica writes the token"

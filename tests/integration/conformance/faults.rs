@@ -28,6 +28,19 @@ fn last(answers: &[Answer]) -> &[Answer] {
     &answers[answers.len().saturating_sub(5)..]
 }
 
+/// A kit whose Verifier follows the server through a proxy, the key cached: (the kit, the
+/// proxy, the Verifier, the administrator).
+async fn behind_a_proxy(command: &VerifierCommand) -> (Kit, Proxy, LineVerifier, String) {
+    let kit = Kit::start().await;
+    let proxy = Proxy::start(kit.server.addr).await;
+    let mut verifier = kit
+        .verifier_of(command, vec![proxy.url()], MAX_STALENESS)
+        .await;
+    let admin = kit.admin.clone();
+    cached(&mut verifier, &admin, &kit.key).await;
+    (kit, proxy, verifier, admin)
+}
+
 #[tokio::test]
 async fn kit_a_dropped_stream_or_a_stopped_server_fails_closed_and_nothing_is_missed() {
     for command in verifiers() {
@@ -36,13 +49,7 @@ async fn kit_a_dropped_stream_or_a_stopped_server_fails_closed_and_nothing_is_mi
 }
 
 async fn dropped_then_stopped(command: &VerifierCommand) {
-    let mut kit = Kit::start().await;
-    let proxy = Proxy::start(kit.server.addr).await;
-    let mut verifier = kit
-        .verifier_of(command, vec![proxy.url()], MAX_STALENESS)
-        .await;
-    let admin = kit.admin.clone();
-    cached(&mut verifier, &admin, &kit.key).await;
+    let (mut kit, proxy, mut verifier, admin) = behind_a_proxy(command).await;
 
     // The stream dropped, and the path stays down: the cache stops answering within the bound.
     proxy.set(Mode::Cut);
@@ -123,20 +130,11 @@ fn signal(child: &tokio::process::Child, signal: libc::c_int) {
 }
 
 async fn paused(command: &VerifierCommand) {
-    use crate::process::{operator_token, spawn_zsc, Clients};
+    use crate::process::{operator_token, spawn_server, Clients};
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().display().to_string();
     let heartbeat = format!("{}ms", HEARTBEAT.as_millis());
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--heartbeat-interval",
-        &heartbeat,
-    ];
-    let (mut child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    let extra = ["--heartbeat-interval", &heartbeat];
+    let (mut child, _log, addr) = spawn_server(dir.path(), &extra).await;
     let operator = operator_token(dir.path());
     let mut clients = Clients::connect(&addr, &operator).await;
     let (org_id, admin, key) = clients.org_with_key("Acme").await;
@@ -175,13 +173,7 @@ async fn kit_a_proxy_holding_the_streams_bytes_makes_the_cache_stop_answering_wi
 }
 
 async fn held(command: &VerifierCommand) {
-    let kit = Kit::start().await;
-    let proxy = Proxy::start(kit.server.addr).await;
-    let mut verifier = kit
-        .verifier_of(command, vec![proxy.url()], MAX_STALENESS)
-        .await;
-    let admin = kit.admin.clone();
-    cached(&mut verifier, &admin, &kit.key).await;
+    let (kit, proxy, mut verifier, admin) = behind_a_proxy(command).await;
 
     // Nothing the server sends gets through from here on; the last checkpoint that did was
     // stamped by the server before this instant.

@@ -200,22 +200,11 @@ async fn kit_resource_exhausted_from_validate_key_fails_closed_for_that_call() {
 /// those calls fail closed (UNAVAILABLE: never ACCEPT, never REJECT of a good key), the
 /// cached key still answers, and the good key is accepted once the limit lets calls through.
 async fn rate_limited(command: &VerifierCommand) {
-    use crate::process::{operator_token, spawn_zsc, Clients};
+    use crate::process::{operator_token, spawn_server, Clients};
     let limit = std::env::var("ZSC_KIT_RATE_LIMIT").unwrap_or_else(|_| "2/s".into());
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().display().to_string();
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &data_dir,
-        "--heartbeat-interval",
-        "100ms",
-        "--rate-limit",
-        &limit,
-    ];
-    let (_child, _log, addr) = spawn_zsc(dir.path(), &args, "info").await;
+    let extra = ["--heartbeat-interval", "100ms", "--rate-limit", &limit];
+    let (_child, _log, addr) = spawn_server(dir.path(), &extra).await;
     let operator = operator_token(dir.path());
     let mut clients = Clients::connect(&addr, &operator).await;
     let (org_id, admin, old_key) = clients.org_with_key("Acme").await;
