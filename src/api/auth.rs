@@ -4,16 +4,11 @@
 //! Architecture invariant: this table is the only place a role is checked. A zsc.v1 method
 //! missing from it is refused for every role.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use http::{Request, Response};
+use http::Request;
 use tonic::{body::Body, Status};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use super::layer::{Around, Called, Inner, Wrapped};
 use super::rate::{peer_ip, Rates};
 use crate::domain::{AccountToken, Caller, Error, OrgId, Role};
 use crate::store::Store;
@@ -225,43 +220,15 @@ impl AuthLayer {
 }
 
 impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
+    type Service = Wrapped<S, Self>;
 
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            store: self.store.clone(),
-            rates: self.rates.clone(),
-        }
+    fn layer(&self, inner: S) -> Self::Service {
+        Wrapped::new(inner, self.clone())
     }
 }
 
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    store: Store,
-    rates: Option<Rates>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S> Service<Request<Body>> for Auth<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The clone that was made ready must be the one called.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl Around for AuthLayer {
+    fn call<S: Inner>(&self, mut inner: S, mut request: Request<Body>) -> Called<S::Error> {
         let path = request.uri().path().to_owned();
         if is_open(&path) {
             return Box::pin(inner.call(request));

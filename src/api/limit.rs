@@ -25,13 +25,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tonic::{body::Body, Status};
-use tower::{Layer, Service};
+use tower::Layer;
 
 use super::framing::Framing;
+use super::layer::{Around, Called, Inner, Polled, Wrapped};
 
 /// Every limit `zsc serve` applies; see [`DEFAULT_LIMITS`] for what each means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,39 +105,16 @@ impl RequestLimitLayer {
 }
 
 impl<S> Layer<S> for RequestLimitLayer {
-    type Service = RequestLimit<S>;
+    type Service = Wrapped<S, Self>;
 
-    fn layer(&self, inner: S) -> RequestLimit<S> {
-        RequestLimit {
-            inner,
-            limits: *self,
-        }
+    fn layer(&self, inner: S) -> Self::Service {
+        Wrapped::new(inner, *self)
     }
 }
 
-#[derive(Clone)]
-pub struct RequestLimit<S> {
-    inner: S,
-    limits: RequestLimitLayer,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl<S> Service<Request<Body>> for RequestLimit<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let limits = self.limits;
+impl Around for RequestLimitLayer {
+    fn call<S: Inner>(&self, mut inner: S, request: Request<Body>) -> Called<S::Error> {
+        let limits = *self;
         let may_be_empty = STREAMED_REQUESTS.contains(&request.uri().path());
         let request = request.map(|body| {
             Body::new(LimitedBody {
@@ -147,7 +125,7 @@ where
                 idle: None,
             })
         });
-        let response = self.inner.call(request);
+        let response = inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(limits.request_timeout, response).await {
                 Ok(response) => response,
@@ -178,10 +156,7 @@ impl HttpBody for LimitedBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         let frame = match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => frame,

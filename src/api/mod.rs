@@ -7,6 +7,7 @@ mod auth;
 mod convert;
 mod framing;
 mod keys;
+mod layer;
 mod limit;
 mod observe;
 mod operations;

@@ -18,12 +18,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http::{HeaderMap, Request};
+use http_body::{Body as HttpBody, SizeHint};
 use tonic::{body::Body, Code, Status};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::{field::Empty, Instrument, Span};
 
+use super::layer::{Around, Called, Inner, Polled, Wrapped};
 use crate::metrics::Metrics;
 use crate::telemetry::Throttle;
 
@@ -56,41 +57,15 @@ impl ObserveLayer {
 }
 
 impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+    type Service = Wrapped<S, Self>;
 
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe {
-            inner,
-            log: self.log.clone(),
-        }
+    fn layer(&self, inner: S) -> Self::Service {
+        Wrapped::new(inner, self.clone())
     }
 }
 
-#[derive(Clone)]
-pub struct Observe<S> {
-    inner: S,
-    log: LogPolicy,
-}
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S> Service<Request<Body>> for Observe<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+impl Around for ObserveLayer {
+    fn call<S: Inner>(&self, mut inner: S, request: Request<Body>) -> Called<S::Error> {
         let method = request.uri().path().to_owned();
         // `caller` is recorded by the auth layer, which runs inside this span; `code` and
         // `latency_ms` only when spans are exported (`Finish::done`).
@@ -270,10 +245,7 @@ impl HttpBody for ObservedBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         // The message is only read for a call that failed (`Finish::done` asks): it allocates.
