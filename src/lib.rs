@@ -27,8 +27,8 @@
 //!     flushes with an fsync and the write fence (`durability.rs`), private files (`files.rs`),
 //!     the data dir's lock (`open.rs`).
 //!   - `store/etcd/` (feature `etcd`): optimistic transactions (`tx.rs`), one watch per replica
-//!     (`follow.rs`) keeping a mirror (`mirror.rs`) and the durable head (`head.rs`), the
-//!     health probe, the URL and one paged range read.
+//!     (`follow.rs`) keeping a mirror (`mirror.rs`), the view and the durable head, the read
+//!     barrier (`barrier.rs`), the health probe, the URL and one paged range read.
 //!   - backup and restore: `store/backup.rs` (the file format and the commands),
 //!     `store/snapshot.rs` (the one-point read every backup is; on etcd `etcd/snapshot.rs`),
 //!     `store/restore.rs` (the one function making a restore's writes), `store/online_backup.rs`
@@ -39,7 +39,9 @@
 //!   (`store/backend.rs`), an `open_*` in `store/open.rs`, and a run of the conformance suite.
 //!   ValidateKey reads only the validation view (`store/view.rs`: every live key in memory,
 //!   fed by the path that moves the durable head), on etcd after the shared read barrier
-//!   (`store/etcd/barrier.rs`); checkpoints vouch only for a confirmed head (`store/head.rs`).
+//!   (`store/etcd/barrier.rs`); checkpoints vouch only for a confirmed head. `store/head.rs`
+//!   names the durable head ([`store::Head`], one `watch` from each backend to the streams),
+//!   the [`store::Fault`] that stops a store, and the [`store::Confirmed`] head.
 //! - [`api`]: the gRPC adapters: one struct per service, request parsing, the error-to-status
 //!   table (`api/status.rs`), the authorization matrix (`api/auth.rs`), the limits and
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation

@@ -370,9 +370,10 @@ pub fn scrape_hook(
 ) -> Arc<dyn Fn() -> Scrape + Send + Sync> {
     let log = EventLog::new(store.clone());
     Arc::new(move || {
-        let refusing_writes = store.fault().borrow().is_some();
+        let head = store.head().borrow().clone();
+        let refusing_writes = head.fault.is_some();
         Scrape {
-            head: log.durable_head(),
+            head: head.applied,
             db_bytes: log.size_on_disk().unwrap_or(0),
             data_dir: fs2::available_space(&data_dir)
                 .and_then(|free| Ok((free, fs2::total_space(&data_dir)?)))

@@ -10,8 +10,8 @@
 //! request queues behind.
 //!
 //! Streams read the store themselves only when they are behind what the tail holds (a resume
-//! from an old cursor). The tail follows the store's durable head, so it never holds an event
-//! that is not durable; when the store faults, the head channel closes and every stream ends.
+//! from an old cursor). The tail follows the store's durable [`Head`], so it never holds an
+//! event that is not durable; when the store's head carries a fault, every stream ends.
 //!
 //! The follower is the one place that learns of new events: on sled it wakes on the group
 //! commit's durable head; another backend feeds the same `EventLog` interface.
@@ -34,12 +34,10 @@ use tokio::sync::{watch, Notify};
 use crate::domain::{OrgId, Result, RevocationEvent};
 use crate::proto::{self as pb, watch_revocations_response::Event};
 use crate::shutdown::Shutdown;
-use crate::store::{Confirmed, EventLog};
+use crate::store::{Confirmed, EventLog, Head};
 
 /// Events read from the store per batch.
 pub const BATCH: usize = 512;
-/// How often a stopped tail asks whether its store serves again.
-const RETRY: Duration = Duration::from_millis(200);
 /// The signals streams are spread over: the tail wakes the streams of one, then lets the
 /// runtime run other tasks before the next.
 pub const SHARDS: usize = 64;
@@ -68,9 +66,9 @@ impl TailEvent {
 /// What a stream is woken for: the tail's head moved, a heartbeat is due, or shutdown began.
 #[derive(Clone)]
 pub struct Signal {
-    /// Every durable event up to here is in the tail (or older than what it holds). `None` once
-    /// the store has stopped (faulted): no event will come, and streams end.
-    pub head: Option<u64>,
+    /// Every durable event up to `head.applied` is in the tail (or older than what it holds).
+    /// With the store's fault once it has stopped: no event will come, and streams end.
+    pub head: Head,
     /// The latest heartbeat; a new one (another `Arc`) is due to every stream.
     pub beat: Arc<Beat>,
     /// Shutdown has begun: streams send a last checkpoint and end.
@@ -114,10 +112,10 @@ pub struct Tail {
 struct Shared {
     log: EventLog,
     recent: RwLock<Recent>,
-    /// Every event up to this sequence is in `recent` (or older than its first entry). `None`
-    /// once the store has stopped (faulted): no event will come, and streams end. What the
+    /// Every event up to `applied` is in `recent` (or older than its first entry); with the
+    /// store's fault once it has stopped: no event will come, and streams end. What the
     /// ticker waits on; streams hear of it through their shard's signal.
-    head: watch::Sender<Option<u64>>,
+    head: watch::Sender<Head>,
     /// One signal per shard of streams, each carrying the same news.
     shards: Box<[watch::Sender<Signal>]>,
     /// The shard the next stream of an unknown connection joins (round robin).
@@ -147,8 +145,8 @@ impl Recent {
 impl Tail {
     /// Starts the follower and the ticker; both end at shutdown.
     pub fn start(log: EventLog, capacity: usize, heartbeat: Duration, shutdown: &Shutdown) -> Tail {
-        let durable = log.watch_head();
-        let head = *durable.borrow();
+        let durable = log.head();
+        let head = durable.borrow().applied;
         let confirmed = log.confirmed();
         let first = checkpoint(log.store_id(), head, confirmed.head, confirmed.at);
         let first_beat = Arc::new(Beat {
@@ -156,7 +154,7 @@ impl Tail {
             encoded: encode(first),
         });
         let signal = Signal {
-            head: Some(head),
+            head: Head::live(head),
             beat: first_beat,
             closing: false,
         };
@@ -167,7 +165,7 @@ impl Tail {
                     events: VecDeque::with_capacity(capacity),
                     capacity: capacity.max(1),
                 }),
-                head: watch::Sender::new(Some(head)),
+                head: watch::Sender::new(Head::live(head)),
                 shards: (0..SHARDS)
                     .map(|_| watch::Sender::new(signal.clone()))
                     .collect(),
@@ -199,8 +197,8 @@ impl Tail {
         &self.shared.log
     }
 
-    /// Wakes when the tail's head moves; `None` once the store has stopped (faulted).
-    pub fn head(&self) -> watch::Receiver<Option<u64>> {
+    /// Wakes when the tail's head moves or the store stops.
+    pub fn head(&self) -> watch::Receiver<Head> {
         self.shared.head.subscribe()
     }
 
@@ -243,9 +241,9 @@ impl Tail {
         }
     }
 
-    async fn publish_head(&self, head: Option<u64>) {
-        self.shared.head.send_replace(head);
-        self.publish(|signal| signal.head = head).await;
+    async fn publish_head(&self, head: Head) {
+        self.shared.head.send_replace(head.clone());
+        self.publish(|signal| signal.head = head.clone()).await;
     }
 
     /// Up to `limit` events after `after` (and up to the head) from memory; `None` when
@@ -269,51 +267,40 @@ impl Tail {
     }
 
     /// Reads each new durable event once, encodes it once, and moves the head. When the store
-    /// stops serving (a sled fault, or an etcd replica cut off from its cluster) the head becomes
-    /// `None`, which ends every stream; if the store serves again (etcd came back), the tail
-    /// follows its new durable head from where it was.
-    async fn follow(self, mut durable: watch::Receiver<u64>, shutdown: Shutdown) {
-        let mut cursor = self.shared.head.borrow().unwrap_or_default();
+    /// stops serving (a sled fault, or an etcd replica that cannot confirm its head) the tail's
+    /// head carries the fault, which ends every stream; if the store serves again (etcd came
+    /// back), the tail follows its durable head from where it was.
+    async fn follow(self, mut durable: watch::Receiver<Head>, shutdown: Shutdown) {
+        let mut cursor = self.shared.head.borrow().applied;
         loop {
-            let target = *durable.borrow_and_update();
-            let before = self.shared.head.borrow().unwrap_or_default();
-            match self.catch_up(&mut cursor, target) {
-                Ok(()) => {}
-                Err(error) => tracing::error!(%error, "the revocation tail could not read the log"),
+            let store = durable.borrow_and_update().clone();
+            let before = self.shared.head.borrow().clone();
+            match store.fault {
+                None => {
+                    if before.fault.is_some() {
+                        self.shared.head.send_replace(Head::live(cursor));
+                    }
+                    if let Err(error) = self.catch_up(&mut cursor, store.applied) {
+                        tracing::error!(%error, "the revocation tail could not read the log");
+                    }
+                }
+                Some(fault) if before.fault.is_none() => {
+                    self.shared.head.send_replace(Head {
+                        applied: cursor,
+                        fault: Some(fault),
+                    });
+                }
+                Some(_) => {}
             }
-            let head = self.shared.head.borrow().unwrap_or_default();
+            let head = self.shared.head.borrow().clone();
             if head != before {
-                self.publish_head(Some(head)).await;
+                self.publish_head(head).await;
             }
             tokio::select! {
                 () = shutdown.begun() => return self.publish(|signal| signal.closing = true).await,
-                changed = durable.changed() => {
-                    if changed.is_err() {
-                        self.publish_head(None).await;
-                        match self.serving_again(&shutdown).await {
-                            Some(again) => {
-                                durable = again;
-                                self.publish_head(Some(cursor)).await;
-                            }
-                            None => return self.publish(|signal| signal.closing = true).await,
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits until the store serves again, and returns its new durable head; `None` at shutdown.
-    async fn serving_again(&self, shutdown: &Shutdown) -> Option<watch::Receiver<u64>> {
-        loop {
-            tokio::select! {
-                () = shutdown.begun() => return None,
-                () = tokio::time::sleep(RETRY) => {}
-            }
-            let durable = self.shared.log.watch_head();
-            // A receiver whose sender is gone is the stopped head, not a new one.
-            if self.shared.log.check_live().is_ok() && durable.has_changed().is_ok() {
-                return Some(durable);
+                changed = durable.changed() => if changed.is_err() {
+                    return self.publish(|signal| signal.closing = true).await;
+                },
             }
         }
     }
@@ -343,7 +330,7 @@ impl Tail {
                 }
             }
             *cursor = last;
-            self.shared.head.send_replace(Some(last));
+            self.shared.head.send_replace(Head::live(last));
         }
         Ok(())
     }
@@ -357,7 +344,7 @@ impl Tail {
         recent.events.clear();
         recent.first = head + 1;
         drop(recent);
-        self.shared.head.send_replace(Some(head));
+        self.shared.head.send_replace(Head::live(head));
     }
 
     /// Encodes the checkpoint at the head once per heartbeat. The clock is read first, then
@@ -388,10 +375,10 @@ impl Tail {
             };
             let caught_up = tokio::select! {
                 () = shutdown.begun() => return,
-                caught_up = head.wait_for(|h| h.is_none_or(|h| h >= durable)) => caught_up.map(|h| *h),
+                caught_up = head.wait_for(|h| h.fault.is_some() || h.applied >= durable) => caught_up.map(|h| h.fault.is_none()),
             };
             // A stopped store has no head to vouch for: no beat until it serves again.
-            let Ok(Some(_)) = caught_up else { continue };
+            let Ok(true) = caught_up else { continue };
             let checkpoint = checkpoint(self.shared.log.store_id(), durable, durable, server_time);
             let beat = Arc::new(Beat {
                 sequence: durable,

@@ -103,7 +103,7 @@ pub fn subscribe(
     watched: Arc<Watched>,
 ) -> Result<WatchStream> {
     let log = tail.log();
-    log.check_live()?;
+    log.head().borrow().serving()?;
     if let Some(theirs) = &request.store_id {
         if theirs != log.store_id() {
             return Err(Error::OutOfRange(format!(
@@ -113,7 +113,7 @@ pub fn subscribe(
             )));
         }
     }
-    let head = log.durable_head();
+    let head = log.head().borrow().applied;
     let cursor = match request.after {
         None => head,
         Some(after) if after > head => {
@@ -240,9 +240,9 @@ impl Feed {
             due: VecDeque::new(),
             filtered_last: false,
             closing: now.closing,
-            // No head while the store is live: the tail is still catching up after the store came
-            // back (an etcd outage), and the stream waits for its next head instead of ending.
-            stopped: now.head.is_none() && tail.log().check_live().is_err(),
+            // A faulted tail head while the store is live: the tail has not yet followed the
+            // store back (an etcd outage), and the stream waits for its next head instead of ending.
+            stopped: now.head.fault.is_some() && tail.log().head().borrow().fault.is_some(),
             queue: VecDeque::new(),
             end: None,
             ended: false,
@@ -260,7 +260,7 @@ impl Feed {
             let first = feed.checkpoint_now();
             feed.queue.push_back(first);
         }
-        feed.target = feed.log().durable_head().max(cursor);
+        feed.target = feed.log().head().borrow().applied.max(cursor);
         if !from_head {
             // The history, then a checkpoint at the head as it was at the start.
             feed.due.push_back(Due {
@@ -278,9 +278,9 @@ impl Feed {
     /// Takes in what the tail announced. Prepares nothing: that waits until hyper polls.
     fn learn(&mut self, signal: Signal) {
         self.closing |= signal.closing;
-        match signal.head {
-            Some(head) => self.target = self.target.max(head),
-            None => self.stopped = true,
+        match signal.head.fault {
+            None => self.target = self.target.max(signal.head.applied),
+            Some(_) => self.stopped = true,
         }
         if !Arc::ptr_eq(&signal.beat, &self.last_beat) {
             let beat = signal.beat;

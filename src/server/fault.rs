@@ -1,7 +1,7 @@
 //! What the server does when its storage fails (disk full, read-only, a failed flush or fsync).
 //!
-//! The store has already fenced itself (`store::Store::fault`): it refuses every change, and the
-//! revocation streams have ended. Reads and validation go on. Here the server reports
+//! The store has already fenced itself (the fault its `store::Store::head` carries): it refuses
+//! every change, and the revocation streams have ended. Reads and validation go on. Here the server reports
 //! NOT_SERVING, and waits until the data dir takes writes again: sled 0.34 refuses every write
 //! after an I/O error until it is reopened, so recovering means a restart, and the server stops
 //! (exiting non-zero) for its supervisor to restart it on a clean open.
@@ -10,7 +10,7 @@ use std::{path::PathBuf, time::Duration};
 
 use tonic_health::{server::HealthReporter, ServingStatus};
 
-use crate::store::Store;
+use crate::store::{Fault, Store};
 
 /// How often a faulted server checks whether its data dir takes writes again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,11 +29,17 @@ pub(super) async fn restart_needed(
         // A replica's faults come and go with its cluster: `serve_while_reachable` follows them.
         return std::future::pending().await;
     }
-    let mut fault = store.fault();
-    let cause = fault
-        .wait_for(Option::is_some)
+    let mut head = store.head();
+    let cause = head
+        .wait_for(|head| head.fault.is_some())
         .await
-        .map(|cause| cause.clone().unwrap_or_default());
+        .map(|head| {
+            head.fault
+                .as_ref()
+                .map(Fault::cause)
+                .unwrap_or_default()
+                .to_owned()
+        });
     let Ok(cause) = cause else {
         // The store is gone: nothing to watch.
         return std::future::pending().await;
@@ -75,18 +81,23 @@ pub(super) async fn serve_while_reachable(
     names: Vec<&'static str>,
     stopping: crate::shutdown::Shutdown,
 ) {
-    let mut fault = store.fault();
+    let mut head = store.head();
+    let mut faulted = head.borrow_and_update().fault.is_some();
     loop {
-        let status = match &*fault.borrow_and_update() {
-            None => ServingStatus::Serving,
-            Some(_) => ServingStatus::NotServing,
+        let status = match faulted {
+            false => ServingStatus::Serving,
+            true => ServingStatus::NotServing,
         };
         for name in &names {
             health.set_service_status(*name, status).await;
         }
+        // The head moves with every revocation: only a fault coming or going changes the status.
         tokio::select! {
             () = stopping.begun() => return,
-            changed = fault.changed() => if changed.is_err() { return },
+            changed = head.wait_for(|head| head.fault.is_some() != faulted) => match changed {
+                Ok(head) => faulted = head.fault.is_some(),
+                Err(_) => return,
+            },
         }
     }
 }

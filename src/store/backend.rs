@@ -3,7 +3,7 @@
 
 use tokio::sync::watch;
 
-use super::head::Confirmed;
+use super::head::{Confirmed, Head};
 use super::kv::{Entry, Prefetch, Range, Tx, TxResult};
 use super::sled::backend::SledBackend;
 use super::tables::Table;
@@ -114,7 +114,7 @@ impl Backend {
         }
     }
 
-    /// Refuses a change once the store cannot take one.
+    /// Refuses a change once the store cannot take one (its head carries a fault).
     pub fn writable(&self) -> Result<()> {
         match self {
             Backend::Sled(sled) => sled.durability.writable(),
@@ -134,25 +134,14 @@ impl Backend {
         }
     }
 
-    /// Why the store refuses writes, once it does.
-    pub fn fault(&self) -> watch::Receiver<Option<String>> {
+    /// The durable head this replica has applied, and the fault once the store stops
+    /// (`head.rs`); changes wake the streams.
+    pub fn head(&self) -> watch::Receiver<Head> {
         match self {
-            Backend::Sled(sled) => sled.durability.fault(),
+            Backend::Sled(sled) => sled.durability.head(),
             #[cfg(feature = "etcd")]
-            Backend::Etcd(etcd) => etcd.fault(),
+            Backend::Etcd(etcd) => etcd.head(),
         }
-    }
-
-    pub fn durable_head(&self) -> watch::Receiver<u64> {
-        match self {
-            Backend::Sled(sled) => sled.durability.durable_head(),
-            #[cfg(feature = "etcd")]
-            Backend::Etcd(etcd) => etcd.durable_head(),
-        }
-    }
-
-    pub fn durable_head_now(&self) -> u64 {
-        *self.durable_head().borrow()
     }
 
     /// The latest head this replica confirmed (`head.rs`): on sled, now (clock, then head).
@@ -160,7 +149,7 @@ impl Backend {
         match self {
             Backend::Sled(_) => Confirmed {
                 at: std::time::SystemTime::now(),
-                head: self.durable_head_now(),
+                head: self.head().borrow().applied,
             },
             #[cfg(feature = "etcd")]
             Backend::Etcd(etcd) => etcd.confirmed(),

@@ -10,6 +10,7 @@ use tokio::sync::{watch, Mutex};
 use tracing::Instrument;
 
 use super::backend::Backend;
+use super::head::Head;
 use super::kv::{Prefetch, Tx, TxResult};
 use crate::domain::{random_base62, Caller, Error, Result, SecretHash};
 
@@ -113,15 +114,11 @@ impl Store {
         outcome
     }
 
-    /// Why the store refuses writes, once it does (disk full, a failed flush or fsync; on etcd,
-    /// a cluster this replica cannot reach).
-    pub fn fault(&self) -> watch::Receiver<Option<String>> {
-        self.backend().fault()
-    }
-
-    /// Head of the revocation log as far as it is durable; changes wake subscribers.
-    pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.backend().durable_head()
+    /// Head of the revocation log as far as it is durable, and why the store refuses writes
+    /// once it does (disk full, a failed flush or fsync; on etcd, a head this replica cannot
+    /// confirm); changes wake subscribers.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.backend().head()
     }
 
     pub(in crate::store) fn backend(&self) -> &Backend {

@@ -8,7 +8,8 @@
 //!   transactional key-value interface of `kv.rs`, and methods of the [`Store`] handle
 //!   (`handle.rs`, a leaf the rules import);
 //! - what each server keeps in memory: `view.rs` (the live keys ValidateKey answers from)
-//!   and `head.rs` (the head a replica has confirmed, and when);
+//!   and `head.rs` (the durable head, the fault that stops a store, and the head a replica
+//!   has confirmed, and when);
 //! - the seam: `kv.rs` (what a transaction may do), `tables.rs` (every table and `meta` key,
 //!   named once), `records.rs` (how values are encoded), `backend.rs` (which backend runs a
 //!   transaction);
@@ -55,7 +56,7 @@ pub use backup::{backup_etcd, restore_etcd};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdUrl;
 pub use handle::{Fresh, Opened, Store};
-pub use head::Confirmed;
+pub use head::{Confirmed, Fault, Head};
 /// For the `records` fuzz target in `fuzz/`.
 #[cfg(feature = "fuzzing")]
 pub use records::decode_any as decode_any_record;

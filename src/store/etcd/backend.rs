@@ -20,13 +20,12 @@ use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::barrier::{Barrier, Confirmer};
-use super::errors::{ambiguous, unavailable};
-use super::head::Head;
+use super::errors::ambiguous;
 use super::mirror::Mirror;
 use super::read::read_range;
 use super::url::{connect, connect_with, table_key, EtcdUrl, REQUEST_TIMEOUT};
 use crate::domain::Result;
-use crate::store::head::Confirmed;
+use crate::store::head::{Announcer, Confirmed, Head};
 use crate::store::kv::{prefix_end, Entry, Range};
 use crate::store::tables::Table;
 use crate::store::view::View;
@@ -44,9 +43,9 @@ pub(in crate::store) struct EtcdBackend {
     /// The shared linearizable read a call waits on before it reads this replica's memory,
     /// and the head it confirms.
     confirmer: Arc<Confirmer>,
-    head: Arc<Head>,
-    /// Set while the cluster cannot be reached; cleared when it can again.
-    fault: Arc<watch::Sender<Option<String>>>,
+    /// The durable head this replica's watch applied, and the `Unconfirmed` fault while the
+    /// probe cannot confirm it (`probe.rs`).
+    head: Arc<Announcer>,
     /// One change of this replica at a time: nearly every change appends to the audit trail,
     /// so concurrent ones would only conflict on its head and re-run (measured: 16 at once
     /// made fewer changes per second than one at a time).
@@ -65,8 +64,7 @@ impl EtcdBackend {
         let client = connect(url).await?;
         let root = url.root();
         let mirror = Arc::new(Mirror::default());
-        let fault = Arc::new(watch::Sender::new(None));
-        let head = Arc::new(Head::new());
+        let head = Arc::new(Announcer::new(0));
         let applied = Arc::new(watch::Sender::new(0));
         let view = Arc::new(View::default());
         let watching = ConnectOptions::new().with_require_leader(true);
@@ -86,7 +84,7 @@ impl EtcdBackend {
             // The load was one linearizable read, after the clock.
             latest: watch::Sender::new(Confirmed {
                 at: loaded_at,
-                head: head.value(),
+                head: head.applied(),
             }),
         });
         let backend = EtcdBackend {
@@ -96,15 +94,12 @@ impl EtcdBackend {
             view,
             confirmer: confirmer.clone(),
             head: head.clone(),
-            fault: fault.clone(),
             writer: tokio::sync::Mutex::new(()),
             written: std::sync::atomic::AtomicI64::new(0),
             applied: applied.subscribe(),
             _tasks: vec![
                 AbortOnDropHandle::new(tokio::spawn(follower.run(loaded))),
-                AbortOnDropHandle::new(tokio::spawn(super::probe::probe_forever(
-                    confirmer, fault, head,
-                ))),
+                AbortOnDropHandle::new(tokio::spawn(super::probe::probe_forever(confirmer, head))),
             ],
         };
         Ok(backend)
@@ -154,18 +149,11 @@ impl EtcdBackend {
     }
 
     pub fn writable(&self) -> Result<()> {
-        match &*self.fault.borrow() {
-            None => Ok(()),
-            Some(_) => Err(unavailable()),
-        }
+        self.head.serving()
     }
 
-    pub fn fault(&self) -> watch::Receiver<Option<String>> {
-        self.fault.subscribe()
-    }
-
-    pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.head.receiver()
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.head.subscribe()
     }
 
     /// A range read, linearizable; long ranges come in pages.

@@ -21,10 +21,9 @@ use etcd_client::KvClient;
 use tokio::sync::watch;
 
 use super::errors::{never_sent, unavailable};
-use super::head::Head;
 use super::url::table_key;
 use crate::domain::{Error, Result};
-use crate::store::head::Confirmed;
+use crate::store::head::{Announcer, Confirmed};
 use crate::store::tables::{Table, AUDIT_HEAD};
 
 /// How long a call may wait for the shared read and for the watch to apply its revision.
@@ -152,7 +151,7 @@ impl Barrier {
 /// latest confirmation is kept for checkpoints that cannot wait (a new stream's first).
 pub(super) struct Confirmer {
     pub barrier: Arc<Barrier>,
-    pub head: Arc<Head>,
+    pub head: Arc<Announcer>,
     pub latest: watch::Sender<Confirmed>,
 }
 
@@ -162,7 +161,7 @@ impl Confirmer {
         self.barrier.pass().await?;
         let confirmed = Confirmed {
             at,
-            head: self.head.value(),
+            head: self.head.applied(),
         };
         self.latest.send_if_modified(|latest| {
             let later = latest.later(confirmed);

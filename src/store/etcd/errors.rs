@@ -2,6 +2,7 @@
 //! unknown outcome.
 
 use crate::domain::Error;
+use crate::store::head::{Fault, UNREACHABLE};
 
 /// A request that never left this process (the connection to that member was already dead):
 /// safe to send again at once, whatever it was.
@@ -11,7 +12,7 @@ pub(super) fn never_sent(error: &etcd_client::Error) -> bool {
 }
 
 pub(super) fn unavailable() -> Error {
-    Error::Unavailable("the etcd cluster cannot be reached: try again shortly")
+    Error::Unavailable(UNREACHABLE)
 }
 
 pub(super) fn unreachable_cluster(error: &etcd_client::Error) -> Error {
@@ -28,14 +29,7 @@ pub(super) fn ambiguous(error: &etcd_client::Error) -> Error {
             && status.message().contains("database space exceeded")
         {
             tracing::warn!(%error, "etcd refused a write: out of space (NOSPACE alarm)");
-            return Error::WriteRefused {
-                reason: "nospace",
-                message: format!(
-                    "etcd is out of space: {}; the change was not applied (the operator must \
-                     compact, defragment and disarm the NOSPACE alarm, or raise the quota)",
-                    status.message()
-                ),
-            };
+            return Fault::OutOfSpace(status.message().to_owned()).refusal();
         }
     }
     tracing::warn!(%error, "etcd write failed after it was sent; its outcome is unknown");

@@ -11,11 +11,11 @@ use std::{
 
 use etcd_client::{Client, EventType, WatchOptions};
 
-use super::head::Head;
 use super::mirror::{Mirror, MIRRORED};
 use super::read::{read_range, retry_read};
 use super::url::{split_key, table_key};
 use crate::domain::Result;
+use crate::store::head::Announcer;
 use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
 use crate::store::tables::META_HEAD;
@@ -26,7 +26,7 @@ pub(super) struct Follower {
     pub root: Vec<u8>,
     pub mirror: Arc<Mirror>,
     pub view: Arc<View>,
-    pub head: Arc<Head>,
+    pub head: Arc<Announcer>,
     /// The highest etcd revision this replica's copy reflects.
     pub applied: Arc<tokio::sync::watch::Sender<i64>>,
 }

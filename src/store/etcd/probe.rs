@@ -1,11 +1,10 @@
-//! The health probe: the store is unavailable while this replica cannot confirm its head.
+//! The health probe: the store is unavailable (its head carries [`Fault::Unconfirmed`]) while
+//! this replica cannot confirm its head.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::watch;
-
 use super::barrier::Confirmer;
-use super::head::Head;
+use crate::store::head::{Announcer, Fault};
 
 /// How often the health probe asks the cluster.
 const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
@@ -16,31 +15,19 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
 /// available again once it can. Each probe also refreshes the confirmed head of an idle
 /// replica. A failed probe (at most the barrier's 3 s) and the pause after it stay inside the
 /// 5 s a replica has to go NOT_SERVING.
-pub(super) async fn probe_forever(
-    confirmer: Arc<Confirmer>,
-    fault: Arc<watch::Sender<Option<String>>>,
-    head: Arc<Head>,
-) {
+pub(super) async fn probe_forever(confirmer: Arc<Confirmer>, head: Arc<Announcer>) {
     loop {
         let probe = confirmer.confirm().await;
-        let failure = probe.err().map(|error| error.to_string());
-        fault.send_if_modified(|current| {
-            let changed = current.is_some() != failure.is_some();
-            if changed {
-                match &failure {
-                    Some(cause) => {
-                        tracing::error!(%cause, "etcd unreachable: not serving");
-                        head.stop();
-                    }
-                    None => {
-                        tracing::info!("etcd reachable again: serving");
-                        head.restart();
-                    }
-                }
-                *current = failure.clone();
+        let fault = probe
+            .err()
+            .map(|error| Fault::Unconfirmed(error.to_string()));
+        let cause = fault.as_ref().map(|fault| fault.cause().to_owned());
+        if head.set_fault(fault) {
+            match cause {
+                Some(cause) => tracing::error!(%cause, "etcd unreachable: not serving"),
+                None => tracing::info!("etcd reachable again: serving"),
             }
-            changed
-        });
+        }
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
 }

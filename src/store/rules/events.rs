@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::domain::{Result, RevocationEvent};
 use crate::store::handle::{Store, PRUNE_BATCH};
+use crate::store::head::{Confirmed, Head};
 use crate::store::kv::{get_u64, read_u64, Range, Tx, TxResult};
 use crate::store::records::{decode, EventRecord};
 use crate::store::tables::Table;
@@ -47,32 +48,23 @@ impl EventLog {
         self.store.store_id()
     }
 
-    /// Wakes when the durable head moves. The value is the head; events are read from the log.
-    pub fn watch_head(&self) -> watch::Receiver<u64> {
-        self.store.durable_head()
-    }
-
-    /// Fails once the store has faulted: its durable head no longer moves, so a stream's
-    /// checkpoints would claim a freshness it cannot give.
-    pub fn check_live(&self) -> Result<()> {
-        self.store.backend().writable()
+    /// Wakes when the durable head moves or the store stops (`store/head.rs`): the value is
+    /// the head, and the fault that ends every stream (its checkpoints would claim a freshness
+    /// the store cannot give); events are read from the log.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.store.head()
     }
 
     /// The latest head this replica confirmed (`head.rs`): what a checkpoint may vouch for
     /// without waiting.
-    pub fn confirmed(&self) -> crate::store::head::Confirmed {
+    pub fn confirmed(&self) -> Confirmed {
         self.store.backend().confirmed()
     }
 
     /// Confirms the head now (on etcd one shared linearizable read and the watch catching up
     /// with it; UNAVAILABLE if it does not within the bound).
-    pub async fn confirm(&self) -> Result<crate::store::head::Confirmed> {
+    pub async fn confirm(&self) -> Result<Confirmed> {
         self.store.backend().confirm().await
-    }
-
-    /// The highest sequence that is durable, so may be sent.
-    pub fn durable_head(&self) -> u64 {
-        self.store.backend().durable_head_now()
     }
 
     /// Size of the database files on disk, in bytes.
@@ -112,7 +104,7 @@ impl EventLog {
     /// Works in batches of `PRUNE_BATCH`, each durable before the next (on sled each on the
     /// blocking pool), so a large backlog never holds a runtime worker for long.
     pub async fn prune(&self, keep_count: u64, keep_since: SystemTime) -> Result<u64> {
-        let below = self.durable_head().saturating_sub(keep_count);
+        let below = self.head().borrow().applied.saturating_sub(keep_count);
         let mut removed = 0;
         loop {
             let log = self.clone();

@@ -118,7 +118,7 @@ impl Store {
         key: &ZscKey,
         consumer: &AccountName,
     ) -> Result<Validation> {
-        let sequence = self.backend().durable_head_now();
+        let sequence = self.backend().head().borrow().applied;
         let validation = self
             .backend()
             .view()

@@ -12,8 +12,8 @@
 //!
 //! A flush or fsync that fails is never retried ("fsyncgate": after a failed fsync the page
 //! cache cannot be trusted). The store is *faulted*: every later mutation is refused with
-//! [`Error::StorageFailed`], the durable head stops (which ends every revocation stream), and
-//! the server watches [`Durability::fault`] to go NOT_SERVING and exit once it can restart.
+//! [`Error::StorageFailed`], the durable head carries the [`Fault`] (which ends every
+//! revocation stream), and the server watches it to go NOT_SERVING and exit once it can restart.
 
 use std::{
     collections::HashSet,
@@ -30,6 +30,7 @@ use std::{
 use tokio::sync::{watch, Mutex};
 
 use crate::domain::{Error, Result};
+use crate::store::head::{Announcer, Fault, Head};
 use crate::store::{kv::read_u64, tables::META_HEAD};
 
 pub(in crate::store) struct Durability {
@@ -41,28 +42,22 @@ pub(in crate::store) struct Durability {
     issued: AtomicU64,
     /// Highest ticket known durable. Guarded by the lock so only one flush runs at a time.
     flushed: Mutex<u64>,
-    /// The highest revocation sequence known durable: what subscribers may be told about.
-    /// Dropped when the store faults, so that every stream following it ends.
-    head_tx: SyncMutex<Option<watch::Sender<u64>>>,
-    head_rx: watch::Receiver<u64>,
-    /// Why the store refuses writes, once it does. Never cleared: only a restart clears it.
-    fault: watch::Sender<Option<String>>,
+    /// The highest revocation sequence known durable (what subscribers may be told about),
+    /// and the fault once a flush failed: never cleared, only a restart clears it.
+    head: Announcer,
 }
 
 impl Durability {
     /// Everything on disk at open is durable, so the durable head starts at the committed one.
     pub fn open(db: sled::Db, meta: sled::Tree, db_dir: &Path) -> Result<Self> {
         let head = committed_head(&meta)?;
-        let (head_tx, head_rx) = watch::channel(head);
         Ok(Durability {
             db,
             meta,
             files: Arc::new(DiskFiles::open(db_dir)?),
             issued: AtomicU64::new(0),
             flushed: Mutex::new(0),
-            head_tx: SyncMutex::new(Some(head_tx)),
-            head_rx,
-            fault: watch::Sender::new(None),
+            head: Announcer::new(head),
         })
     }
 
@@ -83,12 +78,9 @@ impl Durability {
             return Err(self.fail(&cause));
         }
         *flushed = covers;
-        if let Some(head_tx) = &*self.head_tx.lock().expect("head lock is never poisoned") {
-            head_tx.send_if_modified(|durable| {
-                let advanced = head > *durable;
-                *durable = (*durable).max(head);
-                advanced
-            });
+        // A flush that failed meanwhile (another writer's) stopped the head: it stands.
+        if self.head.serving().is_ok() {
+            self.head.advance(head);
         }
         Ok(())
     }
@@ -103,52 +95,27 @@ impl Durability {
 
     /// Refuses a write once the store has faulted.
     pub fn writable(&self) -> Result<()> {
-        match &*self.fault.borrow() {
-            None => Ok(()),
-            Some(_) => Err(refused()),
-        }
+        self.head.serving()
     }
 
     /// Faults the store: from now on it refuses writes and its durable head stands still (the
     /// streams following it end). Returns the error for the caller that hit the failure.
     pub fn fail(&self, cause: &dyn std::fmt::Display) -> Error {
-        let first = self.fault.send_if_modified(|fault| {
-            let first = fault.is_none();
-            if first {
-                *fault = Some(cause.to_string());
-            }
-            first
-        });
-        if first {
+        let fault = Fault::Storage(cause.to_string());
+        if self.head.set_fault(Some(fault.clone())) {
             tracing::error!(
                 %cause,
                 "storage failed: refusing every change from now on; zsc exits once the data dir \
                  takes writes again, so that its supervisor restarts it on a clean open"
             );
-            self.head_tx
-                .lock()
-                .expect("head lock is never poisoned")
-                .take();
         }
-        refused()
+        fault.refusal()
     }
 
-    /// Why the store refuses writes, once it does.
-    pub fn fault(&self) -> watch::Receiver<Option<String>> {
-        self.fault.subscribe()
+    /// The durable head, and the fault once the store refuses writes.
+    pub fn head(&self) -> watch::Receiver<Head> {
+        self.head.subscribe()
     }
-
-    pub fn durable_head(&self) -> watch::Receiver<u64> {
-        self.head_rx.clone()
-    }
-}
-
-/// What a caller is told when the store refuses writes; the cause goes to the log.
-fn refused() -> Error {
-    Error::StorageFailed(
-        "storage cannot take writes (disk full or I/O error): this server refuses changes until \
-         it restarts; reads and validation still work",
-    )
 }
 
 fn committed_head(meta: &sled::Tree) -> Result<u64> {
