@@ -179,8 +179,9 @@ async fn main() {
     let b = start(Some(&cluster.url("/bench")), Some(&a.token)).await;
 
     println!(
-        "backend  validate/s  p50       p99       regen/s(1)  regen/s(16)  revocation p50  p99"
+        "backend  validate/s  p50 ms    p99 ms    regen/s(1)  regen/s(16)  revocation p50 ms  p99 ms"
     );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (name, server, other) in [("sled", &sled, &sled), ("etcd", &a, &b)] {
         let orgs: Vec<_> =
             futures_util::future::join_all((0..16).map(|i| org(server, format!("Org{i}")))).await;
@@ -189,7 +190,11 @@ async fn main() {
         let regen_many = regenerate_load(server, &orgs[..16], seconds).await;
         let (rev50, rev99) = revocation_latency(server, other, &orgs[2]).await;
         println!(
-            "{name:<8} {rate:>10.0}  {p50:<9.2?} {p99:<9.2?} {regen_one:>10.0}  {regen_many:>11.0}  {rev50:<14.2?}  {rev99:.2?}"
+            "{name:<8} {rate:>10.0}  {:<9.3} {:<9.3} {regen_one:>10.0}  {regen_many:>11.0}  {:<17.3}  {:.3}",
+            ms(p50),
+            ms(p99),
+            ms(rev50),
+            ms(rev99)
         );
     }
 }

@@ -73,12 +73,15 @@ async fn verify(verifier: &Verifier, email: &str, key: &str) -> String {
             | Code::InvalidArgument
             | Code::FailedPrecondition => "REJECT".to_owned(),
             code => {
-                eprintln!("verify: fail closed on {code:?}: {}", status.message());
+                eprintln!("verify: fail closed on {code}: {}", status.message());
                 "UNAVAILABLE".to_owned()
             }
         },
         Err(_) => {
-            eprintln!("verify: no answer within {VERIFY_DEADLINE:?}; fail closed");
+            eprintln!(
+                "verify: no answer within {}; fail closed",
+                zsc::domain::shown::duration(VERIFY_DEADLINE)
+            );
             "UNAVAILABLE".to_owned()
         }
     }
@@ -128,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ["stats"] => stats_json(&verifier.stats()),
             ["quit"] => break,
             [] => "ERROR empty request".to_owned(),
-            [command, ..] => format!("ERROR unknown request {command:?} or wrong arguments"),
+            [command, ..] => format!("ERROR unknown request `{command}` or wrong arguments"),
         };
         writeln!(stdout, "{answer}")?;
         stdout.flush()?;

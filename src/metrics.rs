@@ -128,7 +128,7 @@ impl SampledGauges {
 
 /// How a ValidateKey call ended, for `zsc_key_validations_total{result}`.
 #[derive(Clone, Copy, Debug)]
-pub enum Validation {
+pub enum ValidationOutcome {
     Ok,
     Failed,
     Malformed,
@@ -282,11 +282,11 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn validation(&self, outcome: Validation) {
+    pub fn validation(&self, outcome: ValidationOutcome) {
         let result = match outcome {
-            Validation::Ok => "ok",
-            Validation::Failed => "failed",
-            Validation::Malformed => "malformed",
+            ValidationOutcome::Ok => "ok",
+            ValidationOutcome::Failed => "failed",
+            ValidationOutcome::Malformed => "malformed",
         };
         self.inner
             .validations

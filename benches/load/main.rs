@@ -170,10 +170,10 @@ async fn run(options: Options) {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
     println!(
-        "zsc load: {} run, {} rounds of {:?} windows (alternating with the baseline; figures are medians of windows), {:.0} s in all",
+        "zsc load: {} run, {} rounds of {} windows (alternating with the baseline; figures are medians of windows), {:.0} s in all",
         if options.quick { "quick" } else { "full" },
         options.rounds,
-        options.window,
+        zsc::domain::shown::duration(options.window),
         started.elapsed().as_secs_f64()
     );
     println!(

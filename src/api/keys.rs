@@ -8,7 +8,7 @@ use super::subscribers::Subscribers;
 use super::tail::Tail;
 use super::watch::{self, WatchConfig, WatchStream};
 use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
-use crate::metrics::{Metrics, Validation};
+use crate::metrics::{Metrics, ValidationOutcome};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
 use crate::store::{Fresh, KeyMode, Store};
@@ -150,9 +150,9 @@ impl KeyService for KeyApi {
             Err(error) => Err(error),
         };
         self.metrics.validation(match &outcome {
-            Ok(_) => Validation::Ok,
-            Err(Error::InvalidArgument(_)) => Validation::Malformed,
-            Err(_) => Validation::Failed,
+            Ok(_) => ValidationOutcome::Ok,
+            Err(Error::InvalidArgument(_)) => ValidationOutcome::Malformed,
+            Err(_) => ValidationOutcome::Failed,
         });
         let validation = outcome?;
         Ok(Response::new(pb::ValidateKeyResponse {

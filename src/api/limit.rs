@@ -33,6 +33,7 @@ use tower::Layer;
 
 use super::framing::Framing;
 use super::layer::{Around, Called, Inner, Polled, Wrapped};
+use crate::domain::shown;
 
 /// Every limit `zsc serve` applies; see [`DEFAULT_LIMITS`] for what each means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,8 +131,8 @@ impl Around for RequestLimitLayer {
             match tokio::time::timeout(limits.request_timeout, response).await {
                 Ok(response) => response,
                 Err(_) => Ok(Status::deadline_exceeded(format!(
-                    "no response within the server's {:?} request timeout",
-                    limits.request_timeout
+                    "no response within the server's {} request timeout",
+                    shown::duration(limits.request_timeout)
                 ))
                 .into_http()),
             }
@@ -167,7 +168,8 @@ impl HttpBody for LimitedBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(idle.as_mut().poll(cx));
                 return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                    "the request body sent nothing for {timeout:?} (the server's body read timeout)"
+                    "the request body sent nothing for {} (the server's body read timeout)",
+                    shown::duration(timeout)
                 )))));
             }
         };

@@ -41,7 +41,7 @@ use tonic::{
 };
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{AccountName, Caller, Role};
+use crate::domain::{shown, AccountName, Caller, Role};
 use crate::metrics::Metrics;
 
 /// The address table is swept of idle addresses once per this many failed authentications.
@@ -75,7 +75,7 @@ impl FromStr for Rate {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Rate, String> {
-        let bad = || format!("{text:?} is not a rate: write N/s, N/m or N/h with N > 0");
+        let bad = || format!("`{text}` is not a rate: write N/s, N/m or N/h with N > 0");
         let (count, per) = text.trim().split_once('/').ok_or_else(bad)?;
         let count = count.trim().parse::<NonZeroU32>().map_err(|_| bad())?;
         let per = match per.trim() {
@@ -112,7 +112,7 @@ impl FromStr for AccountRate {
     fn from_str(text: &str) -> Result<AccountRate, String> {
         let (name, rate) = text
             .split_once('=')
-            .ok_or_else(|| format!("{text:?}: write ACCOUNT=RATE, e.g. desk=500/s"))?;
+            .ok_or_else(|| format!("`{text}`: write ACCOUNT=RATE, e.g. desk=500/s"))?;
         let account = AccountName::parse(name.trim()).map_err(|e| e.to_string())?;
         Ok(AccountRate {
             account,
@@ -220,7 +220,7 @@ impl Rates {
         self.inner.metrics.rate_limited(limit);
         Status::with_error_details(
             Code::ResourceExhausted,
-            format!("{message}; retry in {wait:?}"),
+            format!("{message}; retry in {}", shown::duration(wait)),
             ErrorDetails::with_retry_info(Some(wait)),
         )
     }

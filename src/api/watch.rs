@@ -37,7 +37,7 @@ use tonic::Status;
 use super::auth::Standing;
 use super::stall::{Alarm, Watched};
 use super::tail::{checkpoint, encode, Beat, Signal, Tail, TailEvent, BATCH};
-use crate::domain::{Error, OrgId, Result};
+use crate::domain::{shown, Error, OrgId, Result};
 use crate::proto as pb;
 use crate::shutdown::Shutdown;
 use crate::store::{Confirmed, EventLog};
@@ -400,9 +400,9 @@ impl Feed {
 
     fn stalled(&self) -> Status {
         Status::resource_exhausted(format!(
-            "subscriber read nothing for {:?}; resubscribe with after_sequence set to the last \
+            "subscriber read nothing for {}; resubscribe with after_sequence set to the last \
              sequence you applied",
-            self.stall_timeout
+            shown::duration(self.stall_timeout)
         ))
     }
 }

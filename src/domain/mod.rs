@@ -4,6 +4,7 @@ mod error;
 mod model;
 mod names;
 mod secret;
+pub mod shown;
 mod text;
 
 pub use error::{Error, Result, INVALID_EMAIL_OR_KEY};

@@ -45,7 +45,7 @@ use thread_local::ThreadLocal;
 use tokio::{task::JoinHandle, time::Instant};
 use tonic::{Code, Status};
 
-use crate::domain::{Email, ZscKey};
+use crate::domain::{shown, Email, ZscKey};
 use crate::proto::{ValidateKeyRequest, ValidateKeyResponse};
 use cache::{Entry, KeyHash};
 use shared::{verified, Replicas, Shared};
@@ -157,8 +157,9 @@ impl Verifier {
     pub fn start(config: VerifierConfig) -> Result<Self, Status> {
         if config.max_clock_skew >= config.max_staleness {
             return Err(Status::invalid_argument(format!(
-                "max_clock_skew ({:?}) must be below max_staleness ({:?}), or the cache could never be used",
-                config.max_clock_skew, config.max_staleness
+                "max_clock_skew ({}) must be below max_staleness ({}), or the cache could never be used",
+                shown::duration(config.max_clock_skew),
+                shown::duration(config.max_staleness)
             )));
         }
         let replicas = Replicas::connect(&config)?;

@@ -12,6 +12,7 @@ use tonic::{Code, Status, Streaming};
 use super::shared::Shared;
 use super::state::{self, Grant};
 use super::VerifierConfig;
+use crate::domain::shown;
 use crate::proto::{
     watch_revocations_response::Event, RevocationReason, WatchRevocationsRequest,
     WatchRevocationsResponse,
@@ -132,10 +133,16 @@ fn report(grant: Grant, reported: &mut bool) {
         Grant::Until(_) | Grant::Behind => return,
         Grant::NoServerTime => "the server sends no server_time (an older zsc)".to_owned(),
         Grant::TooOld(age) => {
-            format!("checkpoints arrive up to {age:?} old (slow or buffering path)")
+            format!(
+                "checkpoints arrive up to {} old (slow or buffering path)",
+                shown::duration(age)
+            )
         }
         Grant::ClockAhead(by) => {
-            format!("the server's clock is {by:?} ahead of ours, beyond max_clock_skew")
+            format!(
+                "the server's clock is {} ahead of ours, beyond max_clock_skew",
+                shown::duration(by)
+            )
         }
     };
     if !std::mem::replace(reported, true) {

@@ -142,7 +142,10 @@ impl Barrier {
         };
         match tokio::time::timeout(BARRIER_BOUND, read).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!("no answer within {BARRIER_BOUND:?}")),
+            Err(_) => Err(format!(
+                "no answer within {}",
+                crate::domain::shown::duration(BARRIER_BOUND)
+            )),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::store::head::{Fault, UNREACHABLE};
 /// A request that never left this process (the connection to that member was already dead):
 /// safe to send again at once, whatever it was.
 pub(super) fn never_sent(error: &etcd_client::Error) -> bool {
-    let text = format!("{error:?}");
+    let text = format!("{error:?}"); // not shown: matched against the kinds of failure
     text.contains("tcp connect error") || text.contains("Connection refused")
 }
 

@@ -26,7 +26,7 @@ impl std::str::FromStr for EtcdUrl {
     fn from_str(url: &str) -> std::result::Result<Self, String> {
         let rest = url
             .strip_prefix("etcd://")
-            .ok_or_else(|| format!("{url:?}: a store URL starts with etcd://"))?;
+            .ok_or_else(|| format!("`{url}`: a store URL starts with etcd://"))?;
         let (hosts, prefix) = match rest.find('/') {
             Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
             None => (rest, DEFAULT_PREFIX),
@@ -42,7 +42,7 @@ impl std::str::FromStr for EtcdUrl {
             .collect();
         if hosts.is_empty() || hosts.split(',').any(|h| h.rsplit_once(':').is_none()) {
             return Err(format!(
-                "{url:?}: give etcd endpoints as HOST:PORT[,HOST:PORT...]"
+                "`{url}`: give etcd endpoints as HOST:PORT[,HOST:PORT...]"
             ));
         }
         Ok(EtcdUrl {

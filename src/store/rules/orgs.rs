@@ -232,7 +232,7 @@ impl NewOrg {
         let org = &self.org;
         if tx.get(Table::OrgNames, self.folded.as_bytes())?.is_some() {
             return abort(Error::AlreadyExists(format!(
-                "an org named {:?} already exists",
+                "an org named \"{}\" already exists",
                 org.name
             )));
         }
