@@ -14,7 +14,7 @@
 //!
 //! `cargo bench --bench group_commit` (ZSC_BENCH_OPS, ZSC_BENCH_WRITERS to change sizes;
 //! `-- --quick` for a tenth of the operations). The end-to-end figure through the gRPC API is
-//! row 4 of `benches/load.rs`.
+//! row 4 of `benches/load/`.
 
 use std::time::Instant;
 

@@ -11,7 +11,7 @@
 //! # Code map
 //! Dependencies point one way: `domain` <- `store` <- `api` <- `server` <- `main`.
 //! - [`domain`]: the ZSC rules and validated types (`Email`, `OrgId`, `ZscKey`, ...), the
-//!   error enum. No sled, no tonic.
+//!   error enum, and how values are shown to a person (`domain/shown.rs`). No sled, no tonic.
 //! - [`store`]: rules over a seam over backends. `store/mod.rs` is only the face.
 //!   - `store/rules/`: every rule, written once as a closure over the transactional key-value
 //!     interface: orgs, users and keys (`orgs.rs`, `keys.rs`, `revocation.rs`), service
@@ -23,17 +23,17 @@
 //!     named once), `records.rs` (how values are encoded), `backend.rs` (which backend runs a
 //!     transaction), and the [`store::Store`] handle every rule is a method of (`handle.rs`, a
 //!     leaf); `open.rs` opens a backend and runs the bootstrap rule on it.
-//!   - `store/sled/`: the default backend: one transaction per mutation, group-committed
-//!     flushes with an fsync and the write fence (`durability.rs`), private files (`files.rs`),
-//!     the data dir's lock (`open.rs`).
+//!   - `store/sled/`: the default backend: one transaction per mutation (`backend.rs`),
+//!     group-committed flushes with an fsync and the write fence (`durability.rs`), private
+//!     files (`files.rs`), the data dir's lock (`open.rs`).
 //!   - `store/etcd/` (feature `etcd`): optimistic transactions (`tx.rs`), one watch per replica
 //!     (`follow.rs`) keeping a mirror (`mirror.rs`), the view and the durable head, the read
 //!     barrier (`barrier.rs`), the health probe, the URL and one paged range read.
-//!   - backup and restore: `store/backup.rs` (the file format and the commands),
-//!     `store/snapshot.rs` (the one-point read every backup is; on etcd `etcd/snapshot.rs`),
-//!     `store/restore.rs` (the one function making a restore's writes), `store/online_backup.rs`
-//!     (a running server's, served by `api/operations.rs`). `store/conformance.rs`: the tests
-//!     every backend passes.
+//!   - backup and restore: `store/backup.rs` (the commands), `store/backup_file.rs` (the file
+//!     format), `store/snapshot.rs` (the one-point read every backup is; on etcd
+//!     `etcd/snapshot.rs`), `store/restore.rs` (the one function making a restore's writes),
+//!     `store/online_backup.rs` (a running server's, served by `api/operations.rs`).
+//!     `store/conformance.rs`: the tests every backend passes.
 //!
 //!   The next backend is a folder beside `sled/` and `etcd/`, an arm of `Backend`
 //!   (`store/backend.rs`), an `open_*` in `store/open.rs`, and a run of the conformance suite.
@@ -47,8 +47,10 @@
 //!   their defaults (`api/limit.rs`), the framing check (`api/framing.rs`), the revocation
 //!   stream (`api/watch.rs`) fed by the one shared tail of the log (`api/tail.rs`) and served
 //!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), the clock that ends
-//!   stalled streams (`api/stall.rs`), the per-caller rate limits (`api/rate.rs`), and the audit
-//!   trail (`api/audit.rs`).
+//!   stalled streams (`api/stall.rs`), the per-caller rate limits (`api/rate.rs`), the audit
+//!   trail (`api/audit.rs`), the online backup (`api/operations.rs`), and each call's log line,
+//!   metrics and span (`api/observe.rs`). The request layers (limits, auth, observe) share one
+//!   tower plumbing (`api/layer.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start:
@@ -65,7 +67,8 @@
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`trace`]: spans exported over
 //!   OTLP when `--otlp-endpoint` is given (nothing installed otherwise); [`progress`]: what `zsc backup`
-//!   and `zsc restore` show on a terminal while they run, and the rate they report.
+//!   and `zsc restore` show on a terminal while they run, and the rate they report;
+//!   [`backup_client`]: `zsc backup --url`, the client of a running server's online backup.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches;
 //!   `testkit`: the setup tests and benches share (an org with an administrator and a key, a
 //!   service account, the operator token).
@@ -86,8 +89,8 @@
 //! - A call that outlives its request (a revocation stream) is authorized again while it
 //!   lasts, by the same matrix: a deleted account's stream ends.
 //! - A revocation stream never skips a sequence: if it cannot serve the next one it ends with
-//!   OUT_OF_RANGE. In-memory signals (the durable-head `watch`) only wake; events come from
-//!   the log, through the tail that holds the durable ones most recently read.
+//!   OUT_OF_RANGE. In-memory signals (the `watch` of the durable [`store::Head`]) only wake;
+//!   events come from the log, through the tail that holds the durable ones most recently read.
 //! - Bad input is never INTERNAL (bar the one case the gRPC spec makes so, a compressed flag
 //!   without an encoding): undecodable bytes and broken framing are INVALID_ARGUMENT;
 //!   names and emails refuse invisible characters and are kept in one normal form (`domain/text.rs`).

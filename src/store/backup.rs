@@ -1,8 +1,8 @@
-//! Backup and restore: the file format, and the commands on a data dir or an etcd prefix.
+//! Backup and restore: the commands on a data dir or an etcd prefix.
 //!
-//! A backup file is `ZSCBACKUP1\n`, then one length-delimited [`Entry`] per key of every tree,
-//! then an end entry (empty tree name) holding the count and a blake3 digest of all entries.
-//! It holds what the database holds: hashes of keys and tokens, never a secret.
+//! A backup file (`backup_file.rs`) is `ZSCBACKUP1\n`, then one length-delimited entry per key
+//! of every tree, then an end entry (empty tree name) holding the count and a blake3 digest of
+//! all entries. It holds what the database holds: hashes of keys and tokens, never a secret.
 //!
 //! A backup is the seam's one-point read (`snapshot.rs`) written entry by entry as it is read,
 //! whether offline (`zsc backup`, this file) or from a running server (`online_backup.rs`); a
