@@ -252,58 +252,26 @@ impl Server {
         } = self;
         let stopping = Shutdown::default();
         let metrics = Metrics::new(tls.is_some());
-        let limits = &config.limits;
-        let connection_limits = ConnectionLimits {
-            max_connections: limits.max_connections,
-            handshake_timeout: limits.handshake_timeout,
-        };
         // One budget for every line a client can cause at will.
         let refusals = Throttle::default();
-        let accept = Accept {
-            shutdown: stopping.clone(),
-            limits: Some(connection_limits),
-            refusals: refusals.clone(),
-            tls: None,
-        };
-        let (health, health_service) = routes::health(limits.max_message_bytes).await;
-
-        let mut side_tasks = tasks::periodic(&config, &store, &refusals, &stopping);
-        side_tasks.extend(tasks::metrics_listener(
-            into_tokio(metrics_listener)?,
-            &accept,
-            &store,
-            &config.data_dir,
-            &metrics,
-            &stopping,
-        )?);
-        side_tasks.extend(tasks::health_listener(
-            into_tokio(health_listener)?,
-            &config,
-            health_service.clone(),
-            &accept,
-            &stopping,
-        )?);
-        if let Some(tls) = &tls {
-            let reload = tls
-                .clone()
-                .reload_forever(metrics.clone(), stopping.clone());
-            side_tasks.push(tokio::spawn(reload));
-        }
-        if store.is_replica() {
-            side_tasks.push(tokio::spawn(fault::serve_while_reachable(
-                store.clone(),
-                health.clone(),
-                routes::HEALTH_NAMES.to_vec(),
-                stopping.clone(),
-            )));
-        }
-
+        let accept = accept_path(&config.limits, &stopping, &refusals);
+        let (health, health_service) = routes::health(config.limits.max_message_bytes).await;
         let shared = routes::Shared {
             store: &store,
             metrics: &metrics,
             refusals: &refusals,
             stopping: &stopping,
         };
+        let side_listeners = [metrics_listener, health_listener];
+        let side_tasks = side_tasks(
+            &config,
+            shared,
+            &accept,
+            tls.as_ref(),
+            &health,
+            health_service.clone(),
+            side_listeners,
+        )?;
         let router = routes::router(&config, shared, health_service)?;
         let (signal, storage_failure) = stop_signal(shutdown, &config, &store, health, &stopping);
         let local = listener.local_addr().map_err(Error::internal)?;
@@ -314,6 +282,73 @@ impl Server {
         drain(&store, &stopping, side_tasks, &refusals, storage_failure).await?;
         outcome
     }
+}
+
+/// The one accept path every listener's connections pass, with the connection limits.
+fn accept_path(limits: &Limits, stopping: &Shutdown, refusals: &Throttle) -> Accept {
+    let connection_limits = ConnectionLimits {
+        max_connections: limits.max_connections,
+        handshake_timeout: limits.handshake_timeout,
+    };
+    Accept {
+        shutdown: stopping.clone(),
+        limits: Some(connection_limits),
+        refusals: refusals.clone(),
+        tls: None,
+    }
+}
+
+/// Everything that runs beside the gRPC listener until shutdown: the periodic jobs, the
+/// metrics and health listeners (`[metrics, health]`), the TLS reload, and on a replica the
+/// health status following whether its cluster can be reached.
+fn side_tasks(
+    config: &Config,
+    shared: routes::Shared<'_>,
+    accept: &Accept,
+    tls: Option<&ServerTls>,
+    health: &HealthReporter,
+    health_service: routes::HealthService,
+    [metrics_listener, health_listener]: [Option<std::net::TcpListener>; 2],
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let routes::Shared {
+        store,
+        metrics,
+        refusals,
+        stopping,
+    } = shared;
+    let mut tasks = tasks::periodic(config, store, refusals, stopping);
+    let listener = into_tokio(metrics_listener)?;
+    tasks.extend(tasks::metrics_listener(
+        listener,
+        accept,
+        store,
+        &config.data_dir,
+        metrics,
+        stopping,
+    )?);
+    let listener = into_tokio(health_listener)?;
+    tasks.extend(tasks::health_listener(
+        listener,
+        config,
+        health_service,
+        accept,
+        stopping,
+    )?);
+    if let Some(tls) = tls {
+        let reload = tls
+            .clone()
+            .reload_forever(metrics.clone(), stopping.clone());
+        tasks.push(tokio::spawn(reload));
+    }
+    if store.is_replica() {
+        tasks.push(tokio::spawn(fault::serve_while_reachable(
+            store.clone(),
+            health.clone(),
+            routes::HEALTH_NAMES.to_vec(),
+            stopping.clone(),
+        )));
+    }
+    Ok(tasks)
 }
 
 /// Completes when the server should stop (told to, or its storage failed and must be

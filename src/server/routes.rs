@@ -64,6 +64,7 @@ pub(super) async fn set_health(reporter: &HealthReporter, status: ServingStatus)
 }
 
 /// What the router shares with the rest of the server.
+#[derive(Clone, Copy)]
 pub(super) struct Shared<'a> {
     pub store: &'a Store,
     pub metrics: &'a Metrics,

@@ -341,8 +341,8 @@ async fn a_sled_backup_restored_into_etcd_is_served_by_replicas_under_a_new_stor
     ])
     .await;
     assert!(output.status.success(), "{output:?}");
-    let token = std::fs::read_to_string(tokens.path().join("operator.token")).unwrap();
-    let mut keys = a.keys(token.trim()).await;
+    let token = zsc::testkit::operator_token(tokens.path());
+    let mut keys = a.keys(&token).await;
     let mut accepted = false;
     for _ in 0..100 {
         let info = keys
