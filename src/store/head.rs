@@ -154,3 +154,50 @@ impl Confirmed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_applied_head_only_moves_forward_and_wakes_only_when_it_moves() {
+        let announcer = Announcer::new(5);
+        let mut head = announcer.subscribe();
+        announcer.advance(3);
+        assert!(
+            !head.has_changed().unwrap(),
+            "a lower head woke the streams"
+        );
+        assert_eq!(head.borrow().applied, 5);
+        announcer.advance(7);
+        assert!(head.has_changed().unwrap());
+        assert_eq!(head.borrow_and_update().applied, 7);
+    }
+
+    #[test]
+    fn a_fault_keeps_its_first_cause_until_cleared_and_refuses_with_its_own_error() {
+        let announcer = Announcer::new(1);
+        assert!(announcer.serving().is_ok());
+        assert!(announcer.set_fault(Some(Fault::Unconfirmed("first".into()))));
+        assert!(!announcer.set_fault(Some(Fault::Unconfirmed("second".into()))));
+        let head = announcer.subscribe().borrow().clone();
+        assert_eq!(head.fault.as_ref().map(Fault::cause), Some("first"));
+        assert!(matches!(announcer.serving(), Err(Error::Unavailable(_))));
+        // The head still moves while the store is stopped (an etcd watch goes on applying).
+        announcer.advance(2);
+        assert_eq!(announcer.subscribe().borrow().applied, 2);
+        assert!(announcer.set_fault(None));
+        assert!(announcer.serving().is_ok());
+    }
+
+    #[test]
+    fn each_fault_refuses_with_the_error_its_callers_are_promised() {
+        let storage = Fault::Storage("EIO".into()).refusal();
+        assert!(matches!(storage, Error::StorageFailed(m) if m.contains("until it restarts")));
+        let space = Fault::OutOfSpace("database space exceeded".into()).refusal();
+        assert!(matches!(
+            space,
+            Error::WriteRefused { reason: "nospace", message } if message.contains("database space exceeded")
+        ));
+    }
+}
