@@ -1,6 +1,7 @@
 //! The one way to start zsc: [`Server::open`] then [`Server::run`]. `main` and every test
 //! go through here, so tests exercise exactly what production runs.
 
+mod confirmations;
 mod fault;
 mod routes;
 mod tasks;
@@ -268,6 +269,7 @@ impl Server {
         let (health, health_service) = routes::health(limits.max_message_bytes).await;
 
         let mut side_tasks = tasks::periodic(&config, &store, &refusals, &stopping);
+        side_tasks.push(confirmations::start(&store, &metrics, &stopping));
         side_tasks.extend(tasks::metrics_listener(
             into_tokio(metrics_listener)?,
             &accept,
@@ -392,6 +394,7 @@ async fn drain(
         )));
     }
     store.save_usage().await?;
+    store.flush_confirmations().await?;
     store.sync().await?;
     tracing::info!("stopped; database flushed");
     Ok(())

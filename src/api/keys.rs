@@ -190,7 +190,8 @@ impl KeyApi {
         let request = watch::parse_request(request.into_inner())?;
         let slot = self
             .subscribers
-            .admit(&standing.caller().name, self.metrics.subscriber())?;
+            .admit(&standing.caller().name, self.metrics.subscriber())?
+            .with_presence(self.store.stream_presence(&standing.caller().name));
         let stream = watch::subscribe(
             self.tail.clone(),
             connection,
