@@ -22,7 +22,6 @@ const OPERATOR: &[Role] = &[Role::Operator];
 const STAFF: &[Role] = &[Role::Operator, Role::Console];
 const ANY: &[Role] = &[Role::Operator, Role::Console, Role::Consumer];
 const SUBSCRIBERS: &[Role] = &[Role::Operator, Role::Consumer];
-const CONSUMER: &[Role] = &[Role::Consumer];
 
 pub const WATCH_REVOCATIONS: &str = "/zsc.v1.KeyService/WatchRevocations";
 
@@ -48,7 +47,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
     ("/zsc.v1.AuditService/ListAuditEvents", STAFF),
     ("/zsc.v1.OperationsService/Backup", OPERATOR),
-    ("/zsc.v1.ConfirmationService/ReportApplied", CONSUMER),
+    ("/zsc.v1.ConfirmationService/ReportApplied", SUBSCRIBERS),
     (
         "/zsc.v1.ConfirmationService/GetRevocationConfirmations",
         STAFF,

@@ -76,6 +76,12 @@ impl ConfirmationService for ConfirmationApi {
         // The reporting service is the token's account, never a field of the request.
         let service = caller(&request)?.name;
         let req = request.into_inner();
+        if req.store_id.is_empty() {
+            return Err(Error::invalid(
+                "store_id is required: the store_id of the checkpoint the sequence came from",
+            )
+            .into());
+        }
         let received = self
             .store
             .report_applied(&service, req.applied_sequence, &req.store_id)?;

@@ -28,6 +28,7 @@
 //! The read/invalidate race and the freshness rule are the I/O-free rules of `state.rs`.
 
 mod cache;
+mod reporter;
 mod shared;
 mod state;
 mod watcher;
@@ -168,6 +169,7 @@ impl Verifier {
             max_clock_skew: config.max_clock_skew,
         };
         let state = State::new(config.cache_capacity, config.revoked_capacity, staleness);
+        let (applied, reports) = tokio::sync::watch::channel(None);
         let shared = Arc::new(Shared {
             replicas,
             cache: state.reader(),
@@ -177,7 +179,9 @@ impl Verifier {
             misses: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             hash_key,
+            applied,
         });
+        tokio::spawn(reporter::run(Arc::downgrade(&shared), reports));
         let watcher = tokio::spawn(watcher::run(shared.clone(), config));
         Ok(Verifier { shared, watcher })
     }

@@ -122,6 +122,7 @@ async fn follow(
             }
             None => {}
         }
+        shared.publish_applied();
     }
 }
 
