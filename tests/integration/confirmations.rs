@@ -241,3 +241,38 @@ async fn confirmations_survive_a_restart() {
         .into_inner();
     assert_eq!(after.confirmed, before.confirmed);
 }
+
+/// On etcd: a Verifier follows and reports to replica A; replica B answers who confirmed (and
+/// names the silent subscriber streaming from A as not confirmed).
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_report_received_by_one_replica_is_answered_by_another() {
+    let cluster = tokio::task::spawn_blocking(|| zsc::testing::EtcdCluster::start(3))
+        .await
+        .unwrap();
+    let url = cluster.url("/confirmations");
+    let a = TestServer::start_replica(&url, None).await;
+    let b = TestServer::start_replica(&url, Some(&a.operator_token)).await;
+    let desk = a.account("desk", Role::Consumer).await;
+    let books = a.account("books", Role::Consumer).await;
+    let console_token = a.account("crm", Role::Console).await;
+    let verifier = Verifier::start(VerifierConfig::new(a.url(), &desk)).unwrap();
+    let _books_stream = a.subscribe(&books).await;
+    let (org_id, admin) = a.org_with_admin("Acme").await;
+    let (_, key_id) = a.key(&org_id, &admin).await;
+    while verifier.stats().applied_sequence.is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.regenerate(&org_id, &admin).await;
+
+    let mut on_b = confirmations(&b, &console_token).await;
+    let answer = until_answer(
+        &mut on_b,
+        by_key(&key_id),
+        "desk confirmed, books pending, on B",
+        |a| confirmed_by(a, "desk").is_some() && a.pending.iter().any(|p| p.service == "books"),
+    )
+    .await;
+    assert_eq!(answer.confirmed.len(), 1, "{answer:?}");
+    assert_eq!(answer.pending.len(), 1, "{answer:?}");
+}
