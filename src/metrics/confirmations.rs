@@ -33,6 +33,9 @@ pub(super) struct ConfirmationMetrics {
     behind_seconds: Family<ServiceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     subscribed: Gauge,
     unconfirmed: Gauge,
+    /// The largest of `behind_seconds`, exported from the start (0 with no one behind), for
+    /// the alert: a family has no series until a service is subscribed.
+    behind_max_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl ConfirmationMetrics {
@@ -46,6 +49,7 @@ impl ConfirmationMetrics {
             behind_seconds: Family::default(),
             subscribed: Gauge::default(),
             unconfirmed: Gauge::default(),
+            behind_max_seconds: Gauge::default(),
         };
         registry.register(
             "revocation_confirmation_seconds",
@@ -73,6 +77,11 @@ impl ConfirmationMetrics {
             "Subscribed services that have not confirmed every revocation up to the head",
             metrics.unconfirmed.clone(),
         );
+        registry.register(
+            "revocation_confirmation_behind_max_seconds",
+            "The largest revocation_confirmation_behind_seconds of any subscribed service (0: all current)",
+            metrics.behind_max_seconds.clone(),
+        );
         metrics
     }
 
@@ -84,6 +93,8 @@ impl ConfirmationMetrics {
         self.subscribed.set(subscribed as i64);
         self.unconfirmed
             .set(behind.iter().filter(|b| b.sequences > 0).count() as i64);
+        let max = behind.iter().map(|b| b.seconds).fold(0.0, f64::max);
+        self.behind_max_seconds.set(max);
         behind.sort_by(|a, b| {
             b.sequences
                 .cmp(&a.sequences)
