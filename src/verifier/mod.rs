@@ -8,6 +8,8 @@
 //! - A background task follows WatchRevocations, resuming from the store id and sequence it
 //!   last applied; each revocation evicts its key_id. OUT_OF_RANGE flushes the cache and
 //!   resubscribes from the head; a lost stream reconnects with jittered backoff.
+//! - Another task reports the sequence applied (ConfirmationService.ReportApplied), at most
+//!   once a second, so the console sees who has dropped a revoked key (`reporter.rs`).
 //! - Fail safe, judged by the server's clock: each checkpoint carries the server's time and
 //!   durable head. The cache answers only while the last checkpoint that was complete
 //!   (`sequence >= durable_head`) is younger than `max_staleness`, its age counted from its
