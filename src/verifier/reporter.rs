@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::shared::Shared;
+use super::shared::{Applied, Shared};
 use crate::proto::ReportAppliedRequest;
 
 /// At most one report per this interval.
@@ -24,9 +24,6 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Failed reports are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// What was applied: (sequence, store_id); None before the first checkpoint.
-pub(super) type Applied = Option<(u64, String)>;
 
 /// Runs until the Verifier is dropped (its sender goes, or `shared` cannot be upgraded).
 pub(super) async fn run(shared: Weak<Shared>, mut applied: watch::Receiver<Applied>) {

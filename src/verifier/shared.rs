@@ -16,6 +16,9 @@ use crate::proto::confirmation_service_client::ConfirmationServiceClient;
 use crate::proto::key_service_client::KeyServiceClient;
 
 pub(super) type Client = KeyServiceClient<InterceptedService<Channel, Bearer>>;
+/// What was applied, for the reporter (`reporter.rs`): (sequence, store_id); None before the
+/// first checkpoint.
+pub(super) type Applied = Option<(u64, String)>;
 pub(super) type ReportClient = ConfirmationServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A client per replica, and which one is in use.
@@ -89,7 +92,7 @@ pub(super) struct Shared {
     /// Per-process key for cache hashes, so they identify nothing outside this process.
     pub(super) hash_key: [u8; 32],
     /// The applied sequence, for the reporter (`reporter.rs`).
-    pub(super) applied: tokio::sync::watch::Sender<super::reporter::Applied>,
+    pub(super) applied: tokio::sync::watch::Sender<Applied>,
 }
 
 impl Shared {

@@ -54,12 +54,16 @@ pub fn confirmed_by<'a>(
     answer.confirmed.iter().find(|c| c.service == service)
 }
 
+fn pending_names(answer: &GetRevocationConfirmationsResponse) -> Vec<&str> {
+    answer.pending.iter().map(|p| p.service.as_str()).collect()
+}
+
 fn time(t: &Option<prost_types::Timestamp>) -> SystemTime {
-    SystemTime::try_from(t.clone().expect("time set")).unwrap()
+    SystemTime::try_from(t.expect("time set")).unwrap()
 }
 
 fn duration(d: &Option<prost_types::Duration>) -> Duration {
-    Duration::try_from(d.clone().expect("duration set")).expect("not negative")
+    Duration::try_from(d.expect("duration set")).expect("not negative")
 }
 
 /// The Verifier's account ("desk") is named as confirmed, with its lag; an account that holds a
@@ -101,8 +105,7 @@ async fn a_following_verifier_confirms_and_a_silent_subscriber_does_not() {
         lag,
         "the lag is the confirmation time minus the revocation's"
     );
-    let pending: Vec<_> = answer.pending.iter().map(|p| p.service.as_str()).collect();
-    assert_eq!(pending, ["books"], "{answer:?}");
+    assert_eq!(pending_names(&answer), ["books"], "{answer:?}");
     assert_eq!(answer.pending[0].applied_sequence, 0);
     assert!(answer.pending[0].last_report_time.is_none());
     assert_eq!(answer.confirmed.len(), 1, "{answer:?}");
@@ -169,14 +172,7 @@ async fn a_report_is_credited_to_its_token_only() {
         .unwrap()
         .into_inner();
     assert!(answer.confirmed.is_empty(), "{answer:?}");
-    assert_eq!(
-        answer
-            .pending
-            .iter()
-            .map(|p| p.service.as_str())
-            .collect::<Vec<_>>(),
-        ["desk"]
-    );
+    assert_eq!(pending_names(&answer), ["desk"], "{answer:?}");
 
     // books' report confirms books, and only books: desk is still pending.
     let received = as_books
@@ -196,14 +192,7 @@ async fn a_report_is_credited_to_its_token_only() {
         .collect();
     assert_eq!(names, ["books"], "{answer:?}");
     assert_eq!(answer.confirmed[0].confirm_time, received.receive_time);
-    assert_eq!(
-        answer
-            .pending
-            .iter()
-            .map(|p| p.service.as_str())
-            .collect::<Vec<_>>(),
-        ["desk"]
-    );
+    assert_eq!(pending_names(&answer), ["desk"], "{answer:?}");
 }
 
 /// Confirmations are written to the store: after a restart (no Verifier running) the answer
