@@ -461,3 +461,49 @@ fn apply_update(tx: &mut dyn Tx, update: &Update) -> TxResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::AccountName;
+    use crate::store::{backup, restore, Store, StoreOptions};
+
+    /// Confirmations describe the fleet running against one store: a backup leaves them out,
+    /// so a restored store (a new store_id) starts with none.
+    #[tokio::test]
+    async fn confirmations_are_left_out_of_backups() {
+        let (dir, restored, spool) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let store = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        let desk = AccountName::parse("desk").unwrap();
+        store
+            .report_applied(&desk, 0, &store.store_id().to_owned())
+            .unwrap();
+        store.flush_confirmations().await.unwrap();
+        assert!(store.unflushed().reports.is_empty());
+        assert_eq!(store.subscribed_services().await.unwrap().len(), 1);
+        drop(store);
+
+        let file = spool.path().join("zsc.backup");
+        let written = backup(dir.path(), &file).unwrap();
+        let reopened = Store::open(dir.path(), &StoreOptions::default())
+            .unwrap()
+            .store;
+        assert_eq!(
+            reopened.subscribed_services().await.unwrap().len(),
+            1,
+            "kept across a restart"
+        );
+        drop(reopened);
+        let read = restore(&file, &restored.path().join("data")).unwrap();
+        assert_eq!(read.entries, written.entries);
+        let restored = Store::open(&restored.path().join("data"), &StoreOptions::default())
+            .unwrap()
+            .store;
+        assert!(restored.subscribed_services().await.unwrap().is_empty());
+    }
+}
