@@ -21,9 +21,9 @@ const PER_TICK: usize = 256;
 struct Tracker {
     store: Store,
     metrics: Metrics,
-    /// The last revocation observed in the histogram (None until the first tick: the
-    /// histogram counts revocations made while this process runs).
-    observed: Option<u64>,
+    /// The last revocation looked at for the histogram: it starts at the head when the server
+    /// starts, so the histogram counts revocations made while this process runs.
+    observed: u64,
     /// When a failure was last logged: at most one line per [`WARN_EVERY`].
     warned: Option<std::time::Instant>,
 }
@@ -36,7 +36,7 @@ pub(super) fn start(store: &Store, metrics: &Metrics, stopping: &Shutdown) -> Jo
     let tracker = std::sync::Arc::new(tokio::sync::Mutex::new(Tracker {
         store: store.clone(),
         metrics: metrics.clone(),
-        observed: None,
+        observed: EventLog::new(store.clone()).durable_head(),
         warned: None,
     }));
     tokio::spawn(every(FLUSH_EVERY, stopping.clone(), move || {
@@ -77,9 +77,8 @@ impl Tracker {
             behind.push(self.behind(&log, state, head)?);
         }
         self.metrics.confirmation_fleet(services.len(), behind);
-        let observed = *self.observed.get_or_insert(head);
         let everyone = services.iter().map(|s| s.applied).min().unwrap_or(head);
-        for event in log.read(observed, everyone.min(head), PER_TICK)? {
+        for event in log.read(self.observed, everyone.min(head), PER_TICK)? {
             let mut last = event.revoked;
             for state in &services {
                 let first = self
@@ -92,7 +91,7 @@ impl Tracker {
                 let lag = lag_after(&event, last);
                 self.metrics.revocation_confirmed(lag.as_secs_f64());
             }
-            self.observed = Some(event.sequence);
+            self.observed = event.sequence;
         }
         Ok(())
     }

@@ -265,3 +265,68 @@ async fn a_report_received_by_one_replica_is_answered_by_another() {
     assert_eq!(answer.confirmed.len(), 1, "{answer:?}");
     assert_eq!(answer.pending.len(), 1, "{answer:?}");
 }
+
+/// The metrics: how far behind each subscribed service is, and once every subscribed service
+/// has confirmed a revocation, one observation of the time it took.
+#[tokio::test]
+async fn the_metrics_show_who_is_behind_and_when_everyone_confirmed() {
+    use crate::operations::{sample, scrape};
+    let server = TestServer::start_with_metrics().await;
+    let metrics = server.metrics_addr.unwrap();
+    let desk = server.account("desk", Role::Consumer).await;
+    let books = server.account("books", Role::Consumer).await;
+    let verifier = Verifier::start(VerifierConfig::new(server.url(), &desk)).unwrap();
+    let _books_stream = server.subscribe(&books).await;
+    let (org_id, admin) = server.org_with_admin("Acme").await;
+    server.key(&org_id, &admin).await;
+    while verifier.stats().applied_sequence.is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.regenerate(&org_id, &admin).await;
+
+    let until = |what: &'static str, done: fn(&str) -> bool| async move {
+        for _ in 0..200 {
+            let text = scrape(metrics, "/metrics").await;
+            if done(&text) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "timed out waiting for {what}: {}",
+            scrape(metrics, "/metrics").await
+        );
+    };
+    let text = until("books behind, desk current", |t| {
+        t.contains("zsc_revocation_confirmation_behind_sequences{service=\"books\"} 1")
+            && t.contains("zsc_revocation_confirmation_behind_sequences{service=\"desk\"} 0")
+    })
+    .await;
+    assert_eq!(sample(&text, "zsc_revocation_subscribed_services"), 2.0);
+    assert_eq!(sample(&text, "zsc_revocation_unconfirmed_services"), 1.0);
+    assert_eq!(
+        sample(&text, "zsc_revocation_confirmation_seconds_count"),
+        0.0
+    );
+
+    let store_id = server.store_id().await;
+    let request = ReportAppliedRequest {
+        applied_sequence: 1,
+        store_id,
+    };
+    confirmations(&server, &books)
+        .await
+        .report_applied(request)
+        .await
+        .unwrap();
+    let text = until("one revocation confirmed by everyone", |t| {
+        t.contains("zsc_revocation_confirmation_seconds_count 1")
+    })
+    .await;
+    assert_eq!(sample(&text, "zsc_revocation_unconfirmed_services"), 0.0);
+    assert_eq!(
+        sample(&text, "zsc_revocation_confirmation_behind_max_seconds"),
+        0.0
+    );
+    assert!(sample(&text, "zsc_revocation_confirmation_seconds_sum") >= 0.0);
+}
