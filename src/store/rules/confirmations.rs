@@ -5,8 +5,9 @@
 //! number of Verifiers), so any replica answers [`Store::revocation_confirmations`].
 //!
 //! A service is *subscribed* while it reported, or held a revocation stream open on some
-//! replica, within [`SUBSCRIBED_WINDOW`]: an open stream's presence is written every
-//! [`PRESENCE_EVERY`], so a Verifier that follows but never reports is named as not confirmed.
+//! replica (a consumer's: `api/keys.rs` takes the [`Presence`]), within [`SUBSCRIBED_WINDOW`]:
+//! an open stream's presence is written every [`PRESENCE_EVERY`], so a Verifier that follows
+//! but never reports is named as not confirmed.
 //!
 //! `confirmations` table (not backed up: it describes the fleet running against this store):
 //! - `a` + service -> `ConfirmationRecord`: the latest report (by receipt time) and when the
@@ -31,6 +32,9 @@ use crate::store::tables::Table;
 pub const SUBSCRIBED_WINDOW: Duration = Duration::from_secs(60);
 /// How often a replica writes the presence of a service that holds a stream open on it.
 pub const PRESENCE_EVERY: Duration = Duration::from_secs(10);
+/// Reports kept in memory at most while writes fail (the oldest go first): a replica whose store
+/// refuses writes for long must not grow without bound.
+const MAX_UNFLUSHED: usize = 100_000;
 /// Writes per transaction (inside etcd's 128 operations, with the reads).
 const FLUSH_CHUNK: usize = 40;
 
@@ -184,6 +188,8 @@ impl Store {
             let mut unflushed = self.unflushed();
             let later = std::mem::replace(&mut unflushed.reports, reports);
             unflushed.reports.extend(later);
+            let excess = unflushed.reports.len().saturating_sub(MAX_UNFLUSHED);
+            unflushed.reports.drain(..excess);
         }
         written
     }
@@ -480,9 +486,7 @@ mod tests {
             .unwrap()
             .store;
         let desk = AccountName::parse("desk").unwrap();
-        store
-            .report_applied(&desk, 0, &store.store_id().to_owned())
-            .unwrap();
+        store.report_applied(&desk, 0, store.store_id()).unwrap();
         store.flush_confirmations().await.unwrap();
         assert!(store.unflushed().reports.is_empty());
         assert_eq!(store.subscribed_services().await.unwrap().len(), 1);
