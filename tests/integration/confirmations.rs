@@ -47,6 +47,20 @@ pub async fn until_answer(
     }
 }
 
+/// Waits (10 s at most) until the Verifier has applied its first checkpoint.
+async fn following(verifier: &Verifier) {
+    for _ in 0..1000 {
+        if verifier.stats().applied_sequence.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the Verifier never applied a checkpoint: {:?}",
+        verifier.stats()
+    );
+}
+
 pub fn confirmed_by<'a>(
     answer: &'a GetRevocationConfirmationsResponse,
     service: &str,
@@ -80,9 +94,7 @@ async fn a_following_verifier_confirms_and_a_silent_subscriber_does_not() {
     let (_, old_key_id) = server.key(&org_id, &admin).await;
     let mut console = confirmations(&server, &console).await;
     // Until the Verifier has reported, desk is not known as subscribed (or pending).
-    while verifier.stats().applied_sequence.is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    following(&verifier).await;
 
     server.regenerate(&org_id, &admin).await;
     let answer = until_answer(
@@ -249,9 +261,7 @@ async fn a_report_received_by_one_replica_is_answered_by_another() {
     let _books_stream = a.subscribe(&books).await;
     let (org_id, admin) = a.org_with_admin("Acme").await;
     let (_, key_id) = a.key(&org_id, &admin).await;
-    while verifier.stats().applied_sequence.is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    following(&verifier).await;
     a.regenerate(&org_id, &admin).await;
 
     let mut on_b = confirmations(&b, &console_token).await;
@@ -279,9 +289,7 @@ async fn the_metrics_show_who_is_behind_and_when_everyone_confirmed() {
     let _books_stream = server.subscribe(&books).await;
     let (org_id, admin) = server.org_with_admin("Acme").await;
     server.key(&org_id, &admin).await;
-    while verifier.stats().applied_sequence.is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    following(&verifier).await;
     server.regenerate(&org_id, &admin).await;
 
     let until = |what: &'static str, done: fn(&str) -> bool| async move {
