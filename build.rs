@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/zsc/v1/access_service.proto",
     "proto/zsc/v1/audit_service.proto",
     "proto/zsc/v1/operations_service.proto",
+    "proto/zsc/v1/confirmation_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,7 +16,8 @@
 //!   - `store/rules/`: every rule, written once as a closure over the transactional key-value
 //!     interface: orgs, users and keys (`orgs.rs`, `keys.rs`, `revocation.rs`), service
 //!     accounts (`accounts.rs`), the revocation log ([`store::EventLog`], `events.rs`), the
-//!     audit trail (`audit.rs`), key usage counted in memory (`usage.rs`), replicas taking turns
+//!     audit trail (`audit.rs`), key usage counted in memory (`usage.rs`), what each Verifier
+//!     reported applying (`confirmations.rs`, flushed once a second), replicas taking turns
 //!     (`turns.rs`), the first start (`bootstrap.rs`) and the load bench's bulk loader
 //!     (`bulk.rs`: CreateOrg, CreateUser and GenerateKey's rules for many orgs at once).
 //!   - the seam: `kv.rs` (what a transaction may do), `tables.rs` (every table and `meta` key,
@@ -48,14 +49,15 @@
 //!   stream (`api/watch.rs`) fed by the one shared tail of the log (`api/tail.rs`) and served
 //!   pre-encoded (`api/watch_route.rs`), its caps (`api/subscribers.rs`), the clock that ends
 //!   stalled streams (`api/stall.rs`), the per-caller rate limits (`api/rate.rs`), the audit
-//!   trail (`api/audit.rs`), the online backup (`api/operations.rs`), and each call's log line,
-//!   metrics and span (`api/observe.rs`). The request layers (limits, auth, observe) share one
-//!   tower plumbing (`api/layer.rs`).
+//!   trail (`api/audit.rs`), the online backup (`api/operations.rs`), who has dropped a revoked
+//!   key (`api/confirmations.rs`), and each call's log line, metrics and span (`api/observe.rs`).
+//!   The request layers (limits, auth, observe) share one tower plumbing (`api/layer.rs`).
 //! - [`proto`]: the generated zsc.v1 types, clients and servers, and their codec (a request
 //!   that does not decode is INVALID_ARGUMENT, `proto/codec.rs`).
 //! - [`server`]: [`server::Server::open`] + [`server::Server::run`], the one way to start:
 //!   `server/routes.rs` (health, reflection, the services and their layers),
 //!   `server/tasks.rs` (the periodic jobs, one `every` loop, and the side listeners);
+//!   `server/confirmations.rs` (writes Verifiers' reports each second, sets their metrics);
 //!   [`accept`]: the one accept path every listener's connections pass (TCP_NODELAY, the
 //!   connection limits, tracking for shutdown, TLS); [`tls`]: the gRPC listener's TLS
 //!   configuration, reloaded when its files change or on SIGHUP;

@@ -15,6 +15,9 @@ use prometheus_client::{
 };
 use tokio_stream::wrappers::ReceiverStream;
 
+mod confirmations;
+pub use confirmations::{Behind, MAX_LABELLED_SERVICES};
+
 use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store};
 
@@ -61,6 +64,7 @@ struct Inner {
     tls_expiry: Gauge,
     tls_reloads: Family<ResultLabels, Counter>,
     sampled: SampledGauges,
+    confirmations: confirmations::ConfirmationMetrics,
 }
 
 /// What is read at each scrape (`serve`'s `scrape` hook), for the gauges of the same names.
@@ -251,6 +255,7 @@ impl Metrics {
         let (tls_expiry, tls_reloads) = tls_metrics(&mut registry, tls);
         let sampled = SampledGauges::default();
         sampled.register(&mut registry);
+        let confirmations = confirmations::ConfirmationMetrics::register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -267,6 +272,7 @@ impl Metrics {
                 tls_expiry,
                 tls_reloads,
                 sampled,
+                confirmations,
             }),
         }
     }
@@ -342,6 +348,16 @@ impl Metrics {
             .rate_limited
             .get_or_create(&LimitLabels { limit })
             .inc();
+    }
+
+    /// A revocation every subscribed service has confirmed, `seconds` after it was made.
+    pub fn revocation_confirmed(&self, seconds: f64) {
+        self.inner.confirmations.confirmed(seconds);
+    }
+
+    /// How many services are subscribed, and how far behind each is.
+    pub fn confirmation_fleet(&self, subscribed: usize, behind: Vec<Behind>) {
+        self.inner.confirmations.fleet(subscribed, behind);
     }
 
     /// Counts an open stream until the guard is dropped.

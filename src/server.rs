@@ -1,6 +1,7 @@
 //! The one way to start zsc: [`Server::open`] then [`Server::run`]. `main` and every test
 //! go through here, so tests exercise exactly what production runs.
 
+mod confirmations;
 mod fault;
 mod routes;
 mod tasks;
@@ -317,6 +318,7 @@ fn side_tasks(
         stopping,
     } = shared;
     let mut tasks = tasks::periodic(config, store, refusals, stopping);
+    tasks.push(confirmations::start(store, metrics, stopping));
     let listener = into_tokio(metrics_listener)?;
     tasks.extend(tasks::metrics_listener(
         listener,
@@ -427,6 +429,7 @@ async fn drain(
         )));
     }
     store.save_usage().await?;
+    store.flush_confirmations().await?;
     store.sync().await?;
     tracing::info!("stopped; database flushed");
     Ok(())

@@ -42,6 +42,11 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("/zsc.v1.AccessService/DeleteServiceAccount", OPERATOR),
     ("/zsc.v1.AuditService/ListAuditEvents", STAFF),
     ("/zsc.v1.OperationsService/Backup", OPERATOR),
+    ("/zsc.v1.ConfirmationService/ReportApplied", SUBSCRIBERS),
+    (
+        "/zsc.v1.ConfirmationService/GetRevocationConfirmations",
+        STAFF,
+    ),
 ];
 
 /// Paths served without a token.

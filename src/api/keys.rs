@@ -7,7 +7,7 @@ use super::stall::Stalls;
 use super::subscribers::Subscribers;
 use super::tail::Tail;
 use super::watch::{self, WatchConfig, WatchStream};
-use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, ZscKey};
+use crate::domain::{Caller, Email, Error, OrgId, RevocationEvent, Role, ZscKey};
 use crate::metrics::{Metrics, ValidationOutcome};
 use crate::proto::{self as pb, key_service_server::KeyService};
 use crate::shutdown::Shutdown;
@@ -188,9 +188,14 @@ impl KeyApi {
         let standing = Standing::new(self.store.clone(), WATCH_REVOCATIONS, caller(&request)?);
         let connection = request.remote_addr();
         let request = watch::parse_request(request.into_inner())?;
-        let slot = self
+        let mut slot = self
             .subscribers
             .admit(&standing.caller().name, self.metrics.subscriber())?;
+        // A consuming service's stream makes it "subscribed" for revocation confirmations; an
+        // operator's is a tool reading the log.
+        if standing.caller().role == Role::Consumer {
+            slot = slot.with_presence(self.store.stream_presence(&standing.caller().name));
+        }
         let stream = watch::subscribe(
             self.tail.clone(),
             connection,

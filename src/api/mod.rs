@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod auth;
+mod confirmations;
 mod convert;
 mod framing;
 mod keys;
@@ -23,6 +24,7 @@ mod watch_route;
 pub use access::AccessApi;
 pub use audit::AuditApi;
 pub use auth::AuthLayer;
+pub use confirmations::ConfirmationApi;
 pub use keys::KeyApi;
 pub use limit::{Limits, RequestLimitLayer, DEFAULT_LIMITS};
 pub use observe::ObserveLayer;

@@ -62,6 +62,7 @@ impl Subscribers {
             counts: self.counts.clone(),
             account: account.clone(),
             gauge: Mutex::new(Some(gauge)),
+            presence: None,
         })
     }
 }
@@ -72,9 +73,17 @@ pub struct Slot {
     account: AccountName,
     /// Counts the stream in the subscriber gauge too; taken when the slot is given back.
     gauge: Mutex<Option<SubscriberGuard>>,
+    /// Counts the account as subscribed for revocation confirmations while the stream lives.
+    presence: Option<crate::store::Presence>,
 }
 
 impl Slot {
+    /// The slot, also holding `presence` for as long as it lives.
+    pub fn with_presence(mut self, presence: crate::store::Presence) -> Slot {
+        self.presence = Some(presence);
+        self
+    }
+
     /// Gives the place back now (and lowers the gauge), once: a stalled stream's body may live
     /// on until its connection closes.
     pub fn release(&self) {

@@ -69,6 +69,8 @@ requests!(
     DeleteServiceAccountRequest,
     ListAuditEventsRequest,
     BackupRequest,
+    ReportAppliedRequest,
+    GetRevocationConfirmationsRequest,
 );
 
 responses!(
@@ -86,6 +88,8 @@ responses!(
     DeleteServiceAccountResponse,
     ListAuditEventsResponse,
     BackupResponse,
+    ReportAppliedResponse,
+    GetRevocationConfirmationsResponse,
 );
 
 /// Encodes `T` and decodes `U` exactly as [`ProstCodec`] does; only a decode failure's status

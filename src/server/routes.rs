@@ -11,15 +11,16 @@ use tower::ServiceBuilder;
 
 use super::Config;
 use crate::api::{
-    AccessApi, AuditApi, AuthLayer, KeyApi, KeyRoutes, Limits, ObserveLayer, OperationsApi,
-    RequestLimitLayer, Tail, UserApi,
+    AccessApi, AuditApi, AuthLayer, ConfirmationApi, KeyApi, KeyRoutes, Limits, ObserveLayer,
+    OperationsApi, RequestLimitLayer, Tail, UserApi,
 };
 use crate::domain::{Error, Result};
 use crate::metrics::Metrics;
 use crate::proto::{
     access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
-    key_service_server::KeyServiceServer, operations_service_server::OperationsServiceServer,
-    user_service_server::UserServiceServer, FILE_DESCRIPTOR_SET,
+    confirmation_service_server::ConfirmationServiceServer, key_service_server::KeyServiceServer,
+    operations_service_server::OperationsServiceServer, user_service_server::UserServiceServer,
+    FILE_DESCRIPTOR_SET,
 };
 use crate::shutdown::Shutdown;
 use crate::store::{EventLog, Store};
@@ -38,13 +39,14 @@ pub type Layers = Stack<
 pub type HealthService = HealthServer<Statuses>;
 
 /// The services health reports on: the server as a whole (`""`) and each zsc.v1 service.
-pub const HEALTH_NAMES: [&str; 6] = [
+pub const HEALTH_NAMES: [&str; 7] = [
     "",
     <UserServiceServer<UserApi> as NamedService>::NAME,
     <KeyServiceServer<KeyApi> as NamedService>::NAME,
     <AccessServiceServer<AccessApi> as NamedService>::NAME,
     <AuditServiceServer<AuditApi> as NamedService>::NAME,
     <OperationsServiceServer<OperationsApi> as NamedService>::NAME,
+    <ConfirmationServiceServer<ConfirmationApi> as NamedService>::NAME,
 ];
 
 /// Health, every name SERVING, and its service (limited to `max_message` bytes a request).
@@ -141,7 +143,11 @@ pub(super) fn router(
         .add_service(OperationsServiceServer::new(OperationsApi::new(
             store.clone(),
             config.data_dir.clone(),
-        ))))
+        )))
+        .add_service(
+            ConfirmationServiceServer::new(ConfirmationApi::new(store.clone()))
+                .max_decoding_message_size(max_message),
+        ))
 }
 
 /// A tonic server with the HTTP/2 limits set: tonic leaves hyper's stream limit and h2's

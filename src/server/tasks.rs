@@ -108,6 +108,11 @@ async fn prune_once(store: Store, settings: PruneSettings) {
         Ok(removed) => tracing::info!(removed, "pruned revocation events past retention"),
         Err(error) => tracing::error!(%error, "pruning the revocation log failed"),
     }
+    if let Ok(Some(first)) = log.first_retained() {
+        if let Err(error) = store.prune_confirmations(first).await {
+            tracing::error!(%error, "pruning revocation confirmations failed");
+        }
+    }
     match store
         .prune_audit(settings.audit_count, now - settings.audit_age)
         .await

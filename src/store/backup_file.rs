@@ -74,6 +74,9 @@ impl<'a> Encoder<'a> {
     }
 
     pub(super) fn entry(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        if !table.backed_up() {
+            return Ok(());
+        }
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.clear();
         Entry {

@@ -516,6 +516,102 @@ macro_rules! conformance_suite {
             assert_eq!(usage.len(), 1);
             assert_eq!(usage[0].validations, 4);
         }
+
+        #[tokio::test]
+        async fn confirmations_are_flushed_keep_the_first_receipt_and_are_pruned() {
+            use $crate::store::RevocationRef;
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let mut revoked = Vec::new();
+            for _ in 0..2 {
+                store
+                    .generate_key(&by(), &org, &ada, KeyMode::New)
+                    .await
+                    .unwrap();
+                revoked.push(store.revoke_key(&by(), &org).await.unwrap());
+            }
+            let log = $crate::store::EventLog::new(store.clone());
+            wait_for_head(&log, 2).await;
+            let (desk, books) = (
+                AccountName::parse("desk").unwrap(),
+                AccountName::parse("books").unwrap(),
+            );
+            let id = store.store_id().to_owned();
+            assert!(matches!(
+                store.report_applied(&desk, 3, &id),
+                Err(Error::OutOfRange(_))
+            ));
+            assert!(matches!(
+                store.report_applied(&desk, 1, "st_other"),
+                Err(Error::FailedPrecondition(_))
+            ));
+            let first = store.report_applied(&desk, 1, &id).unwrap();
+            store.flush_confirmations().await.unwrap();
+            let second = store.report_applied(&desk, 2, &id).unwrap();
+            let _streaming = store.stream_presence(&books);
+            store.flush_confirmations().await.unwrap();
+
+            let one = store
+                .revocation_confirmations(&RevocationRef::Sequence(1))
+                .await
+                .unwrap();
+            assert_eq!(one.revocation, revoked[0]);
+            assert_eq!(one.confirmed.len(), 1);
+            assert_eq!(
+                (
+                    one.confirmed[0].service.as_str(),
+                    one.confirmed[0].confirmed
+                ),
+                ("desk", first)
+            );
+            assert_eq!(
+                one.pending
+                    .iter()
+                    .map(|p| (p.service.as_str(), p.applied))
+                    .collect::<Vec<_>>(),
+                [("books", 0)]
+            );
+            let by_key = RevocationRef::KeyId(revoked[1].key_id.clone());
+            let two = store.revocation_confirmations(&by_key).await.unwrap();
+            assert_eq!(two.revocation.sequence, 2);
+            assert_eq!(two.confirmed[0].confirmed, second);
+            assert_eq!(
+                two.confirmed[0].lag,
+                $crate::store::lag_after(&revoked[1], second)
+            );
+
+            // A later report of an already confirmed sequence keeps the first receipt; as the
+            // latest report it also says the service is back at 1 (an instance behind).
+            store.report_applied(&desk, 1, &id).unwrap();
+            store.flush_confirmations().await.unwrap();
+            let one_again = store
+                .revocation_confirmations(&RevocationRef::Sequence(1))
+                .await
+                .unwrap();
+            assert_eq!(one_again.confirmed[0].confirmed, first);
+            let two_again = store.revocation_confirmations(&by_key).await.unwrap();
+            assert!(two_again.confirmed.is_empty());
+            assert_eq!(
+                two_again
+                    .pending
+                    .iter()
+                    .map(|p| (p.service.as_str(), p.applied))
+                    .collect::<Vec<_>>(),
+                [("books", 0), ("desk", 1)]
+            );
+
+            assert_eq!(store.prune_confirmations(2).await.unwrap(), 1);
+            assert!(store
+                .first_confirmation(&desk, 1)
+                .await
+                .unwrap()
+                .is_some_and(|t| t > first));
+            let unknown = store
+                .revocation_confirmations(&RevocationRef::Sequence(3))
+                .await;
+            assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
+        }
     };
 }
 pub(crate) use conformance_suite;

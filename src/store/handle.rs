@@ -26,6 +26,8 @@ pub(in crate::store) struct Inner {
     /// Names this process among the replicas of a shared store (`turns.rs`).
     pub(in crate::store) replica_id: String,
     pub(in crate::store) usage: UsageCounters,
+    /// Verifiers' reports and open streams not yet written (`rules/confirmations.rs`).
+    pub(in crate::store) confirmations: std::sync::Mutex<Unflushed>,
     /// Who holds each token lately asked about, and at which accounts generation
     /// ([`Store::holder_of`]).
     pub(in crate::store) holders: dashmap::DashMap<SecretHash, (u64, Caller)>,
@@ -43,6 +45,18 @@ pub(in crate::store) struct UsageCounters {
 pub(in crate::store) struct Counter {
     pub(in crate::store) validations: AtomicU64,
     pub(in crate::store) last_us: AtomicI64,
+}
+
+/// What this replica heard about Verifiers since its last confirmations flush.
+#[derive(Default)]
+pub(in crate::store) struct Unflushed {
+    /// Reports in arrival order: (service, applied sequence, receipt time in µs).
+    pub(in crate::store) reports: Vec<(crate::domain::AccountName, u64, i64)>,
+    /// Revocation streams open on this replica, per service.
+    pub(in crate::store) streams: std::collections::BTreeMap<crate::domain::AccountName, usize>,
+    /// When this replica last wrote each streaming service's presence (µs).
+    pub(in crate::store) presence_written:
+        std::collections::BTreeMap<crate::domain::AccountName, i64>,
 }
 
 /// Proof that a call passed [`Store::barrier`] after it arrived: reads from this replica's
@@ -65,6 +79,7 @@ impl Store {
                 store_id,
                 replica_id: format!("replica_{}", random_base62(12)),
                 usage: UsageCounters::default(),
+                confirmations: std::sync::Mutex::default(),
                 holders: dashmap::DashMap::new(),
             }),
         }

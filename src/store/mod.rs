@@ -63,5 +63,9 @@ pub use records::decode_any as decode_any_record;
 pub use rules::bootstrap::{write_token_file, BOOTSTRAP_OPERATOR, OPERATOR_TOKEN_FILE};
 #[doc(hidden)]
 pub use rules::bulk::BulkOrg;
+pub use rules::confirmations::{
+    lag_after, ConfirmedBy, NotYet, Presence, RevocationConfirmations, RevocationRef, ServiceState,
+    PRESENCE_EVERY, SUBSCRIBED_WINDOW,
+};
 pub use rules::events::EventLog;
 pub use rules::keys::{GeneratedKey, KeyMode};

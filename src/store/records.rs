@@ -250,6 +250,20 @@ pub(super) struct UsageRecord {
     pub last_us: i64,
 }
 
+/// A service's latest confirmation state, as merged from every replica's flushes.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct ConfirmationRecord {
+    /// The sequence its latest report (by receipt time) said it had applied.
+    #[prost(uint64, tag = "1")]
+    pub applied: u64,
+    /// When that report was received (0: it never reported, only streamed).
+    #[prost(int64, tag = "2")]
+    pub reported_us: i64,
+    /// The last time it reported or held a revocation stream open on some replica.
+    #[prost(int64, tag = "3")]
+    pub seen_us: i64,
+}
+
 /// Every record type decoded from `bytes` and turned into its domain value: an error at worst,
 /// never a panic. For the property tests and the `records` fuzz target.
 #[cfg(any(test, feature = "fuzzing"))]
@@ -273,6 +287,7 @@ pub fn decode_any(bytes: &[u8]) {
         let _ = entry.to_event(1);
     }
     let _ = decode::<UsageRecord>(bytes);
+    let _ = decode::<ConfirmationRecord>(bytes);
 }
 
 #[cfg(test)]

@@ -28,6 +28,13 @@ macro_rules! tables {
             pub fn holds_accounts(self) -> bool {
                 matches!(self, Table::Accounts | Table::Tokens)
             }
+
+            /// Whether backups carry this table. Confirmations are telemetry of the fleet
+            /// running against this store, not state: a restore starts a new store_id, which
+            /// every Verifier's cursor leaves, so old reports would describe nothing.
+            pub fn backed_up(self) -> bool {
+                !matches!(self, Table::Confirmations)
+            }
         }
 
         /// An open handle on every tree.
@@ -57,6 +64,7 @@ tables! {
     Events => events: "events", "big-endian sequence -> `EventRecord`";
     Audit => audit: "audit", "the audit trail and its org index (`audit.rs`)";
     Usage => usage: "usage", "key_id \\0 account -> `UsageRecord`, saved validation counts (`usage.rs`)";
+    Confirmations => confirmations: "confirmations", "what each Verifier reported applying (`confirmations.rs`); not backed up";
 }
 
 /// Keys of the `meta` table.

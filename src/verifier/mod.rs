@@ -8,6 +8,8 @@
 //! - A background task follows WatchRevocations, resuming from the store id and sequence it
 //!   last applied; each revocation evicts its key_id. OUT_OF_RANGE flushes the cache and
 //!   resubscribes from the head; a lost stream reconnects with jittered backoff.
+//! - Another task reports the sequence applied (ConfirmationService.ReportApplied), at most
+//!   once a second, so the console sees who has dropped a revoked key (`reporter.rs`).
 //! - Fail safe, judged by the server's clock: each checkpoint carries the server's time and
 //!   durable head. The cache answers only while the last checkpoint that was complete
 //!   (`sequence >= durable_head`) is younger than `max_staleness`, its age counted from its
@@ -28,6 +30,7 @@
 //! The read/invalidate race and the freshness rule are the I/O-free rules of `state.rs`.
 
 mod cache;
+mod reporter;
 mod shared;
 mod state;
 mod watcher;
@@ -169,6 +172,7 @@ impl Verifier {
             max_clock_skew: config.max_clock_skew,
         };
         let state = State::new(config.cache_capacity, config.revoked_capacity, staleness);
+        let (applied, reports) = tokio::sync::watch::channel(None);
         let shared = Arc::new(Shared {
             replicas,
             cache: state.reader(),
@@ -178,7 +182,9 @@ impl Verifier {
             misses: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             hash_key,
+            applied,
         });
+        tokio::spawn(reporter::run(Arc::downgrade(&shared), reports));
         let watcher = tokio::spawn(watcher::run(shared.clone(), config));
         Ok(Verifier { shared, watcher })
     }

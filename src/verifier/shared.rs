@@ -12,30 +12,43 @@ use super::cache::{Cache, Entry, KeyHash};
 use super::state::State;
 use super::{Verified, VerifierConfig};
 use crate::client::Bearer;
+use crate::proto::confirmation_service_client::ConfirmationServiceClient;
 use crate::proto::key_service_client::KeyServiceClient;
 
 pub(super) type Client = KeyServiceClient<InterceptedService<Channel, Bearer>>;
+/// What was applied, for the reporter (`reporter.rs`): (sequence, store_id); None before the
+/// first checkpoint.
+pub(super) type Applied = Option<(u64, String)>;
+pub(super) type ReportClient = ConfirmationServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A client per replica, and which one is in use.
 pub(super) struct Replicas {
     pub(super) clients: Vec<Client>,
+    /// Report clients on the same connections (`reporter.rs`).
+    pub(super) reporters: Vec<ReportClient>,
     pub(super) current: AtomicUsize,
 }
 
 impl Replicas {
     pub(super) fn connect(config: &VerifierConfig) -> Result<Replicas, Status> {
         let bearer = Bearer::new(&config.token)?;
-        let clients = std::iter::once(&config.url)
+        let channels = std::iter::once(&config.url)
             .chain(&config.fallback_urls)
             .map(|url| {
-                let channel = crate::client::endpoint(url, config.tls_ca.as_deref())
+                Ok(crate::client::endpoint(url, config.tls_ca.as_deref())
                     .map_err(|e| Status::invalid_argument(format!("{url}: {e}")))?
-                    .connect_lazy();
-                Ok(KeyServiceClient::with_interceptor(channel, bearer.clone()))
+                    .connect_lazy())
             })
-            .collect::<Result<_, Status>>()?;
+            .collect::<Result<Vec<Channel>, Status>>()?;
         Ok(Replicas {
-            clients,
+            clients: channels
+                .iter()
+                .map(|c| KeyServiceClient::with_interceptor(c.clone(), bearer.clone()))
+                .collect(),
+            reporters: channels
+                .into_iter()
+                .map(|c| ConfirmationServiceClient::with_interceptor(c, bearer.clone()))
+                .collect(),
             current: AtomicUsize::new(0),
         })
     }
@@ -44,6 +57,12 @@ impl Replicas {
     pub(super) fn current(&self) -> (usize, Client) {
         let index = self.current.load(Ordering::Relaxed) % self.clients.len();
         (index, self.clients[index].clone())
+    }
+
+    /// A report client for the replica in use.
+    pub(super) fn reporter(&self) -> ReportClient {
+        let index = self.current.load(Ordering::Relaxed) % self.reporters.len();
+        self.reporters[index].clone()
     }
 
     /// Replica `failed` failed: use the next one (unless another caller already moved on).
@@ -72,6 +91,8 @@ pub(super) struct Shared {
     pub(super) flushes: AtomicU64,
     /// Per-process key for cache hashes, so they identify nothing outside this process.
     pub(super) hash_key: [u8; 32],
+    /// The applied sequence, for the reporter (`reporter.rs`).
+    pub(super) applied: tokio::sync::watch::Sender<Applied>,
 }
 
 impl Shared {
@@ -97,6 +118,21 @@ impl Shared {
 
     pub(super) fn hits(&self) -> u64 {
         self.hits.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Hands the reporter the applied sequence if it moved; never waits.
+    pub(super) fn publish_applied(&self) {
+        let applied = {
+            let state = self.state();
+            state.applied.zip(state.store_id.clone())
+        };
+        self.applied.send_if_modified(|current| {
+            let moved = applied.is_some() && *current != applied;
+            if moved {
+                current.clone_from(&applied);
+            }
+            moved
+        });
     }
 
     pub(super) fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -123,6 +123,7 @@ async fn follow(
             }
             None => {}
         }
+        shared.publish_applied();
     }
 }
 

@@ -170,6 +170,16 @@ fn message_cases() -> Vec<Case> {
         case("AuditService/ListAuditEvents", "page_token not base64", ListAuditEventsRequest { page_token: "!!".into(), ..Default::default() }, INVALID),
         case("AuditService/ListAuditEvents", "page_token of another listing", ListAuditEventsRequest { page_token: orgs_token.clone(), ..Default::default() }, INVALID),
         case("AuditService/ListAuditEvents", "unknown action", ListAuditEventsRequest { actions: vec![99], ..Default::default() }, INVALID),
+        // ConfirmationService
+        case("ConfirmationService/ReportApplied", "empty", ReportAppliedRequest::default(), INVALID),
+        case("ConfirmationService/ReportApplied", "foreign store_id", ReportAppliedRequest { applied_sequence: 0, store_id: "store_other".into() }, Code::FailedPrecondition),
+        case("ConfirmationService/ReportApplied", "over-long store_id", ReportAppliedRequest { applied_sequence: 0, store_id: "s".repeat(300) }, Code::FailedPrecondition),
+        case("ConfirmationService/GetRevocationConfirmations", "empty", GetRevocationConfirmationsRequest::default(), INVALID),
+        case("ConfirmationService/GetRevocationConfirmations", "both selectors", GetRevocationConfirmationsRequest { sequence: 1, key_id: "zk_0123456789abcdef".into() }, INVALID),
+        case("ConfirmationService/GetRevocationConfirmations", "malformed key_id", GetRevocationConfirmationsRequest { sequence: 0, key_id: "org_0123456789abcdef".into() }, INVALID),
+        case("ConfirmationService/GetRevocationConfirmations", "over-long key_id", GetRevocationConfirmationsRequest { sequence: 0, key_id: format!("zk_{}", "a".repeat(300)) }, INVALID),
+        case("ConfirmationService/GetRevocationConfirmations", "unknown sequence", GetRevocationConfirmationsRequest { sequence: 1_000_000, key_id: String::new() }, Code::NotFound),
+        case("ConfirmationService/GetRevocationConfirmations", "unknown key_id", GetRevocationConfirmationsRequest { sequence: 0, key_id: "zk_0123456789abcdef".into() }, Code::NotFound),
         case("AuditService/ListAuditEvents", "start_time out of range", ListAuditEventsRequest { start_time: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }), ..Default::default() }, INVALID),
     ]
 }
@@ -215,6 +225,8 @@ fn wrong_bytes(method: &str) -> Vec<(&'static str, Vec<u8>, Code)> {
             "UserService/ListOrgs" => INVALID,
             // store_id "zz": not this server's store.
             "KeyService/WatchRevocations" => Code::OutOfRange,
+            // store_id "zz": not this server's store.
+            "ConfirmationService/ReportApplied" => Code::FailedPrecondition,
             _ => skipped_or(INVALID),
         }),
         ("70 KiB", vec![0x0a; 70 * 1024], Code::ResourceExhausted),
@@ -241,7 +253,7 @@ async fn every_rpc_answers_bad_input_with_its_exact_status_and_changes_nothing()
 
     let mut cases = message_cases();
     let rpcs = every_rpc();
-    assert_eq!(rpcs.len(), 20, "{rpcs:?}");
+    assert_eq!(rpcs.len(), 22, "{rpcs:?}");
     for rpc in &rpcs {
         assert!(cases.iter().any(|c| &c.method == rpc), "no message rows for {rpc}");
     }

@@ -7,7 +7,7 @@ use zsc::proto::Role;
 
 use crate::common::*;
 
-fn subscriber() -> PathBuf {
+pub fn subscriber() -> PathBuf {
     let path = std::path::Path::new(env!("CARGO_BIN_EXE_zsc"))
         .parent()
         .unwrap()

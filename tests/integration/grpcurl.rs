@@ -98,6 +98,7 @@ async fn the_readme_walkthrough_runs_verbatim() {
         .args(["-euo", "pipefail", "-c", &script])
         .env("ZSC_ADDR", server.addr.to_string())
         .env("ZSC_DATA_DIR", server.dir.path())
+        .env("ZSC_SUBSCRIBER", crate::example::subscriber())
         .output()
         .await
         .expect("bash");
@@ -127,6 +128,16 @@ async fn the_readme_walkthrough_runs_verbatim() {
         "{out}"
     );
     assert!(out.contains("\"checkpoint\""), "{out}");
+    // The example Verifier confirmed dropping the old key, in words a person reads.
+    let confirmed = out
+        .lines()
+        .find(|l| l.starts_with("desk confirmed dropping the old key "))
+        .unwrap_or_else(|| panic!("no confirmation line:\n{out}"));
+    let ms = confirmed
+        .strip_prefix("desk confirmed dropping the old key ")
+        .and_then(|rest| rest.strip_suffix(" ms after the regeneration"))
+        .unwrap_or_else(|| panic!("{confirmed}"));
+    assert!(ms.parse::<u64>().is_ok(), "{confirmed}");
     // No secret reached the operator's terminal except through the RPCs that return it once.
     let log = read_log(&server).await;
     assert_eq!(log.len(), 1);

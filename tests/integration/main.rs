@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod common;
+mod confirmations;
 mod conformance;
 mod crash;
 mod deploy;

@@ -8,7 +8,7 @@ use std::ops::Bound;
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::domain::{Result, RevocationEvent};
+use crate::domain::{KeyId, Result, RevocationEvent};
 use crate::store::handle::{Store, PRUNE_BATCH};
 use crate::store::head::{Confirmed, Head};
 use crate::store::kv::{get_u64, read_u64, Range, Tx, TxResult};
@@ -96,6 +96,27 @@ impl EventLog {
             .into_iter()
             .map(|(key, value)| decode::<EventRecord>(&value)?.to_event(read_u64(Some(&key))))
             .collect()
+    }
+
+    /// The revocation of `key_id` at or below `up_to`, newest first, if the log retains it.
+    pub fn find_key(&self, key_id: &KeyId, up_to: u64) -> Result<Option<RevocationEvent>> {
+        let mut below = Bound::Included(up_to.to_be_bytes().to_vec());
+        loop {
+            let range = Range::new(Table::Events, Bound::Unbounded, below)
+                .reverse()
+                .limit(PRUNE_BATCH);
+            let page = self.store.backend().scan_local(&range)?;
+            for (key, value) in &page {
+                let record = decode::<EventRecord>(value)?;
+                if record.key_id == key_id.as_str() {
+                    return record.to_event(read_u64(Some(key))).map(Some);
+                }
+            }
+            match page.last() {
+                Some((key, _)) if page.len() == PRUNE_BATCH => below = Bound::Excluded(key.clone()),
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// Deletes events beyond both retention bounds: only those that are more than `keep_count`

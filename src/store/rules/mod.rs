@@ -5,6 +5,7 @@ pub(super) mod accounts;
 pub(in crate::store) mod audit;
 pub(super) mod bootstrap;
 pub(super) mod bulk;
+pub(super) mod confirmations;
 pub(super) mod events;
 pub(in crate::store) mod keys;
 pub(super) mod orgs;

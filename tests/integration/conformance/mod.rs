@@ -11,6 +11,7 @@
 //! server failed), and the right answer in the end. The time from a revocation's
 //! acknowledgement to the first rejection is measured and printed, never asserted.
 
+mod confirmations;
 mod faults;
 mod line;
 mod proxy;

@@ -5,6 +5,7 @@ import io.grpc.Metadata;
 import io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.NettyChannelBuilder;
 import io.grpc.stub.MetadataUtils;
+import io.zsc.v1.ConfirmationServiceGrpc;
 import io.zsc.v1.KeyServiceGrpc;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -23,6 +24,7 @@ final class Replicas {
   private final List<ManagedChannel> channels = new ArrayList<>();
   private final List<KeyServiceGrpc.KeyServiceStub> async = new ArrayList<>();
   private final List<KeyServiceGrpc.KeyServiceBlockingStub> blocking = new ArrayList<>();
+  private final List<ConfirmationServiceGrpc.ConfirmationServiceBlockingStub> reporters = new ArrayList<>();
   private final AtomicInteger current = new AtomicInteger();
 
   Replicas(Config config) {
@@ -37,6 +39,8 @@ final class Replicas {
       async.add(KeyServiceGrpc.newStub(channel)
           .withInterceptors(MetadataUtils.newAttachHeadersInterceptor(bearer)));
       blocking.add(KeyServiceGrpc.newBlockingStub(channel)
+          .withInterceptors(MetadataUtils.newAttachHeadersInterceptor(bearer)));
+      reporters.add(ConfirmationServiceGrpc.newBlockingStub(channel)
           .withInterceptors(MetadataUtils.newAttachHeadersInterceptor(bearer)));
     }
   }
@@ -81,6 +85,10 @@ final class Replicas {
 
   KeyServiceGrpc.KeyServiceBlockingStub blocking(int replica) {
     return blocking.get(replica);
+  }
+
+  ConfirmationServiceGrpc.ConfirmationServiceBlockingStub reporter(int replica) {
+    return reporters.get(replica);
   }
 
   /** Replica {@code failed} failed: use the next one (unless another caller already moved on). */

@@ -44,6 +44,8 @@ public final class Verifier implements AutoCloseable {
   final AtomicLong flushes = new AtomicLong();
   volatile boolean connected;
   private final Watcher watcher;
+  /** Reports the applied sequence to the server (the console's "who has dropped it"). */
+  private final Reporter reporter;
 
   private Verifier(Config config) {
     this.config = config;
@@ -51,7 +53,21 @@ public final class Verifier implements AutoCloseable {
         config.maxStaleness().toNanos(), config.maxClockSkew().toNanos());
     this.cache = state.cache();
     this.replicas = new Replicas(config);
+    this.reporter = new Reporter(replicas);
     this.watcher = new Watcher(this, config);
+  }
+
+  /** Hands the reporter the applied sequence; called by the watcher after each message. */
+  void publishApplied() {
+    Long applied;
+    String storeId;
+    synchronized (state) {
+      applied = state.applied;
+      storeId = state.storeId;
+    }
+    if (applied != null) {
+      reporter.applied(applied, storeId);
+    }
   }
 
   /**
@@ -182,6 +198,7 @@ public final class Verifier implements AutoCloseable {
   @Override
   public void close() {
     watcher.close();
+    reporter.close();
     replicas.shutdown();
     synchronized (state) {
       state.disconnected();

@@ -139,6 +139,7 @@ final class Watcher {
         verifier.connected = true;
         failures = 0;
         reported = apply((WatchRevocationsResponse) next, reported);
+        verifier.publishApplied();
       }
     } catch (InterruptedException e) {
       call.cancel("verifier closed", null);
