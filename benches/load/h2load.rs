@@ -201,7 +201,17 @@ pub(crate) async fn row1_h2load(
     );
     let checked = match &statuses {
         (Ok(v), Ok(h)) if v == "0" && h == "0" => "grpc-status 0 from nghttp for both".to_owned(),
-        (v, h) => format!("grpc-status NOT 0: ValidateKey {v:?}, Health/Check {h:?}"),
+        (v, h) => {
+            let shown = |s: &Result<String, String>| match s {
+                Ok(status) => format!("grpc-status {status}"),
+                Err(why) => why.clone(),
+            };
+            format!(
+                "NOT grpc-status 0 for both: ValidateKey {}, Health/Check {}",
+                shown(v),
+                shown(h)
+            )
+        }
     };
     let secs = window_seconds(options);
     eprintln!("row 1 (h2load): warm-up; {checked}");
