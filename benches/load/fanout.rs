@@ -307,7 +307,7 @@ pub(crate) async fn row6(
     let revoke = regenerate_call(writers, fx.orgs[1..].to_vec());
     let drain = async { while arrived.recv().await.is_some() {} };
     // The share of the cores the server and this process (the client) use in each window.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cores = machine_cores() as f64;
     let share = |a: Option<Duration>, b: Option<Duration>, wall: Duration| {
         a.zip(b)
             .map(|(a, b)| (b - a).as_secs_f64() / wall.as_secs_f64() / cores * 100.0)

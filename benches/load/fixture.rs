@@ -27,7 +27,13 @@ pub(crate) async fn fixture(url: &str, operator_token: &str) -> Fixture {
     let operator = Bearer::new(operator_token).expect("operator token");
     let channel = connect(url).await;
     wait_serving(url).await;
-    let run = std::process::id();
+    // Unique per fixture: the pinned pass (`--pin`) makes a second one on the same server.
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        MADE.fetch_add(1, Ordering::Relaxed)
+    );
     let (_, email, key) =
         org_with_key(channel.clone(), operator.clone(), format!("Bench {run}")).await;
     let name = format!("bench-{run}");

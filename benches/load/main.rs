@@ -25,10 +25,17 @@
 //!    revocations/s vs alone.
 //! 7. Rows 1, 3 and 4 on etcd beside sled (`--features etcd`, `etcd.rs`): without the feature or
 //!    an `etcd` binary, the row says so and how to run it.
+//! 8. What rate limits (`--rate-limit` too high to refuse) and OTLP export (`--otlp-endpoint` to
+//!    a dead port) cost row 1: ValidateKey under h2load on such servers beside a plain one.
+//!
+//! Row 1 also runs with h2load as its client (`h2load.rs`), and row 2 with a Python grpcio
+//! client one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6 a second
+//! time with the server on core 0 and the load on core 1 (taskset), and row 8 pinned so too;
+//! row 7's etcd members then share core 0 with the server.
 //!
 //! docs/performance.md says what each row means and shows the latest full run.
 //!
-//! `cargo bench --bench load [-- --quick] [--subscribers 10000] [--connections N]
+//! `cargo bench --bench load [-- --quick] [--pin] [--subscribers 10000] [--connections N]
 //! [--in-flight N] [--rounds N] [--window-ms MS] [--load-fraction 0.8] [--rows 1,2,3,4,6]
 //! [--in-process | --target HOST:PORT --token-file F [--server-pid PID]]`
 
@@ -66,8 +73,11 @@ type Call = Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = bool> + Send>> + Se
 mod etcd;
 mod fanout;
 mod fixture;
+mod h2load;
 mod measure;
 mod options;
+mod pin;
+mod python;
 mod scale;
 mod server;
 mod table;
@@ -78,8 +88,11 @@ mod writes;
 use etcd::*;
 use fanout::*;
 use fixture::*;
+use h2load::*;
 use measure::*;
 use options::*;
+use pin::*;
+use python::*;
 use scale::*;
 use server::*;
 use table::*;
@@ -111,9 +124,11 @@ async fn measure(
     let mut validate_peak = None;
     if options.row(1) {
         validate_peak = Some(row1(options, &fx, server, rows).await);
+        row1_h2load(options, &fx, server, rows).await;
     }
     if options.row(2) {
         row2(options, &fx, rows).await;
+        python_row(options, &fx, rows).await;
     }
     if options.row(4) {
         row4(options, &fx, rows, server).await;
@@ -135,12 +150,19 @@ fn main() {
 async fn run(options: Options) {
     let started = Instant::now();
     let mut rows = Vec::new();
-    let mut servers = Vec::new();
+    let mut servers = vec![format!("load average at the start: {}", load_average())];
     if [1, 2, 3, 4, 6].iter().any(|&r| options.row(r)) {
         let (server, url, token) = ServerUnderTest::start(&options, None).await;
         eprintln!("load: server at {url}; setting up");
         measure(&options, &server, &url, &token, &mut rows).await;
         servers.push(format!("server: {}", server.describe()));
+        servers.push(format!(
+            "load average after the unpinned rows: {}",
+            load_average()
+        ));
+        if options.pin {
+            servers.push(measure_pinned(&options, &server, &url, &token, &mut rows).await);
+        }
         if let Some(lines) = server.log_lines() {
             servers.push(format!("server log lines written during the run: {lines}"));
         }
@@ -165,9 +187,16 @@ async fn run(options: Options) {
     if options.row(7) {
         servers.extend(row7(&options, &mut rows).await);
     }
+    if options.row(1) && options.row(7) {
+        etcd_vs_sled(&options, &mut rows);
+    }
+    if options.row(8) {
+        servers.extend(row8(&options, &mut rows).await);
+    }
+    servers.push(format!("load average at the end: {}", load_average()));
     rows.sort_by_key(|r| r.row);
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cores = machine_cores();
     println!();
     println!(
         "zsc load: {} run, {} rounds of {} windows (alternating with the baseline; figures are medians of windows), {:.0} s in all",
@@ -184,7 +213,7 @@ async fn run(options: Options) {
         println!("{line}");
     }
     println!(
-        "client: tonic; rows 1 and 6: {} HTTP/2 connections x {} in flight (closed loop); open loop sends at fixed rate from a dispatcher thread, latency from intended send time",
+        "client: tonic; rows 1 and 6: {} HTTP/2 connections x {} in flight (closed loop); open loop sends at fixed rate from a dispatcher thread, latency from intended send time; rows 1 (h2load lines) and 8: h2load, same connections and streams",
         options.connections, options.in_flight
     );
     println!();

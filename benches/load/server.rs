@@ -12,6 +12,8 @@ pub(crate) enum ServerUnderTest {
     Child {
         child: Child,
         log: PathBuf,
+        /// Its `--metrics-listen` address.
+        metrics: String,
         _dir: tempfile::TempDir,
     },
     InProcess {
@@ -30,6 +32,15 @@ impl ServerUnderTest {
     pub(crate) async fn start(
         options: &Options,
         store: Option<&str>,
+    ) -> (ServerUnderTest, String, String) {
+        Self::start_with(options, store, &[]).await
+    }
+
+    /// As `start`, a child server with `flags` added (ignored for the other kinds).
+    pub(crate) async fn start_with(
+        options: &Options,
+        store: Option<&str>,
+        flags: &[&str],
     ) -> (ServerUnderTest, String, String) {
         if let Some(target) = &options.target {
             let file = options
@@ -73,12 +84,16 @@ impl ServerUnderTest {
             };
             return (server, url, token);
         }
-        let store_flag: Vec<&str> = store.iter().flat_map(|url| ["--store", url]).collect();
-        let (child, url, log) = spawn_child(dir.path(), &store_flag);
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut extra: Vec<&str> = store.iter().flat_map(|url| ["--store", url]).collect();
+        extra.extend(["--metrics-listen", &metrics]);
+        extra.extend(flags);
+        let (child, url, log) = spawn_child(dir.path(), &extra);
         let token = read_token(&data).await;
         let server = ServerUnderTest::Child {
             child,
             log,
+            metrics,
             _dir: dir,
         };
         (server, url, token)
@@ -92,10 +107,18 @@ impl ServerUnderTest {
         }
     }
 
+    /// Where its Prometheus metrics are served (children only).
+    pub(crate) fn metrics_addr(&self) -> Option<String> {
+        match self {
+            ServerUnderTest::Child { metrics, .. } => Some(metrics.clone()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match self {
-            ServerUnderTest::Child { child, .. } => format!(
-                "`zsc serve` as a child process (pid {}), default log level (RUST_LOG unset)",
+            ServerUnderTest::Child { child, metrics, .. } => format!(
+                "`zsc serve` as a child process (pid {}), default log level (RUST_LOG unset), --metrics-listen {metrics}",
                 child.id()
             ),
             ServerUnderTest::InProcess { .. } => {
@@ -170,10 +193,7 @@ pub(crate) async fn stop_child(child: &mut Child) {
 pub(crate) fn spawn_child(dir: &Path, extra: &[&str]) -> (Child, String, PathBuf) {
     // A free port, handed to the child (a race with another process is possible, and would
     // show as the child failing to start).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let log = dir.join("server.log");
     let log_file = std::fs::File::options()
         .create(true)
@@ -198,6 +218,14 @@ pub(crate) fn spawn_child(dir: &Path, extra: &[&str]) -> (Child, String, PathBuf
         .spawn()
         .expect("start zsc serve");
     (child, format!("http://127.0.0.1:{port}"), log)
+}
+
+/// A loopback port nothing listens on just now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Waits until the server at `url` answers Health/Check with SERVING.

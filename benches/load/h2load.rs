@@ -1,0 +1,385 @@
+//! Row 1 driven by h2load (Debian's `nghttp2-client`, a C client: `h2load -c4 -m32`) beside
+//! the tonic client, and row 8: what rate limits and OTLP export cost row 1, each on a server
+//! of its own beside a plain one. h2load counts HTTP 200 as success and a failed gRPC call is
+//! HTTP 200 with grpc-status in its trailers, so each run first shows, with `nghttp`, that the
+//! request file gets grpc-status 0, and afterwards that the server's
+//! `zsc_key_validations_total{result="ok"}` rose by at least h2load's success count.
+
+use std::io::{Read as _, Write as _};
+
+use super::*;
+
+const VALIDATE: &str = "/zsc.v1.KeyService/ValidateKey";
+const HEALTH: &str = "/grpc.health.v1.Health/Check";
+const HOW: &str = "h2load and nghttp not found: apt-get install nghttp2-client";
+
+/// A server as h2load sees it: its URL, a consumer's token, and a key to validate.
+pub(crate) struct H2Target {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) validate: PathBuf,
+    pub(crate) health: PathBuf,
+    pub(crate) metrics: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A gRPC request body: the 5-byte prefix (not compressed, length) and the message.
+fn grpc_body(message: &impl prost::Message) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    body.extend_from_slice(&bytes);
+    body
+}
+
+impl H2Target {
+    pub(crate) fn new(fx: &Fixture, server: &ServerUnderTest) -> H2Target {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let validate = dir.path().join("validate.grpc");
+        let request = ValidateKeyRequest {
+            email: fx.email.clone(),
+            key: fx.key.clone(),
+        };
+        std::fs::write(&validate, grpc_body(&request)).expect("write body");
+        let health = dir.path().join("health.grpc");
+        std::fs::write(&health, grpc_body(&HealthCheckRequest::default())).expect("write body");
+        H2Target {
+            url: fx.url.clone(),
+            token: fx.consumer_token.clone(),
+            validate,
+            health,
+            metrics: server.metrics_addr(),
+            _dir: dir,
+        }
+    }
+
+    fn headers(&self) -> Vec<String> {
+        [
+            "content-type: application/grpc".to_owned(),
+            "te: trailers".to_owned(),
+            format!("authorization: Bearer {}", self.token),
+        ]
+        .into_iter()
+        .flat_map(|h| ["-H".to_owned(), h])
+        .collect()
+    }
+
+    /// The grpc-status `nghttp` receives for one call with the same bytes and headers.
+    fn grpc_status(&self, path: &str, body: &Path) -> Result<String, String> {
+        let out = Command::new("nghttp")
+            .arg("-v")
+            .args(self.headers())
+            .arg("-d")
+            .arg(body)
+            .arg(format!("{}{path}", self.url))
+            .output()
+            .map_err(|e| format!("nghttp: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| l.split_once("grpc-status: ").map(|(_, s)| s.trim()))
+            .next_back()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("nghttp got no grpc-status for {path}"))
+    }
+
+    /// `zsc_key_validations_total{result="ok"}` from the server's /metrics.
+    fn validations_ok(&self) -> Option<u64> {
+        let addr = self.metrics.as_ref()?;
+        let mut stream = std::net::TcpStream::connect(addr).ok()?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find(|l| l.starts_with("zsc_key_validations_total{result=\"ok\"}"))?
+            .split_whitespace()
+            .last()?
+            .parse::<f64>()
+            .ok()
+            .map(|v| v as u64)
+    }
+}
+
+pub(crate) fn h2load_installed() -> bool {
+    ["h2load", "nghttp"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+}
+
+/// One h2load window (closed loop, `-c` connections x `-m` streams, `-D` seconds).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct H2Window {
+    pub(crate) succeeded: u64,
+    pub(crate) rate: f64,
+    /// Server CPU (utime + stime over the window) per successful call, ns.
+    pub(crate) cpu_per_call: Option<f64>,
+}
+
+fn number_before(text: &str, suffix: &str) -> Option<f64> {
+    let end = text.find(suffix)?;
+    let start = text[..end].rfind(' ').map_or(0, |i| i + 1);
+    text[start..end].parse().ok()
+}
+
+pub(crate) async fn h2load_window(
+    options: &Options,
+    target: &H2Target,
+    path: &str,
+    server: &ServerUnderTest,
+    seconds: u64,
+) -> H2Window {
+    let body = if path == VALIDATE {
+        &target.validate
+    } else {
+        &target.health
+    };
+    let mut command = Command::new("h2load");
+    command
+        .arg(format!("-c{}", options.connections))
+        .arg(format!("-m{}", options.in_flight))
+        .args(["-D", &seconds.to_string()])
+        .args(target.headers())
+        .arg("-d")
+        .arg(body)
+        .arg(format!("{}{path}", target.url));
+    let cpu0 = server.cpu();
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("h2load task")
+        .expect("h2load runs");
+    let cpu = cpu0
+        .zip(server.cpu())
+        .map(|(a, b)| (b - a).as_nanos() as f64);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests = text.lines().find(|l| l.starts_with("requests:"));
+    let finished = text.lines().find(|l| l.starts_with("finished in"));
+    let (Some(requests), Some(finished)) = (requests, finished) else {
+        eprintln!("h2load printed no summary: {text}");
+        return H2Window::default();
+    };
+    let succeeded = number_before(requests, " succeeded").unwrap_or(0.0) as u64;
+    let secs = finished
+        .trim_start_matches("finished in ")
+        .split_once("s,")
+        .and_then(|(s, _)| s.parse::<f64>().ok())
+        .unwrap_or(seconds as f64);
+    H2Window {
+        succeeded,
+        rate: succeeded as f64 / secs.max(1e-3),
+        cpu_per_call: cpu.filter(|_| succeeded > 0).map(|c| c / succeeded as f64),
+    }
+}
+
+fn window_seconds(options: &Options) -> u64 {
+    options.window.as_secs().max(1)
+}
+
+/// Row 1 with h2load: ValidateKey vs Health/Check, peak and server CPU per call.
+pub(crate) async fn row1_h2load(
+    options: &Options,
+    fx: &Fixture,
+    server: &ServerUnderTest,
+    rows: &mut Vec<Row>,
+) {
+    let figure = format!(
+        "ValidateKey peak, h2load -c{} -m{}",
+        options.connections, options.in_flight
+    );
+    if !h2load_installed() {
+        rows.push(Row::not_measured("1", &figure, ">= 0.95x", HOW));
+        return;
+    }
+    let target = H2Target::new(fx, server);
+    let statuses = (
+        target.grpc_status(VALIDATE, &target.validate),
+        target.grpc_status(HEALTH, &target.health),
+    );
+    let checked = match &statuses {
+        (Ok(v), Ok(h)) if v == "0" && h == "0" => "grpc-status 0 from nghttp for both".to_owned(),
+        (v, h) => {
+            let shown = |s: &Result<String, String>| match s {
+                Ok(status) => format!("grpc-status {status}"),
+                Err(why) => why.clone(),
+            };
+            format!(
+                "NOT grpc-status 0 for both: ValidateKey {}, Health/Check {}",
+                shown(v),
+                shown(h)
+            )
+        }
+    };
+    let secs = window_seconds(options);
+    eprintln!("row 1 (h2load): warm-up; {checked}");
+    h2load_window(options, &target, HEALTH, server, 1).await;
+    h2load_window(options, &target, VALIDATE, server, 1).await;
+    let ok0 = target.validations_ok();
+    let (mut h, mut v) = (vec![], vec![]);
+    for round in 0..options.rounds {
+        for health_first in [round % 2 == 0, round % 2 != 0] {
+            let path = if health_first { HEALTH } else { VALIDATE };
+            let w = h2load_window(options, &target, path, server, secs).await;
+            eprintln!("row 1 (h2load): {path} {}", rate(w.rate));
+            if health_first { &mut h } else { &mut v }.push(w);
+        }
+    }
+    let succeeded: u64 = v.iter().map(|w| w.succeeded).sum();
+    let counted = ok0
+        .zip(target.validations_ok())
+        .map(|(a, b)| b.saturating_sub(a));
+    let proven = statuses.0.as_deref() == Ok("0") && counted.is_some_and(|c| c >= succeeded);
+    let counted = counted.map_or("no /metrics".into(), |c| c.to_string());
+    peak_and_cpu_rows(
+        rows,
+        "1",
+        &format!("{figure} ({checked}; validations ok on /metrics +{counted}, h2load succeeded {succeeded})"),
+        ("Health/Check peak, h2load", &h),
+        &v,
+        (">= 0.95x", &|ratio| ratio >= 0.95 && proven),
+        ("<= 1.1x", &|ratio| ratio <= 1.1),
+    );
+}
+
+type Judge<'a> = &'a dyn Fn(f64) -> bool;
+
+/// A peak line (median rate of `measured` over `baseline`) and a server-CPU-per-call line.
+fn peak_and_cpu_rows(
+    rows: &mut Vec<Row>,
+    row: &'static str,
+    figure: &str,
+    baseline: (&str, &[H2Window]),
+    measured: &[H2Window],
+    peak_target: (&str, Judge<'_>),
+    cpu_target: (&str, Judge<'_>),
+) {
+    let rates = |ws: &[H2Window]| median(&ws.iter().map(|w| w.rate).collect::<Vec<_>>());
+    let cpus =
+        |ws: &[H2Window]| median(&ws.iter().filter_map(|w| w.cpu_per_call).collect::<Vec<_>>());
+    let ratio = rates(measured) / rates(baseline.1);
+    rows.push(Row {
+        row,
+        figure: figure.to_owned(),
+        median: rate(rates(measured)),
+        p99: "-".into(),
+        baseline: baseline.0.to_owned(),
+        baseline_median: rate(rates(baseline.1)),
+        baseline_p99: "-".into(),
+        ratio: format!("{ratio:.3}x"),
+        target: peak_target.0.into(),
+        result: verdict(peak_target.1(ratio)),
+    });
+    let ratio = cpus(measured) / cpus(baseline.1);
+    rows.push(Row {
+        row,
+        figure: format!(
+            "server CPU per call, {}",
+            figure.split(" (").next().unwrap_or(figure)
+        ),
+        median: time(cpus(measured)),
+        p99: "-".into(),
+        baseline: format!("{}: CPU per call", baseline.0),
+        baseline_median: time(cpus(baseline.1)),
+        baseline_p99: "-".into(),
+        ratio: format!("{ratio:.3}x"),
+        target: cpu_target.0.into(),
+        result: if cpu_target.0.starts_with('(') {
+            "-".into()
+        } else {
+            verdict(cpu_target.1(ratio))
+        },
+    });
+}
+
+/// The flags of row 8's servers beside the plain one: a rate limit no call reaches, and OTLP
+/// export to a port where nothing listens.
+fn row8_flags() -> Vec<(&'static str, Vec<String>)> {
+    let dead = free_port();
+    vec![
+        (
+            "--rate-limit 1000000000/s",
+            vec!["--rate-limit".into(), "1000000000/s".into()],
+        ),
+        (
+            "--otlp-endpoint to a dead port",
+            vec!["--otlp-endpoint".into(), format!("http://127.0.0.1:{dead}")],
+        ),
+    ]
+}
+
+/// Row 8: ValidateKey under h2load on servers with rate limits on and with OTLP export on,
+/// each beside a plain server (flags absent), windows alternating among the three.
+pub(crate) async fn row8(options: &Options, rows: &mut Vec<Row>) -> Vec<String> {
+    if !h2load_installed() || options.target.is_some() || options.in_process {
+        let why = if h2load_installed() {
+            "starts servers of its own: run without --target / --in-process"
+        } else {
+            HOW
+        };
+        rows.push(Row::not_measured(
+            "8",
+            "row 1 with rate limits / OTLP on",
+            "<= 2%",
+            why,
+        ));
+        return Vec::new();
+    }
+    let mut servers = Vec::new();
+    let mut described = Vec::new();
+    let mut flagged = vec![("flags absent", Vec::<String>::new())];
+    flagged.extend(row8_flags());
+    for (name, flags) in &flagged {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (server, url, token) = ServerUnderTest::start_with(options, None, &flags).await;
+        let fx = fixture(&url, &token).await;
+        let target = H2Target::new(&fx, &server);
+        if options.pin {
+            if let Some(pid) = server.pid() {
+                let _ = set_affinity(pid, SERVER_CORE);
+            }
+        }
+        described.push(format!("row 8: {name}: {}", server.describe()));
+        servers.push((name, server, target));
+    }
+    if options.pin {
+        let _ = set_affinity(std::process::id(), LOAD_CORE);
+        described.push(format!(
+            "row 8 pinned: each server on core {SERVER_CORE}, h2load on core {LOAD_CORE}"
+        ));
+    }
+    let secs = window_seconds(options);
+    for (_, server, target) in &servers {
+        h2load_window(options, target, VALIDATE, server, 1).await;
+    }
+    let mut windows = vec![Vec::new(); servers.len()];
+    for round in 0..options.rounds {
+        for i in 0..servers.len() {
+            let i = (i + round) % servers.len();
+            let (name, server, target) = &servers[i];
+            let w = h2load_window(options, target, VALIDATE, server, secs).await;
+            eprintln!("row 8: ValidateKey, {name}: {}", rate(w.rate));
+            windows[i].push(w);
+        }
+    }
+    if options.pin {
+        let _ = set_affinity(std::process::id(), &all_cores());
+    }
+    for (i, (name, _, _)) in servers.iter().enumerate().skip(1) {
+        peak_and_cpu_rows(
+            rows,
+            "8",
+            &format!("ValidateKey peak (h2load), {name}"),
+            ("flags absent, same load", &windows[0]),
+            &windows[i],
+            (">= 0.98x", &|ratio| ratio >= 0.98),
+            ("(diagnostic)", &|_| true),
+        );
+    }
+    for (_, server, _) in servers {
+        server.stop().await;
+    }
+    described
+}
