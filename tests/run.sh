@@ -35,6 +35,8 @@ command -v fiu-run >/dev/null || missing+=(fiu-utils)
 # prometheus (brings promtool) and curl for the monitoring test (tests/integration/prometheus.rs).
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v curl >/dev/null || missing+=(curl)
+# h2load and nghttp (nghttp2-client): row 1's C client in the load bench's quick mode below.
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 # The Java Verifier (clients/java/build.sh): JDK 17, the grpc-java plugin and Debian's jars; libgrpc-java
 # pulls in neither netty nor perfmark, and JDK 17 needs the javax.annotation jar for the generated stubs.
 command -v javac >/dev/null || missing+=(openjdk-17-jdk-headless)
