@@ -1,6 +1,6 @@
 //! Restore: one function produces the writes ([`Writes`]), and each backend applies them as
 //! they come, holding one batch at a time (sled: into a staging database, flushed after every
-//! batch; etcd: Txns into an empty prefix).
+//! small batch, with a small cache; etcd: Txns into an empty prefix).
 //!
 //! The writes are the backup's entries but for three, then what makes the restore a new store:
 //! a new store id (events made after the backup are gone, so no subscriber may resume across
@@ -103,61 +103,54 @@ impl Writes {
     }
 }
 
-/// The most a sled batch holds before it is applied and flushed (keys and values).
-const BATCH_BYTES: usize = 1 << 20;
+/// The most one sled batch holds (keys and values). Small on purpose: sled 0.34 pins one epoch
+/// for a whole `apply_batch`, so every node version a batch replaces (a leaf per insert, the
+/// parent index at every split) stays allocated until the batch ends. 1 MiB batches peaked at
+/// 398 MiB on a 50,000-key restore; 16 KiB batches at 67 MiB, and faster (docs/backup.md).
+const BATCH_BYTES: usize = 16 << 10;
 
-/// The writes one opening of the staging database takes before it is closed and opened again.
-/// sled keeps every node it wrote in memory, well past its cache capacity and a flush (a
-/// 50,000-key restore written through one opening peaked at 1.9 GB, eight times what opening
-/// the result takes): only closing the database lets it go.
-const PASS_BYTES: usize = 4 << 20;
+/// sled's page cache while restoring. With small batches, each flushed, this is what bounds a
+/// restore's memory: at 200,000 keys the server's default of 64 MiB let it grow to 127 MiB
+/// even with the database closed and opened again every 4 MiB; with 8 MiB and one opening it
+/// peaked at 82 MiB (and flushing every 1 MiB rather than every batch: 149 MiB).
+const CACHE_BYTES: u64 = 8 << 20;
 
-/// Applies `writes` to a new sled database at `staging`, a batch at a time, each flushed before
-/// the next is read, and the database closed and opened again every [`PASS_BYTES`].
+/// Applies `writes` to a new sled database at `staging`, in small batches of one table each,
+/// each flushed before the next is applied.
 pub(super) fn apply_to_sled(
     staging: &Path,
     writes: &mut Writes,
     progress: &mut dyn FnMut(Done),
 ) -> Result<()> {
-    let mut next = writes.next_write()?;
-    let mut reported = 0;
-    while next.is_some() {
-        let db = sled::Config::new()
-            .path(staging)
-            .cache_capacity(super::DEFAULT_CACHE_BYTES)
-            .open()
-            .map_err(Error::internal)?;
-        let trees = Trees::open(&db)?;
-        let mut pass = 0;
-        while pass < PASS_BYTES {
-            let Some(first) = next.take() else { break };
-            let (table, mut batch, mut bytes) = (first.table, sled::Batch::default(), 0);
-            let mut write = Some(first);
-            while let Some(Write { key, value, .. }) = write.take_if(|w| w.table == table) {
-                bytes += key.len() + value.len() + 1;
-                batch.insert(key, value);
-                let done = writes.done();
-                if done.entries >= reported + REPORT_EVERY {
-                    reported = done.entries;
-                    progress(done);
-                }
-                if bytes >= BATCH_BYTES {
-                    break;
-                }
-                write = writes.next_write()?;
+    let db = sled::Config::new()
+        .path(staging)
+        .cache_capacity(CACHE_BYTES)
+        .open()
+        .map_err(Error::internal)?;
+    let trees = Trees::open(&db)?;
+    let (mut next, mut reported) = (writes.next_write()?, 0);
+    while let Some(first) = next.take() {
+        let (table, mut batch, mut bytes) = (first.table, sled::Batch::default(), 0);
+        let mut write = Some(first);
+        while let Some(Write { key, value, .. }) = write.take_if(|w| w.table == table) {
+            bytes += key.len() + value.len() + 1;
+            batch.insert(key, value);
+            let done = writes.done();
+            if done.entries >= reported + REPORT_EVERY {
+                reported = done.entries;
+                progress(done);
             }
-            next = match write {
-                Some(write) => Some(write),
-                None if bytes >= BATCH_BYTES => writes.next_write()?,
-                None => None,
-            };
-            trees
-                .get(table)
-                .apply_batch(batch)
-                .map_err(Error::internal)?;
-            db.flush().map_err(Error::internal)?;
-            pass += bytes;
+            write = writes.next_write()?;
+            if bytes >= BATCH_BYTES {
+                break;
+            }
         }
+        next = write;
+        trees
+            .get(table)
+            .apply_batch(batch)
+            .map_err(Error::internal)?;
+        db.flush().map_err(Error::internal)?;
     }
     progress(writes.done());
     Ok(())
