@@ -149,6 +149,12 @@ impl EtcdCluster {
         }
     }
 
+    /// Whether member `i` reports healthy now (a member cut off from its peers has no leader).
+    pub fn healthy(&self, i: usize) -> bool {
+        let body = http_get(self.members[i].client_port, "/health", None);
+        body.is_some_and(|b| b.contains("\"health\":\"true\""))
+    }
+
     /// Waits until every member reports healthy.
     pub fn wait_all_healthy(&self) {
         for i in 0..self.members.len() {

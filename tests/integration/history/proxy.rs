@@ -29,6 +29,9 @@ pub struct Partition {
     delay_ms: Vec<AtomicU64>,
     /// The proxy port of each member, once bound.
     ports: Mutex<Vec<u16>>,
+    /// Connections whose sender was named, and all connections.
+    named: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl Partition {
@@ -37,11 +40,19 @@ impl Partition {
             cut: (0..members).map(|_| AtomicBool::new(false)).collect(),
             delay_ms: (0..members).map(|_| AtomicU64::new(0)).collect(),
             ports: Mutex::new(vec![0; members]),
+            named: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         })
     }
 
     pub fn cut(&self, member: usize, cut: bool) {
         self.cut[member].store(cut, Ordering::SeqCst);
+    }
+
+    /// (connections whose sender the proxies named, all connections) so far.
+    pub fn named(&self) -> (u64, u64) {
+        let named = self.named.load(Ordering::SeqCst);
+        (named, self.connections.load(Ordering::SeqCst))
     }
 
     pub fn delay(&self, member: usize, delay: Duration) {
@@ -80,6 +91,8 @@ impl Partition {
         let n = inbound.read(&mut first).await?;
         first.truncate(n);
         let from = self.sender(&first, to);
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        self.named.fetch_add(from.is_some() as u64, Ordering::SeqCst);
         let mut outbound = TcpStream::connect(("127.0.0.1", target)).await?;
         self.gate(from, Some(to)).await;
         outbound.write_all(&first).await?;

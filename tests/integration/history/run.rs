@@ -74,9 +74,9 @@ pub struct Org {
 impl Org {
     /// A recent secret and, mostly, its owner's email (sometimes another user's, which must
     /// never pass).
-    fn pick_secret(&self, rng: &mut StdRng) -> (SecretId, String, usize) {
+    fn pick_secret(&self, rng: &mut StdRng, among: usize) -> (SecretId, String, usize) {
         let secrets = self.secrets.lock().unwrap();
-        let recent = secrets.len().saturating_sub(4);
+        let recent = secrets.len().saturating_sub(among);
         let (secret, key, owner) = secrets[rng.random_range(recent..secrets.len())].clone();
         let user = if rng.random_bool(0.9) {
             owner
@@ -240,7 +240,7 @@ async fn one_operation(shared: &Shared, org: &Org, clients: &mut Clients, rng: &
     let user = rng.random_range(0..USERS);
     let (op, key) = match rng.random_range(0..100) {
         0..=44 => {
-            let (secret, key, user) = org.pick_secret(rng);
+            let (secret, key, user) = org.pick_secret(rng, 4);
             (Op::Validate { user, secret }, Some(key))
         }
         45..=59 => (Op::Regenerate { actor: user, secret: 0 }, None),
@@ -374,17 +374,25 @@ async fn call(
     Ok(())
 }
 
-/// A Verifier following replica 0 (the others as fallbacks), asked about recent secrets.
+/// A Verifier following replica 0 (the others as fallbacks), asked by two tasks about recent
+/// secrets, mostly the latest (the one its cache can hold).
 async fn verify(shared: Arc<Shared>, addrs: Vec<String>, token: String, seed: u64) {
     let mut config = VerifierConfig::new(format!("http://{}", addrs[0]), token);
     config.fallback_urls = addrs[1..].iter().map(|a| format!("http://{a}")).collect();
     config.max_staleness = MAX_STALENESS;
     config.max_clock_skew = Duration::from_millis(200);
-    let verifier = Verifier::start(config).expect("a valid config");
-    let mut rng = StdRng::seed_from_u64(seed ^ 0xFEED);
+    let verifier = Arc::new(Verifier::start(config).expect("a valid config"));
+    let other = tokio::spawn(ask(shared.clone(), verifier.clone(), seed ^ 0xFEED));
+    ask(shared, verifier, seed ^ 0xBEEF).await;
+    other.await.unwrap();
+}
+
+async fn ask(shared: Arc<Shared>, verifier: Arc<Verifier>, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
     while Instant::now() < shared.until {
         let o = rng.random_range(0..shared.orgs.len());
-        let (secret, key, user) = shared.orgs[o].pick_secret(&mut rng);
+        let among = if rng.random_bool(0.7) { 1 } else { 4 };
+        let (secret, key, user) = shared.orgs[o].pick_secret(&mut rng, among);
         let invoked = shared.now();
         let email = &shared.orgs[o].emails[user];
         let answer = tokio::time::timeout(CALL_TIMEOUT, verifier.verify(email, &key)).await;

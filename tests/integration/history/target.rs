@@ -146,9 +146,15 @@ impl System {
             3 => pause(cluster.pid(m).expect("running"), hold).await,
             4 => {
                 partition.cut(m, true);
-                tokio::time::sleep(hold).await;
+                let lost = lost_leader(cluster, m, hold).await;
                 partition.cut(m, false);
-                "cut off from its peers"
+                let (named, all) = partition.named();
+                println!("peer connections: {named} of {all} named their sender");
+                if lost {
+                    "cut off from its peers (it lost its leader)"
+                } else {
+                    "cut off from its peers (it kept its leader)"
+                }
             }
             _ => {
                 partition.delay(m, Duration::from_millis(100));
@@ -165,6 +171,19 @@ impl System {
     async fn member_fault(&mut self, _: u32, _: usize, _: Duration) -> &'static str {
         unreachable!("sled has no members")
     }
+}
+
+/// Whether member `m` reported itself unhealthy (no leader) at some point during `hold`: the
+/// proof that the cut is a cut.
+#[cfg(feature = "etcd")]
+async fn lost_leader(cluster: &zsc::testing::EtcdCluster, m: usize, hold: Duration) -> bool {
+    let until = tokio::time::Instant::now() + hold;
+    let mut lost = false;
+    while tokio::time::Instant::now() < until {
+        lost |= !tokio::task::block_in_place(|| cluster.healthy(m));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lost
 }
 
 /// SIGSTOP, then SIGCONT after `hold`.

@@ -1,8 +1,8 @@
 //! The revocation stream's subscriber in a run: one session after another, each on a replica
 //! chosen in turn and from a cursor that is mostly where the last left off and sometimes an
-//! earlier one (resumable from any cursor). A session ends when the run does, when the stream
-//! breaks, or when nothing arrives for two seconds (a paused server): heartbeats come every
-//! 100 ms.
+//! earlier one (resumable from any cursor). A session ends after 0.5 to 3 s, when the run
+//! does, when the stream breaks, or when nothing arrives for two seconds (a paused server):
+//! heartbeats come every 100 ms.
 
 use std::{
     sync::Arc,
@@ -23,7 +23,9 @@ pub async fn follow(shared: Arc<Shared>, addrs: Vec<String>, token: String, seed
     let mut n = 0;
     while Instant::now() < shared.until {
         let after = if rng.random_bool(0.3) { rng.random_range(0..=last) } else { last };
-        let session = one_session(&addrs[n % addrs.len()], &token, after, &mut store_id, shared.until).await;
+        let lasts = Instant::now() + Duration::from_millis(rng.random_range(500..3000));
+        let addr = &addrs[n % addrs.len()];
+        let session = one_session(addr, &token, after, &mut store_id, lasts.min(shared.until)).await;
         n += 1;
         last = last.max(last_sequence(&session));
         if session.messages.is_empty() {
