@@ -22,9 +22,10 @@ pub struct Answer {
 /// known to be).
 pub fn deaths(history: &[Entry<Op, Outcome>]) -> Vec<(SecretId, u64)> {
     let generated = history.iter().filter_map(|e| match (&e.op, &e.returned) {
-        (Op::Generate { actor, secret } | Op::Regenerate { actor, secret }, Some((at, Outcome::Ok))) => {
-            Some((*secret, *actor, *at))
-        }
+        (
+            Op::Generate { actor, secret } | Op::Regenerate { actor, secret },
+            Some((at, Outcome::Ok)),
+        ) => Some((*secret, *actor, *at)),
         _ => None,
     });
     let mut found = Vec::new();
@@ -48,13 +49,17 @@ fn kills(op: &Op, secret: SecretId, owner: usize) -> bool {
         Op::Generate { secret: s, .. } | Op::Regenerate { secret: s, .. } => s != secret,
         Op::Revoke => true,
         Op::Deactivate(u) | Op::Demote(u) => u == owner,
-        Op::Reactivate(_) | Op::Promote(_) | Op::Validate { .. } => false,
+        Op::Reactivate(_) | Op::Promote(_) | Op::Validate { .. } | Op::CreateUser => false,
     }
 }
 
 /// Cached answers given `max_staleness` (in the history's unit) or more after the key's death
 /// was acknowledged. `deaths[org]` is [`deaths`] of that org's history.
-pub fn violations(answers: &[Answer], deaths: &[Vec<(SecretId, u64)>], max_staleness: u64) -> Vec<String> {
+pub fn violations(
+    answers: &[Answer],
+    deaths: &[Vec<(SecretId, u64)>],
+    max_staleness: u64,
+) -> Vec<String> {
     let mut found = Vec::new();
     for answer in answers.iter().filter(|a| a.cached_ok) {
         let died = deaths[answer.org].iter().find(|(s, _)| *s == answer.secret);

@@ -63,7 +63,11 @@ fn a_key_of_a_deactivated_owner_stays_dead_after_reactivation() {
     ];
     assert!(!check(&history));
     let minimal = minimize(&OrgModel, &OrgState::start(0), &history);
-    assert_eq!(minimal.len(), 2, "the reactivation is not needed to show it");
+    assert_eq!(
+        minimal.len(),
+        2,
+        "the reactivation is not needed to show it"
+    );
 }
 
 #[test]
@@ -124,28 +128,72 @@ fn a_revoked_key_stays_revoked_and_an_instant_operation_may_go_first() {
     ];
     assert!(!check(&history));
     // A validation invoked and answered at one tick, the first thing in the history.
-    assert!(check(&[done(Op::Validate { user: 0, secret: 0 }, 0, 0, Outcome::Ok)]));
+    assert!(check(&[done(
+        Op::Validate { user: 0, secret: 0 },
+        0,
+        0,
+        Outcome::Ok
+    )]));
 }
 
 #[test]
 fn overlapping_regenerations_may_take_effect_in_either_order() {
     let history = [
-        done(Op::Regenerate { actor: 0, secret: 1 }, 0, 10, Outcome::Ok),
-        done(Op::Regenerate { actor: 1, secret: 2 }, 5, 15, Outcome::Ok),
+        done(
+            Op::Regenerate {
+                actor: 0,
+                secret: 1,
+            },
+            0,
+            10,
+            Outcome::Ok,
+        ),
+        done(
+            Op::Regenerate {
+                actor: 1,
+                secret: 2,
+            },
+            5,
+            15,
+            Outcome::Ok,
+        ),
         done(Op::Validate { user: 0, secret: 1 }, 20, 21, Outcome::Ok),
     ];
-    assert!(check(&history), "the first regeneration may have come second");
+    assert!(
+        check(&history),
+        "the first regeneration may have come second"
+    );
     let mut later = history.to_vec();
-    later.push(done(Op::Validate { user: 1, secret: 2 }, 22, 23, Outcome::Ok));
-    assert!(!check(&later), "but not both keys valid after both returned");
+    later.push(done(
+        Op::Validate { user: 1, secret: 2 },
+        22,
+        23,
+        Outcome::Ok,
+    ));
+    assert!(
+        !check(&later),
+        "but not both keys valid after both returned"
+    );
     let minimal = minimize(&OrgModel, &OrgState::start(0), &later);
-    assert_eq!(minimal.len(), 4, "every operation is needed to show it: {minimal:?}");
+    assert_eq!(
+        minimal.len(),
+        4,
+        "every operation is needed to show it: {minimal:?}"
+    );
 }
 
 #[test]
 fn the_verifier_may_not_answer_a_dead_key_from_its_cache_past_max_staleness() {
     let history = [
-        done(Op::Regenerate { actor: 1, secret: 1 }, 100, 200, Outcome::Ok),
+        done(
+            Op::Regenerate {
+                actor: 1,
+                secret: 1,
+            },
+            100,
+            200,
+            Outcome::Ok,
+        ),
         done(Op::Demote(1), 300, 400, Outcome::Ok),
     ];
     let deaths = vec![bound::deaths(&history)];

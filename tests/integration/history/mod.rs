@@ -1,6 +1,6 @@
-//! The history checker (issue 16): clients of random operations (create user at setup,
-//! generate, regenerate, revoke, deactivate, reactivate, demote, promote, validate, watch, and
-//! a Verifier's verify) against the real binary while faults are injected, every operation's
+//! The history checker (issue 16): clients of random operations (create user, generate,
+//! regenerate, revoke, deactivate, reactivate, demote, promote, validate, watch, and a
+//! Verifier's verify) against the real binary while faults are injected, every operation's
 //! invocation and completion recorded, and the histories checked afterwards, as etcd's
 //! robustness tests check etcd:
 //! - key validity is linearizable, per org (`model.rs`, checked by `checker.rs`: Wing-Gong
@@ -25,6 +25,7 @@
 mod bound;
 mod checker;
 mod model;
+#[cfg(feature = "etcd")]
 mod proxy;
 mod run;
 mod stream;
@@ -103,7 +104,9 @@ async fn check_one(backend: Backend, seed: u64, length: Duration) {
         recorded.answers.iter().filter(|a| a.cached_ok).count(),
         recorded.faults.join(", ")
     );
+    let started = std::time::Instant::now();
     let problems = problems(&recorded);
+    println!("history run {seed}: checked in {:?}", started.elapsed());
     assert!(
         problems.is_empty(),
         "ZSC_HISTORY_SEED={seed} on {backend:?}:\n{}",
@@ -134,7 +137,11 @@ fn problems(recorded: &Recorded) -> Vec<String> {
         &recorded.acked,
     ));
     found.extend(stale_validations(&recorded.validations, &recorded.acked));
-    let deaths: Vec<_> = recorded.orgs.iter().map(|o| bound::deaths(&o.entries)).collect();
+    let deaths: Vec<_> = recorded
+        .orgs
+        .iter()
+        .map(|o| bound::deaths(&o.entries))
+        .collect();
     let staleness = run::MAX_STALENESS.as_micros() as u64;
     found.extend(bound::violations(&recorded.answers, &deaths, staleness));
     found

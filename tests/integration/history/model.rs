@@ -55,15 +55,27 @@ impl OrgState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// GenerateKey by `actor`; on success the secret is named `secret`.
-    Generate { actor: usize, secret: SecretId },
-    Regenerate { actor: usize, secret: SecretId },
+    Generate {
+        actor: usize,
+        secret: SecretId,
+    },
+    Regenerate {
+        actor: usize,
+        secret: SecretId,
+    },
     Revoke,
     Deactivate(usize),
     Reactivate(usize),
     Demote(usize),
     Promote(usize),
     /// ValidateKey with `user`'s email and the secret `secret`.
-    Validate { user: usize, secret: SecretId },
+    Validate {
+        user: usize,
+        secret: SecretId,
+    },
+    /// CreateUser of a new standard user (none of the modelled ones): it changes nothing the
+    /// model holds, but it is a write in the same store, between the others.
+    CreateUser,
 }
 
 /// What a client saw: the call succeeded, or was refused (a definite answer: the change did
@@ -123,6 +135,7 @@ fn apply(s: &OrgState, op: &Op) -> (OrgState, Outcome) {
         Op::Reactivate(u) => (s.with_user(u, |u| u.active = true), Outcome::Ok),
         Op::Demote(u) => (s.with_user(u, |u| u.admin = false), Outcome::Ok),
         Op::Promote(u) => (s.with_user(u, |u| u.admin = true), Outcome::Ok),
+        Op::CreateUser => (s.clone(), Outcome::Ok),
         Op::Validate { user, secret } if s.key == Some((secret, user)) => (s.clone(), Outcome::Ok),
         Op::Validate { .. } => refused,
     }

@@ -92,7 +92,8 @@ impl Partition {
         first.truncate(n);
         let from = self.sender(&first, to);
         self.connections.fetch_add(1, Ordering::SeqCst);
-        self.named.fetch_add(from.is_some() as u64, Ordering::SeqCst);
+        self.named
+            .fetch_add(from.is_some() as u64, Ordering::SeqCst);
         let mut outbound = TcpStream::connect(("127.0.0.1", target)).await?;
         self.gate(from, Some(to)).await;
         outbound.write_all(&first).await?;

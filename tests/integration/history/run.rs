@@ -12,8 +12,8 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use tonic::{transport::Channel, Code, Status};
 use zsc::client::Bearer;
-use zsc::proto::{key_service_client::KeyServiceClient, user_service_client::UserServiceClient};
 use zsc::proto::*;
+use zsc::proto::{key_service_client::KeyServiceClient, user_service_client::UserServiceClient};
 use zsc::verifier::{Verifier, VerifierConfig};
 
 use super::bound::Answer;
@@ -145,8 +145,18 @@ pub async fn run(plan: &Plan) -> Recorded {
         until: Instant::now() + plan.length,
     });
     let mut tasks = spawn_clients(&shared, plan, &addrs, &system.token);
-    tasks.push(tokio::spawn(verify(shared.clone(), addrs.clone(), system.token.clone(), plan.seed)));
-    let sessions = tokio::spawn(watcher::follow(shared.clone(), addrs.clone(), system.token.clone(), plan.seed));
+    tasks.push(tokio::spawn(verify(
+        shared.clone(),
+        addrs.clone(),
+        system.token.clone(),
+        plan.seed,
+    )));
+    let sessions = tokio::spawn(watcher::follow(
+        shared.clone(),
+        addrs.clone(),
+        system.token.clone(),
+        plan.seed,
+    ));
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let mut faults = Vec::new();
     while Instant::now() + Duration::from_secs(3) < shared.until {
@@ -217,7 +227,7 @@ fn spawn_clients(
     let mut tasks = Vec::new();
     for (o, org) in shared.orgs.iter().enumerate() {
         for c in 0..plan.clients_per_org {
-            let seed = plan.seed ^ ((o as u64) << 16 | c as u64 + 1);
+            let seed = plan.seed ^ (((o as u64) << 16) | (c as u64 + 1));
             let (shared, org) = (shared.clone(), org.clone());
             let mut clients = clients(&addrs[(o + c) % addrs.len()], token);
             tasks.push(tokio::spawn(async move {
@@ -236,19 +246,37 @@ fn spawn_clients(
 }
 
 /// Picks, runs and records one operation; false if its outcome is unknown.
-async fn one_operation(shared: &Shared, org: &Org, clients: &mut Clients, rng: &mut StdRng) -> bool {
+async fn one_operation(
+    shared: &Shared,
+    org: &Org,
+    clients: &mut Clients,
+    rng: &mut StdRng,
+) -> bool {
     let user = rng.random_range(0..USERS);
     let (op, key) = match rng.random_range(0..100) {
         0..=44 => {
             let (secret, key, user) = org.pick_secret(rng, 4);
             (Op::Validate { user, secret }, Some(key))
         }
-        45..=59 => (Op::Regenerate { actor: user, secret: 0 }, None),
-        60..=65 => (Op::Generate { actor: user, secret: 0 }, None),
+        45..=59 => (
+            Op::Regenerate {
+                actor: user,
+                secret: 0,
+            },
+            None,
+        ),
+        60..=65 => (
+            Op::Generate {
+                actor: user,
+                secret: 0,
+            },
+            None,
+        ),
         66..=71 => (Op::Revoke, None),
         72..=79 => (Op::Deactivate(user), None),
         80..=89 => (Op::Reactivate(user), None),
-        90..=94 => (Op::Demote(user), None),
+        90..=92 => (Op::Demote(user), None),
+        93..=94 => (Op::CreateUser, None),
         _ => (Op::Promote(user), None),
     };
     let (index, op) = invoke(shared, org, op);
@@ -259,9 +287,12 @@ async fn one_operation(shared: &Shared, org: &Org, clients: &mut Clients, rng: &
     let mut history = org.history.lock().unwrap();
     match classify(&returned) {
         Class::Known(outcome) => history[index].returned = Some((shared.now(), outcome)),
-        // A read of unknown outcome says nothing; a request that never left did nothing.
+        // A read (or a write the model does not hold) of unknown outcome says nothing; a
+        // request that never left did nothing.
         Class::NotApplied => history[index].invoked = DROPPED,
-        Class::Unknown if matches!(op, Op::Validate { .. }) => history[index].invoked = DROPPED,
+        Class::Unknown if matches!(op, Op::Validate { .. } | Op::CreateUser) => {
+            history[index].invoked = DROPPED
+        }
         Class::Unknown => {}
     }
     if let (Class::Unknown, Err(status)) = (classify(&returned), &returned) {
@@ -332,12 +363,18 @@ async fn call(
     let email = |u: usize| org.emails[u].clone();
     match *op {
         Op::Generate { actor, .. } => {
-            let request = GenerateKeyRequest { org_id, actor_email: email(actor) };
+            let request = GenerateKeyRequest {
+                org_id,
+                actor_email: email(actor),
+            };
             let key = clients.keys.generate_key(request).await?.into_inner().key;
             org.secrets.lock().unwrap().push((secret_id, key, actor));
         }
         Op::Regenerate { actor, .. } => {
-            let request = RegenerateKeyRequest { org_id, actor_email: email(actor) };
+            let request = RegenerateKeyRequest {
+                org_id,
+                actor_email: email(actor),
+            };
             let key = clients.keys.regenerate_key(request).await?.into_inner().key;
             org.secrets.lock().unwrap().push((secret_id, key, actor));
         }
@@ -345,8 +382,26 @@ async fn call(
             let request = RevokeKeyRequest { org_id };
             let event = clients.keys.revoke_key(request).await?.into_inner().event;
             let sequence = event.expect("a revocation names its event").sequence;
-            let acked = Acked { sequence, at: SystemTime::now() };
+            let acked = Acked {
+                sequence,
+                at: SystemTime::now(),
+            };
             shared.acked.lock().unwrap().push(acked);
+        }
+        Op::CreateUser => {
+            let email = format!(
+                "user{secret_id}@{}",
+                org.emails[0].split('@').nth(1).expect("an email")
+            );
+            let profile = Profile::Standard as i32;
+            let display_name = format!("User {secret_id}");
+            let request = CreateUserRequest {
+                org_id,
+                email,
+                display_name,
+                profile,
+            };
+            clients.users.create_user(request).await?;
         }
         Op::Deactivate(u) => {
             let request = DeactivateUserRequest { email: email(u) };
@@ -361,14 +416,24 @@ async fn call(
                 Op::Demote(_) => Profile::Standard,
                 _ => Profile::Administrator,
             };
-            let request = UpdateUserProfileRequest { email: email(u), profile: profile as i32 };
+            let request = UpdateUserProfileRequest {
+                email: email(u),
+                profile: profile as i32,
+            };
             clients.users.update_user_profile(request).await?;
         }
         Op::Validate { user, .. } => {
             let invoked = SystemTime::now();
-            let request = ValidateKeyRequest { email: email(user), key: key.expect("a secret") };
+            let request = ValidateKeyRequest {
+                email: email(user),
+                key: key.expect("a secret"),
+            };
             let answer = clients.keys.validate_key(request).await?.into_inner();
-            shared.validations.lock().unwrap().push((invoked, answer.sequence));
+            shared
+                .validations
+                .lock()
+                .unwrap()
+                .push((invoked, answer.sequence));
         }
     }
     Ok(())
@@ -397,7 +462,12 @@ async fn ask(shared: Arc<Shared>, verifier: Arc<Verifier>, seed: u64) {
         let email = &shared.orgs[o].emails[user];
         let answer = tokio::time::timeout(CALL_TIMEOUT, verifier.verify(email, &key)).await;
         let cached_ok = matches!(answer, Ok(Ok(ref v)) if v.cached);
-        let answer = Answer { org: o, secret, invoked, cached_ok };
+        let answer = Answer {
+            org: o,
+            secret,
+            invoked,
+            cached_ok,
+        };
         shared.answers.lock().unwrap().push(answer);
         tokio::time::sleep(Duration::from_millis(rng.random_range(1..5))).await;
     }

@@ -31,7 +31,10 @@ pub struct System {
     replicas: Vec<Replica>,
     pub token: String,
     #[cfg(feature = "etcd")]
-    etcd: Option<(zsc::testing::EtcdCluster, std::sync::Arc<super::proxy::Partition>)>,
+    etcd: Option<(
+        zsc::testing::EtcdCluster,
+        std::sync::Arc<super::proxy::Partition>,
+    )>,
 }
 
 impl System {
@@ -117,11 +120,18 @@ impl System {
             1 => pause(self.replica_pid(target), hold).await,
             _ => self.member_fault(kind, target, hold).await,
         };
-        format!("{done} of {} {target} for {hold:?}", ["replica", "member"][(kind > 1) as usize])
+        format!(
+            "{done} of {} {target} for {hold:?}",
+            ["replica", "member"][(kind > 1) as usize]
+        )
     }
 
     fn replica_pid(&self, i: usize) -> u32 {
-        self.replicas[i].child.as_ref().and_then(Child::id).expect("running")
+        self.replicas[i]
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("running")
     }
 
     async fn kill_replica(&mut self, i: usize, down: Duration) -> &'static str {

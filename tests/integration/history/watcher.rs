@@ -15,17 +15,27 @@ use zsc::proto::{watch_revocations_response::Event, *};
 use super::run::{clients, Shared, CALL_TIMEOUT};
 use super::stream::{Message, Session};
 
-pub async fn follow(shared: Arc<Shared>, addrs: Vec<String>, token: String, seed: u64) -> Vec<Session> {
+pub async fn follow(
+    shared: Arc<Shared>,
+    addrs: Vec<String>,
+    token: String,
+    seed: u64,
+) -> Vec<Session> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED);
     let mut sessions: Vec<Session> = Vec::new();
     let mut store_id = String::new();
     let mut last = 0;
     let mut n = 0;
     while Instant::now() < shared.until {
-        let after = if rng.random_bool(0.3) { rng.random_range(0..=last) } else { last };
+        let after = if rng.random_bool(0.3) {
+            rng.random_range(0..=last)
+        } else {
+            last
+        };
         let lasts = Instant::now() + Duration::from_millis(rng.random_range(500..3000));
         let addr = &addrs[n % addrs.len()];
-        let session = one_session(addr, &token, after, &mut store_id, lasts.min(shared.until)).await;
+        let session =
+            one_session(addr, &token, after, &mut store_id, lasts.min(shared.until)).await;
         n += 1;
         last = last.max(last_sequence(&session));
         if session.messages.is_empty() {
@@ -65,23 +75,25 @@ async fn one_session(
         let Ok(Ok(Some(message))) = next else {
             return session;
         };
-        session.messages.push(match message.event.expect("event set") {
-            Event::Revocation(e) => Message::Event {
-                sequence: e.sequence,
-                key_id: e.key_id,
-            },
-            Event::Checkpoint(c) => {
-                store_id.clone_from(&c.store_id);
-                Message::Checkpoint {
-                    sequence: c.sequence,
-                    durable_head: c.durable_head,
-                    server_time: c
-                        .server_time
-                        .and_then(|t| SystemTime::try_from(t).ok())
-                        .expect("a checkpoint carries server_time"),
+        session
+            .messages
+            .push(match message.event.expect("event set") {
+                Event::Revocation(e) => Message::Event {
+                    sequence: e.sequence,
+                    key_id: e.key_id,
+                },
+                Event::Checkpoint(c) => {
+                    store_id.clone_from(&c.store_id);
+                    Message::Checkpoint {
+                        sequence: c.sequence,
+                        durable_head: c.durable_head,
+                        server_time: c
+                            .server_time
+                            .and_then(|t| SystemTime::try_from(t).ok())
+                            .expect("a checkpoint carries server_time"),
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -102,7 +114,10 @@ fn last_sequence(session: &Session) -> u64 {
 pub async fn final_log(addr: &str, token: &str) -> Vec<String> {
     for _ in 0..20 {
         let mut clients = clients(addr, token);
-        let read = tokio::time::timeout(Duration::from_secs(10), crate::common::whole_log(&mut clients.keys));
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::common::whole_log(&mut clients.keys),
+        );
         if let Ok((events, _)) = read.await {
             return events.into_iter().map(|e| e.key_id).collect();
         }
