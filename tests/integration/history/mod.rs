@@ -68,18 +68,48 @@ fn long_runs() -> u64 {
     std::env::var("ZSC_HISTORY_RUNS").map_or(100, |n| n.parse().expect("a number of runs"))
 }
 
-/// `count` runs of `length`, seeded from `ZSC_HISTORY_SEED` (run i gets seed + i) or at random.
+/// `count` runs of `length`, seeded from `ZSC_HISTORY_SEED` (run i gets seed + i) or at random;
+/// every run is checked, and the test fails at the end with every run's violations.
 async fn runs(backend: Backend, count: u64, length: Duration) {
     let first = match std::env::var("ZSC_HISTORY_SEED") {
         Ok(seed) => seed.parse::<u64>().expect("ZSC_HISTORY_SEED is a number"),
         Err(_) => rand::random::<u32>() as u64,
     };
+    let (mut failed, mut totals) = (Vec::new(), Totals::default());
     for run in 0..count {
-        check_one(backend, first + run, length).await;
+        if let Err(problems) = check_one(backend, first + run, length, &mut totals).await {
+            println!("{problems}");
+            failed.push(problems);
+        }
     }
+    println!(
+        "history on {backend:?}: {count} histories, {} operations ({} of unknown outcome), {} \
+         faults, {} Verifier answers from its cache; {} with a violation",
+        totals.operations,
+        totals.unknown,
+        totals.faults,
+        totals.cached,
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
-async fn check_one(backend: Backend, seed: u64, length: Duration) {
+/// What the runs of one test recorded, summed.
+#[derive(Default)]
+struct Totals {
+    operations: usize,
+    unknown: usize,
+    faults: usize,
+    cached: usize,
+}
+
+/// Records and checks one run; its violations, with the seed, if any.
+async fn check_one(
+    backend: Backend,
+    seed: u64,
+    length: Duration,
+    totals: &mut Totals,
+) -> Result<(), String> {
     println!("history run on {backend:?}: ZSC_HISTORY_SEED={seed}");
     let plan = Plan {
         seed,
@@ -90,32 +120,37 @@ async fn check_one(backend: Backend, seed: u64, length: Duration) {
     };
     let recorded = run::run(&plan).await;
     let operations: usize = recorded.orgs.iter().map(|o| o.entries.len()).sum();
-    let unknown = recorded.unknown.len();
+    let cached = recorded.answers.iter().filter(|a| a.cached_ok).count();
     let mut causes = recorded.unknown.clone();
     causes.sort();
     causes.dedup();
     println!(
-        "history run {seed} on {backend:?}: {operations} operations ({unknown} of unknown \
-         outcome: {causes:?}), {} revocations in the log, {} stream sessions, {} Verifier \
-         answers ({} from its cache); faults: {}",
+        "history run {seed} on {backend:?}: {operations} operations ({} of unknown outcome: \
+         {causes:?}), {} revocations in the log, {} stream sessions, {} Verifier answers ({cached} \
+         from its cache); faults: {}",
+        recorded.unknown.len(),
         recorded.log.len(),
         recorded.sessions.len(),
         recorded.answers.len(),
-        recorded.answers.iter().filter(|a| a.cached_ok).count(),
         recorded.faults.join(", ")
     );
+    totals.operations += operations;
+    totals.unknown += recorded.unknown.len();
+    totals.faults += recorded.faults.len();
+    totals.cached += cached;
     let started = std::time::Instant::now();
-    let problems = problems(&recorded);
+    let mut problems = problems(&recorded);
     println!("history run {seed}: checked in {:?}", started.elapsed());
-    assert!(
-        problems.is_empty(),
-        "ZSC_HISTORY_SEED={seed} on {backend:?}:\n{}",
-        problems.join("\n")
-    );
-    assert!(
-        recorded.acked.len() > 1 && recorded.log.len() > 10 && !recorded.faults.is_empty(),
-        "seed {seed}: the run revoked too little or injected no fault to prove anything"
-    );
+    if recorded.acked.len() < 2 || recorded.log.len() < 10 || recorded.faults.is_empty() {
+        problems.push("the run revoked too little or injected no fault to prove anything".into());
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "ZSC_HISTORY_SEED={seed} on {backend:?}:\n{}",
+            problems.join("\n")
+        )),
+    }
 }
 
 /// Every violation in a recorded run, as sentences.
