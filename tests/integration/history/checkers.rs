@@ -96,6 +96,9 @@ fn the_stream_checker_rejects_gaps_repeats_and_a_checkpoint_below_an_acknowledge
     assert!(!stream::violations(&[repeat], &log, &[]).is_empty());
     let stale = session(vec![event(1), checkpoint(1, 1, t0)]);
     assert!(!stream::violations(&[stale], &log, &acked).is_empty());
+    // Below its durable head a checkpoint vouches for nothing: the subscriber is behind.
+    let behind = session(vec![event(1), checkpoint(1, 2, t0)]);
+    assert!(stream::violations(&[behind], &log, &acked).is_empty());
     let wrong = session(vec![Message::Event {
         sequence: 1,
         key_id: "other".into(),
