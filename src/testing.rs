@@ -40,6 +40,17 @@ impl EtcdCluster {
 
     /// As [`EtcdCluster::start`], each member with `extra` flags too (`--quota-backend-bytes`).
     pub fn start_with(n: usize, extra: &[&str]) -> EtcdCluster {
+        Self::start_behind(n, extra, |_, peer_port| peer_port)
+    }
+
+    /// As [`EtcdCluster::start_with`], each member's peers reaching it at the port
+    /// `advertise(i, peer_port)` returns (a proxy in front of its peer port, which can cut it
+    /// off from its peers); called for every member before any starts.
+    pub fn start_behind(
+        n: usize,
+        extra: &[&str],
+        mut advertise: impl FnMut(usize, u16) -> u16,
+    ) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let token = format!("zsc-test-{}", std::process::id());
         let mut members: Vec<Member> = (0..n)
@@ -51,12 +62,14 @@ impl EtcdCluster {
                 args: Vec::new(),
             })
             .collect();
+        let advertised: Vec<u16> = (0..n).map(|i| advertise(i, members[i].peer_port)).collect();
         let initial = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .zip(&advertised)
+            .map(|(m, port)| format!("{}=http://127.0.0.1:{port}", m.name))
             .collect::<Vec<_>>()
             .join(",");
-        for member in &mut members {
+        for (member, advertised) in members.iter_mut().zip(advertised) {
             let data: PathBuf = dir.path().join(&member.name);
             let client = format!("http://127.0.0.1:{}", member.client_port);
             let peer = format!("http://127.0.0.1:{}", member.peer_port);
@@ -72,7 +85,7 @@ impl EtcdCluster {
                 "--listen-peer-urls".into(),
                 peer.clone(),
                 "--initial-advertise-peer-urls".into(),
-                peer,
+                format!("http://127.0.0.1:{advertised}"),
                 "--initial-cluster".into(),
                 initial.clone(),
                 "--initial-cluster-state".into(),
@@ -118,6 +131,11 @@ impl EtcdCluster {
         }
     }
 
+    /// The process id of member `i`, while it runs (for SIGSTOP and SIGCONT).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// Starts a killed member again, on its data dir, and waits until it is healthy.
     pub fn restart(&mut self, i: usize) {
         self.members[i].spawn();
@@ -129,6 +147,12 @@ impl EtcdCluster {
         if self.members[i].child.is_none() {
             self.members[i].spawn();
         }
+    }
+
+    /// Whether member `i` reports healthy now (a member cut off from its peers has no leader).
+    pub fn healthy(&self, i: usize) -> bool {
+        let body = http_get(self.members[i].client_port, "/health", None);
+        body.is_some_and(|b| b.contains("\"health\":\"true\""))
     }
 
     /// Waits until every member reports healthy.
