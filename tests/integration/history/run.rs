@@ -39,6 +39,7 @@ pub struct Plan {
     pub orgs: usize,
     pub clients_per_org: usize,
     pub length: Duration,
+    pub cuts: super::target::Cuts,
 }
 
 /// What a run recorded.
@@ -162,7 +163,10 @@ pub async fn run(plan: &Plan) -> Recorded {
     while Instant::now() + Duration::from_secs(3) < shared.until {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1500))).await;
         let at = shared.now() / 1000;
-        faults.push(format!("{} at {at} ms", system.fault(&mut rng).await));
+        faults.push(format!(
+            "{} at {at} ms",
+            system.fault(&mut rng, plan.cuts).await
+        ));
     }
     for task in tasks {
         task.await.unwrap();

@@ -37,6 +37,16 @@ pub struct System {
     )>,
 }
 
+/// Whether the faults include cutting an etcd member off from its peers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cuts {
+    Yes,
+    No,
+}
+
+/// The fault kind that cuts a member off from its peers (`System::member_fault`).
+const CUT: u32 = 4;
+
 impl System {
     pub async fn start(backend: Backend) -> System {
         let work = tempfile::tempdir().unwrap();
@@ -109,11 +119,15 @@ impl System {
     }
 
     /// Injects one fault chosen by `rng`, holds it for up to 2.5 s, and heals it (a killed
-    /// process is started again). Returns what it did.
-    pub async fn fault(&mut self, rng: &mut StdRng) -> String {
+    /// process is started again). Returns what it did. Without `cuts`, a member is delayed
+    /// where it would have been cut off from its peers.
+    pub async fn fault(&mut self, rng: &mut StdRng, cuts: Cuts) -> String {
         let hold = Duration::from_millis(rng.random_range(300..2500));
         let kinds = if self.replicas.len() > 1 { 6 } else { 2 };
-        let kind = rng.random_range(0..kinds);
+        let kind = match rng.random_range(0..kinds) {
+            CUT if cuts == Cuts::No => CUT + 1,
+            kind => kind,
+        };
         let target = rng.random_range(0..self.replicas.len());
         let done = match kind {
             0 => self.kill_replica(target, hold).await,
@@ -154,7 +168,7 @@ impl System {
                 "SIGKILL"
             }
             3 => pause(cluster.pid(m).expect("running"), hold).await,
-            4 => {
+            CUT => {
                 partition.cut(m, true);
                 let lost = lost_leader(cluster, m, hold).await;
                 partition.cut(m, false);
