@@ -68,7 +68,8 @@
 //!   connection whose revocation streams all stalled, `api/stall.rs`).
 //! - [`metrics`]: the Prometheus registry and its `/metrics` endpoint.
 //! - [`cli`], [`telemetry`]: flags and logging for the binary; [`trace`]: spans exported over
-//!   OTLP when `--otlp-endpoint` is given (nothing installed otherwise); [`progress`]: what `zsc backup`
+//!   OTLP when `--otlp-endpoint` is given (nothing installed otherwise; `trace_absent.rs` in a
+//!   build without the default `otlp` feature); [`progress`]: what `zsc backup`
 //!   and `zsc restore` show on a terminal while they run, and the rate they report;
 //!   [`backup_client`]: `zsc backup --url`, the client of a running server's online backup.
 //! - `testing` (feature `etcd`): a real etcd cluster on loopback for the tests and benches;
@@ -119,6 +120,11 @@ pub mod testing;
 #[doc(hidden)]
 pub mod testkit;
 pub mod tls;
+#[cfg(feature = "otlp")]
+pub mod trace;
+/// What [`trace`] offers in a build without the `otlp` feature: nothing is ever exported.
+#[cfg(not(feature = "otlp"))]
+#[path = "trace_absent.rs"]
 pub mod trace;
 pub mod verifier;
 

@@ -294,20 +294,84 @@ fn peak_and_cpu_rows(
     });
 }
 
-/// The flags of row 8's servers beside the plain one: a rate limit no call reaches, and OTLP
-/// export to a port where nothing listens.
-fn row8_flags() -> Vec<(&'static str, Vec<String>)> {
+/// Row 8's server on a build of zsc without the `otlp` feature.
+const WITHOUT_OTLP: &str = "a build without the otlp feature";
+
+/// One of row 8's servers: what it is called, its flags, and the build it runs.
+struct Variant {
+    name: &'static str,
+    flags: Vec<String>,
+    binary: PathBuf,
+}
+
+/// Row 8's servers: the plain one (this build, flags absent), then a rate limit no call reaches,
+/// OTLP export to a port where nothing listens, and (full mode) a build without the `otlp`
+/// feature, flags absent: "traces off" against "traces not built in".
+fn row8_variants(options: &Options, described: &mut Vec<String>) -> Vec<Variant> {
+    let this = PathBuf::from(env!("CARGO_BIN_EXE_zsc"));
     let dead = free_port();
-    vec![
-        (
-            "--rate-limit 1000000000/s",
-            vec!["--rate-limit".into(), "1000000000/s".into()],
-        ),
-        (
-            "--otlp-endpoint to a dead port",
-            vec!["--otlp-endpoint".into(), format!("http://127.0.0.1:{dead}")],
-        ),
-    ]
+    let mut variants = vec![
+        Variant {
+            name: "flags absent",
+            flags: Vec::new(),
+            binary: this.clone(),
+        },
+        Variant {
+            name: "--rate-limit 1000000000/s",
+            flags: vec!["--rate-limit".into(), "1000000000/s".into()],
+            binary: this.clone(),
+        },
+        Variant {
+            name: "--otlp-endpoint to a dead port",
+            flags: vec!["--otlp-endpoint".into(), format!("http://127.0.0.1:{dead}")],
+            binary: this,
+        },
+    ];
+    match build_without_otlp(options) {
+        Ok(binary) => variants.push(Variant {
+            name: WITHOUT_OTLP,
+            flags: Vec::new(),
+            binary,
+        }),
+        Err(why) => described.push(format!("row 8: no build without OTLP: {why}")),
+    }
+    variants
+}
+
+/// Builds `zsc` without its default `otlp` feature, in the bench's profile, into a target dir of
+/// its own (`target/without-otlp`: the bench's own binary is never rebuilt under it). The first
+/// build compiles every dependency again (minutes); later ones are no-ops. Not in `--quick`.
+fn build_without_otlp(options: &Options) -> Result<PathBuf, String> {
+    if options.quick {
+        return Err("not built in --quick".into());
+    }
+    let this = Path::new(env!("CARGO_BIN_EXE_zsc"));
+    let profile_dir = this.parent().ok_or("no profile dir")?;
+    let target = profile_dir
+        .parent()
+        .ok_or("no target dir")?
+        .join("without-otlp");
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "row 8: building zsc without the otlp feature into {}",
+        target.display()
+    );
+    let status = Command::new(cargo)
+        .args(["build", "--locked", "--no-default-features", "--bin", "zsc"])
+        .args(["--profile", profile, "--target-dir"])
+        .arg(&target)
+        .status()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --no-default-features: {status}"));
+    }
+    let name = profile_dir.file_name().ok_or("no profile name")?;
+    Ok(target.join(name).join("zsc"))
 }
 
 /// Row 8: ValidateKey under h2load on servers with rate limits on and with OTLP export on,
@@ -329,11 +393,11 @@ pub(crate) async fn row8(options: &Options, rows: &mut Vec<Row>) -> Vec<String> 
     }
     let mut servers = Vec::new();
     let mut described = Vec::new();
-    let mut flagged = vec![("flags absent", Vec::<String>::new())];
-    flagged.extend(row8_flags());
-    for (name, flags) in &flagged {
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let (server, url, token) = ServerUnderTest::start_with(options, None, &flags).await;
+    for variant in row8_variants(options, &mut described) {
+        let name = variant.name;
+        let flags: Vec<&str> = variant.flags.iter().map(String::as_str).collect();
+        let (server, url, token) =
+            ServerUnderTest::start_binary(options, None, &flags, &variant.binary).await;
         let fx = fixture(&url, &token).await;
         let target = H2Target::new(&fx, &server);
         if options.pin {
@@ -368,12 +432,25 @@ pub(crate) async fn row8(options: &Options, rows: &mut Vec<Row>) -> Vec<String> 
         let _ = set_affinity(std::process::id(), &all_cores());
     }
     for (i, (name, _, _)) in servers.iter().enumerate().skip(1) {
+        // Issue 18 judges "traces off" (this build, flags absent) against the build without
+        // them; the other variants are judged against flags absent.
+        let (figure, baseline, measured) = if *name == WITHOUT_OTLP {
+            let figure = format!("ValidateKey peak (h2load), OTLP built in and off vs {name}");
+            (figure, (*name, &windows[i][..]), &windows[0][..])
+        } else {
+            let figure = format!("ValidateKey peak (h2load), {name}");
+            (
+                figure,
+                ("flags absent, same load", &windows[0][..]),
+                &windows[i][..],
+            )
+        };
         peak_and_cpu_rows(
             rows,
             "8",
-            &format!("ValidateKey peak (h2load), {name}"),
-            ("flags absent, same load", &windows[0]),
-            &windows[i],
+            &figure,
+            baseline,
+            measured,
             (">= 0.98x", &|ratio| ratio >= 0.98),
             ("(diagnostic)", &|_| true),
         );

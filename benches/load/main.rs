@@ -26,7 +26,9 @@
 //! 7. Rows 1, 3 and 4 on etcd beside sled (`--features etcd`, `etcd.rs`): without the feature or
 //!    an `etcd` binary, the row says so and how to run it.
 //! 8. What rate limits (`--rate-limit` too high to refuse) and OTLP export (`--otlp-endpoint` to
-//!    a dead port) cost row 1: ValidateKey under h2load on such servers beside a plain one.
+//!    a dead port) cost row 1: ValidateKey under h2load on such servers beside a plain one; and
+//!    (not in `--quick`) the plain one against a build without the `otlp` feature, which the
+//!    row builds first into `target/without-otlp` (minutes the first time).
 //!
 //! Row 1 also runs with h2load as its client (`h2load.rs`), and row 2 with a Python grpcio
 //! client one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6 a second

@@ -42,6 +42,16 @@ impl ServerUnderTest {
         store: Option<&str>,
         flags: &[&str],
     ) -> (ServerUnderTest, String, String) {
+        Self::start_binary(options, store, flags, Path::new(env!("CARGO_BIN_EXE_zsc"))).await
+    }
+
+    /// [`ServerUnderTest::start_with`], running `binary` as the child (row 8's build without OTLP).
+    pub(crate) async fn start_binary(
+        options: &Options,
+        store: Option<&str>,
+        flags: &[&str],
+        binary: &Path,
+    ) -> (ServerUnderTest, String, String) {
         if let Some(target) = &options.target {
             let file = options
                 .token_file
@@ -88,7 +98,7 @@ impl ServerUnderTest {
         let mut extra: Vec<&str> = store.iter().flat_map(|url| ["--store", url]).collect();
         extra.extend(["--metrics-listen", &metrics]);
         extra.extend(flags);
-        let (child, url, log) = spawn_child(dir.path(), &extra);
+        let (child, url, log) = spawn_binary(binary, dir.path(), &extra);
         let token = read_token(&data).await;
         let server = ServerUnderTest::Child {
             child,
@@ -191,6 +201,11 @@ pub(crate) async fn stop_child(child: &mut Child) {
 /// Starts `zsc serve` on `dir/data` (logging to `dir/server.log`, appended: a restart adds to
 /// it), with `extra` flags; returns the child, its URL and its log.
 pub(crate) fn spawn_child(dir: &Path, extra: &[&str]) -> (Child, String, PathBuf) {
+    spawn_binary(Path::new(env!("CARGO_BIN_EXE_zsc")), dir, extra)
+}
+
+/// [`spawn_child`] with another build of `zsc` than the bench's own.
+fn spawn_binary(binary: &Path, dir: &Path, extra: &[&str]) -> (Child, String, PathBuf) {
     // A free port, handed to the child (a race with another process is possible, and would
     // show as the child failing to start).
     let port = free_port();
@@ -200,7 +215,7 @@ pub(crate) fn spawn_child(dir: &Path, extra: &[&str]) -> (Child, String, PathBuf
         .append(true)
         .open(&log)
         .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_zsc"))
+    let child = Command::new(binary)
         .arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))

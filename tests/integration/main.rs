@@ -36,6 +36,7 @@ mod storage;
 mod subscribers;
 mod tls;
 mod tls_reload;
+#[cfg(feature = "otlp")]
 mod traces;
 mod users;
 mod verifier;
