@@ -144,13 +144,27 @@ pub(super) struct View {
 
 impl View {
     /// Builds the view from every key and the orgs they name.
+    ///
+    /// `org` is called in org id order: keys come in hash order and name their orgs at random,
+    /// and on sled each such lookup paged a node of the orgs tree in and out of the cache
+    /// (38 s to SERVING at 1,000,000 keys); in org id order the lookups walk the tree once.
     pub fn build(
-        keys: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+        keys: impl IntoIterator<Item = Result<(impl AsRef<[u8]>, impl AsRef<[u8]>)>>,
         mut org: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
     ) -> Result<View> {
-        let mut map = Keys::default();
-        for (hash, record) in keys {
-            let key = decode::<KeyRecord>(&record)?;
+        let mut keys = keys
+            .into_iter()
+            .map(|row| {
+                let (hash, record) = row?;
+                Ok((
+                    hash_of(hash.as_ref())?,
+                    decode::<KeyRecord>(record.as_ref())?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        keys.sort_unstable_by(|(_, a), (_, b)| a.org_id.cmp(&b.org_id));
+        let mut map = Keys::with_capacity_and_hasher(keys.len(), Default::default());
+        for (hash, key) in keys {
             if let Some(org_bytes) = org(&key.org_id)? {
                 map.insert(Live::new(&hash, &key, &decode::<OrgRecord>(&org_bytes)?)?);
             }
@@ -300,7 +314,7 @@ mod tests {
                 created_us: 1_700_000_000_000_000,
             };
             let hash = *blake3::hash(&n.to_be_bytes()).as_bytes();
-            (hash.to_vec(), record.encode_to_vec())
+            Ok((hash.to_vec(), record.encode_to_vec()))
         });
         let view = View::build(keys, |id| {
             let n: usize = id.parse().unwrap();

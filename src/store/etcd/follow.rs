@@ -93,7 +93,9 @@ impl Follower {
         let keys = in_table(Table::Keys, self.range_at(Table::Keys, revision).await?);
         let orgs: HashMap<Vec<u8>, Vec<u8>> =
             in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
-        View::build(keys, |org_id| Ok(orgs.get(org_id.as_bytes()).cloned()))
+        View::build(keys.map(Ok), |org_id| {
+            Ok(orgs.get(org_id.as_bytes()).cloned())
+        })
     }
 
     /// Follows the prefix forever (the task is aborted when the store is dropped).

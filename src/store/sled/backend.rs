@@ -180,11 +180,7 @@ pub(super) struct Written {
 
 /// The view of every key in the trees (at open, before anything else writes).
 fn build_view(trees: &Trees) -> Result<View> {
-    let keys = trees.keys.iter().map(|item| {
-        let (hash, record) = item.map_err(Error::internal)?;
-        Ok((hash.to_vec(), record.to_vec()))
-    });
-    let keys = keys.collect::<Result<Vec<_>>>()?;
+    let keys = trees.keys.iter().map(|item| item.map_err(Error::internal));
     View::build(keys, |org_id| {
         let org = trees.orgs.get(org_id.as_bytes()).map_err(Error::internal)?;
         Ok(org.map(|v| v.to_vec()))
