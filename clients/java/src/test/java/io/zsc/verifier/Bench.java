@@ -134,7 +134,7 @@ public final class Bench {
    */
   private static final int WARM_MIN = 20_000;
   private static final int WARM_BLOCK = 1000;
-  private static final long JIT_QUIET_NANOS = TimeUnit.SECONDS.toNanos(1);
+  private static final long JIT_QUIET_NANOS = TimeUnit.SECONDS.toNanos(3);
   private static final long JIT_QUIET_MS = 5;
   private static final long WARM_CAP_NANOS = TimeUnit.SECONDS.toNanos(90);
 
@@ -182,7 +182,7 @@ public final class Bench {
   }
 
   /**
-   * Calls {@code call} until the JIT has been (nearly) idle for a second: with a fixed 500-call
+   * Calls {@code call} until the JIT has been (nearly) idle for 3 s: with a fixed 500-call
    * warm-up, C1/C2 were still compiling over a thousand methods during the measured
    * calls and their threads took the cores from the calls (p99 8 ms instead of under 1 ms).
    */
@@ -206,7 +206,7 @@ public final class Bench {
       boolean settled = calls >= WARM_MIN && now - quietSince >= JIT_QUIET_NANOS;
       if (settled || now - started >= WARM_CAP_NANOS) {
         return String.format("warm-up %d calls in %.1f s, %s", calls, (now - started) / 1e9,
-            settled ? "then the JIT was quiet for 1 s" : "the JIT still busy at the cap");
+            settled ? "then the JIT was quiet for 3 s" : "the JIT still busy at the cap");
       }
     }
   }
