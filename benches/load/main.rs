@@ -128,7 +128,7 @@ async fn measure(
     }
     if options.row(2) {
         row2(options, &fx, rows).await;
-        python_row(options, &fx, rows).await;
+        python_row(options, &fx, server, rows).await;
     }
     if options.row(4) {
         row4(options, &fx, rows, server).await;
