@@ -29,9 +29,9 @@
 //!    a dead port) cost row 1: ValidateKey under h2load on such servers beside a plain one.
 //!
 //! Row 1 also runs with h2load as its client (`h2load.rs`), and row 2 with a Python grpcio
-//! client and h2load one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6 a second
-//! time with the server on core 0 and the load on core 1 (taskset), and row 8 pinned so too;
-//! row 7's etcd members then share core 0 with the server.
+//! client and h2load one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6
+//! a second time with the server on core 0 and the load on core 1 (taskset), and row 8 pinned
+//! so too; row 7's etcd members then share core 0 with the server.
 //!
 //! docs/performance.md says what each row means and shows the latest full run.
 //!
