@@ -100,6 +100,56 @@ impl H2Target {
     }
 }
 
+/// ValidateKey from h2load one call at a time (`-c1 -m1`): `warm_up` calls, then `calls` whose
+/// durations h2load's `--log-file` gives; their p50 and p99 (ns). A C client making one syscall
+/// round and one wake-up per call, so the tail it sees is the server's and the machine's, to
+/// set beside a Python or Java client's in the same run.
+pub(crate) async fn one_at_a_time(
+    target: &H2Target,
+    warm_up: usize,
+    calls: usize,
+) -> Result<(f64, f64), String> {
+    let status = target.grpc_status(VALIDATE, &target.validate)?;
+    if status != "0" {
+        return Err(format!("nghttp got grpc-status {status} for ValidateKey"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let log = dir.path().join("one_at_a_time.log");
+    let mut command = Command::new("h2load");
+    command
+        .args(["-c1", "-m1", "-n", &(warm_up + calls).to_string()])
+        .arg(format!("--log-file={}", log.display()))
+        .args(target.headers())
+        .arg("-d")
+        .arg(&target.validate)
+        .arg(format!("{}{VALIDATE}", target.url));
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("h2load task")
+        .map_err(|e| format!("h2load: {e}"))?;
+    let text = std::fs::read_to_string(&log).map_err(|e| format!("h2load's log: {e}"))?;
+    // One line per request, in the order they ended: start (us), HTTP status, duration (us).
+    let mut latency = histogram();
+    for line in text.lines().skip(warm_up) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            [_, "200", us] => latency.saturating_record(us.parse::<u64>().unwrap_or(0) * 1000),
+            _ => return Err(format!("h2load: a call did not succeed: {line}")),
+        }
+    }
+    if (latency.len() as usize) < calls {
+        return Err(format!(
+            "h2load logged {} calls of {calls}: {}",
+            latency.len(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok((
+        latency.value_at_quantile(0.5) as f64,
+        latency.value_at_quantile(0.99) as f64,
+    ))
+}
+
 pub(crate) fn h2load_installed() -> bool {
     ["h2load", "nghttp"].iter().all(|tool| {
         Command::new(tool)

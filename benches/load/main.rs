@@ -31,9 +31,9 @@
 //!    row builds first into `target/without-otlp` (minutes the first time).
 //!
 //! Row 1 also runs with h2load as its client (`h2load.rs`), and row 2 with a Python grpcio
-//! client one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6 a second
-//! time with the server on core 0 and the load on core 1 (taskset), and row 8 pinned so too;
-//! row 7's etcd members then share core 0 with the server.
+//! client and h2load one call at a time (`python.rs`). `--pin` (`pin.rs`) runs rows 1, 3 and 6
+//! a second time with the server on core 0 and the load on core 1 (taskset), and row 8 pinned
+//! so too; row 7's etcd members then share core 0 with the server.
 //!
 //! docs/performance.md says what each row means and shows the latest full run.
 //!
@@ -130,7 +130,7 @@ async fn measure(
     }
     if options.row(2) {
         row2(options, &fx, rows).await;
-        python_row(options, &fx, rows).await;
+        python_row(options, &fx, server, rows).await;
     }
     if options.row(4) {
         row4(options, &fx, rows, server).await;

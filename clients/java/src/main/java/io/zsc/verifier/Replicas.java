@@ -48,6 +48,10 @@ final class Replicas {
   /**
    * A lazily connecting channel. grpc-java sends no keepalive pings unless told to: without them
    * a connection whose peer vanished (no FIN, no RST) is noticed only by the stream watchdog.
+   * The flow-control window is fixed (at grpc-java's default size) because auto-tuning it sends a
+   * BDP PING after each response that carries data: every ValidateKey of a miss would cost a
+   * second round trip and a second wake-up of both ends, for a window the small messages here
+   * never fill.
    */
   private static ManagedChannel channel(String url, Config config) {
     URI uri = URI.create(url);
@@ -59,7 +63,8 @@ final class Replicas {
     NettyChannelBuilder builder = NettyChannelBuilder.forAddress(uri.getHost(), port)
         .keepAliveTime(KEEPALIVE_SECONDS, TimeUnit.SECONDS)
         .keepAliveTimeout(KEEPALIVE_TIMEOUT_SECONDS, TimeUnit.SECONDS)
-        .keepAliveWithoutCalls(true);
+        .keepAliveWithoutCalls(true)
+        .flowControlWindow(NettyChannelBuilder.DEFAULT_FLOW_CONTROL_WINDOW);
     if (!tls) {
       return builder.usePlaintext().build();
     }
