@@ -32,6 +32,8 @@ mod readpath;
 #[cfg(feature = "etcd")]
 mod replicas;
 mod stalls;
+#[cfg(feature = "etcd")]
+mod stale;
 mod storage;
 mod subscribers;
 mod tls;

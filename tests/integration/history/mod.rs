@@ -26,7 +26,7 @@ mod bound;
 mod checker;
 mod model;
 #[cfg(feature = "etcd")]
-mod proxy;
+pub(crate) mod proxy;
 mod run;
 mod stream;
 mod target;
