@@ -31,9 +31,9 @@ mod readme;
 mod readpath;
 #[cfg(feature = "etcd")]
 mod replicas;
-mod stalls;
 #[cfg(feature = "etcd")]
 mod stale;
+mod stalls;
 mod storage;
 mod subscribers;
 mod tls;

@@ -1,8 +1,8 @@
-//! The history checker's finding, made a test (feature `etcd`): with an etcd member cut off
-//! from its peers (the history harness's proxy on the peer ports) again and again while one
-//! replica revokes keys, no ValidateKey that starts after a revocation's OK, on any replica,
-//! answers a `sequence` below that revocation. One replica reaches etcd through the member
-//! that is cut off only, one through every member.
+//! The history checker's finding, made a test (feature `etcd`): while an etcd member is cut
+//! off from its peers (the history harness's proxy on the peer ports) or paused (SIGSTOP),
+//! again and again, and two replicas revoke keys, no ValidateKey that starts after a
+//! revocation's OK, on any replica, answers a `sequence` below that revocation. One replica
+//! reaches etcd through the member that is cut off only, one through every member.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -13,7 +13,8 @@ use crate::common::*;
 use crate::history::proxy::Partition;
 use zsc::proto::*;
 
-/// Cuts, each held for 1.5 s: the member reached by replica `b`, then the leader, in turn.
+/// Faults, each held for 1.5 s, on the member replica `b` reaches and on the leader in turn:
+/// two cuts, then two pauses (SIGSTOP), and so on.
 fn cuts() -> usize {
     std::env::var("ZSC_STALE_CUTS").map_or(8, |n| n.parse().expect("a number of cuts"))
 }
@@ -72,7 +73,9 @@ async fn no_validation_answers_a_head_below_a_revocation_acknowledged_before_it_
             };
             let keys = server.op_keys().await;
             let (seen, stop) = (seen.clone(), stop.clone());
-            tasks.push(tokio::spawn(validate_until(keys, request, name, seen, stop)));
+            tasks.push(tokio::spawn(validate_until(
+                keys, request, name, seen, stop,
+            )));
         }
     }
     for n in 0..cuts() {
@@ -81,23 +84,11 @@ async fn no_validation_answers_a_head_below_a_revocation_acknowledged_before_it_
             0 => cut_member,
             _ => tokio::task::block_in_place(|| cluster.leader()).unwrap_or(cut_member),
         };
-        let pid = cluster.pid(member).expect("running").to_string();
-        let signal = |name: &str| {
-            let status = std::process::Command::new("kill")
-                .args([name, &pid])
-                .status()
-                .unwrap();
-            assert!(status.success());
-        };
-        match (n / 2) % 2 {
-            0 => partition.cut(member, true),
-            _ => signal("-STOP"),
-        }
+        let pid = cluster.pid(member).expect("running") as i32;
+        let pause = (n / 2) % 2 == 1;
+        hold(&partition, member, pid, pause, true);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        match (n / 2) % 2 {
-            0 => partition.cut(member, false),
-            _ => signal("-CONT"),
-        }
+        hold(&partition, member, pid, pause, false);
         tokio::task::block_in_place(|| cluster.wait_all_healthy());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -129,8 +120,21 @@ async fn no_validation_answers_a_head_below_a_revocation_acknowledged_before_it_
         seen.answers.len(),
         stale.len()
     );
-    assert!(seen.acked.len() > cuts(), "too few revocations to prove anything");
+    assert!(
+        seen.acked.len() > cuts(),
+        "too few revocations to prove anything"
+    );
     assert!(stale.is_empty(), "{}", stale.join("\n"));
+}
+
+/// Cuts member `member` off from its peers, or (`pause`) stops its process; `on: false` heals.
+fn hold(partition: &Partition, member: usize, pid: i32, pause: bool, on: bool) {
+    if !pause {
+        return partition.cut(member, on);
+    }
+    let signal = if on { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill(2) on an etcd member this test started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 /// Generates and revokes the churn org's key through `keys` until `stop`, noting each OK.
