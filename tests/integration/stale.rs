@@ -13,8 +13,12 @@ use crate::common::*;
 use crate::history::proxy::Partition;
 use zsc::proto::*;
 
-/// Faults, each held for 1.5 s, on the member replica `b` reaches and on the leader in turn:
-/// two cuts, then two pauses (SIGSTOP), and so on.
+/// How long each fault is held: past the barrier's 3 s bound, so that the health probe of a
+/// replica whose member is cut off fails (it goes NOT_SERVING) and it must come back.
+const HOLD: Duration = Duration::from_secs(4);
+
+/// Faults, each held for [`HOLD`], on the member replica `b` reaches and on the leader in
+/// turn: two cuts, then two pauses (SIGSTOP), and so on.
 fn cuts() -> usize {
     std::env::var("ZSC_STALE_CUTS").map_or(8, |n| n.parse().expect("a number of cuts"))
 }
@@ -87,7 +91,7 @@ async fn no_validation_answers_a_head_below_a_revocation_acknowledged_before_it_
         let pid = cluster.pid(member).expect("running") as i32;
         let pause = (n / 2) % 2 == 1;
         hold(&partition, member, pid, pause, true);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(HOLD).await;
         hold(&partition, member, pid, pause, false);
         tokio::task::block_in_place(|| cluster.wait_all_healthy());
     }
