@@ -31,6 +31,8 @@ mod readme;
 mod readpath;
 #[cfg(feature = "etcd")]
 mod replicas;
+#[cfg(feature = "etcd")]
+mod stale;
 mod stalls;
 mod storage;
 mod subscribers;

@@ -79,7 +79,12 @@ impl EtcdBackend {
         let loaded_at = std::time::SystemTime::now();
         let loaded = follower.load().await?;
         let confirmer = Arc::new(Confirmer {
-            barrier: Barrier::new(client.kv_client(), &root, applied.subscribe()),
+            barrier: Barrier::new(
+                client.kv_client(),
+                &root,
+                applied.subscribe(),
+                head.subscribe(),
+            ),
             head: head.clone(),
             // The load was one linearizable read, after the clock.
             latest: watch::Sender::new(Confirmed {

@@ -9,6 +9,11 @@
 //! before a call arrived could miss a change acknowledged just before it). One read is in
 //! flight at a time; etcd serves each with one ReadIndex round and no log entry.
 //!
+//! The same read also fetches the revocation log's head, and a call waits until this replica
+//! has announced it too: the `sequence` an answer carries (the head read after the barrier)
+//! is then at or above every revocation acknowledged before the call by construction, not
+//! only because the watch moves the head before it counts the revision applied.
+//!
 //! Progress notifications are not used: Debian's etcd 3.4.23 predates the fix of etcd#15220
 //! (a progress notification could arrive before the event of the same revision).
 
@@ -17,28 +22,45 @@ use std::{
     time::Duration,
 };
 
-use etcd_client::KvClient;
+use etcd_client::{KvClient, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch;
 
 use super::errors::{never_sent, unavailable};
 use super::url::table_key;
 use crate::domain::{Error, Result};
-use crate::store::head::{Announcer, Confirmed};
-use crate::store::tables::{Table, AUDIT_HEAD};
+use crate::store::head::{Announcer, Confirmed, Head};
+use crate::store::kv::read_u64;
+use crate::store::tables::{Table, AUDIT_HEAD, META_HEAD};
 
 /// How long a call may wait for the shared read and for the watch to apply its revision.
 pub(in crate::store) const BARRIER_BOUND: Duration = Duration::from_secs(3);
 
-/// The outcome of one shared read: the revision to wait for, or why there is none.
-type Round = watch::Sender<Option<std::result::Result<i64, String>>>;
+/// What one shared read found: what this replica must have applied before it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Target {
+    /// The audit head's `mod_revision`: every change acknowledged before the read is at or
+    /// below it.
+    revision: i64,
+    /// The revocation log's head: every revocation acknowledged before the read is at or
+    /// below it.
+    head: u64,
+}
+
+/// The outcome of one shared read: the target to wait for, or why there is none.
+type Outcome = Option<std::result::Result<Target, String>>;
+type Round = watch::Sender<Outcome>;
 
 pub(super) struct Barrier {
     kv: KvClient,
     /// The audit head's etcd key.
-    key: Vec<u8>,
+    audit_head: Vec<u8>,
+    /// The revocation log head's etcd key.
+    log_head: Vec<u8>,
     /// The highest revision this replica's watch has applied (to the view, the mirror and
     /// the durable head).
     applied: watch::Receiver<i64>,
+    /// The log head this replica announces (what an answer's `sequence` is read from).
+    head: watch::Receiver<Head>,
     rounds: Mutex<Rounds>,
 }
 
@@ -51,21 +73,27 @@ struct Rounds {
 }
 
 impl Barrier {
-    pub fn new(kv: KvClient, root: &[u8], applied: watch::Receiver<i64>) -> Arc<Barrier> {
-        let (table, key) = (Table::Audit, AUDIT_HEAD);
+    pub fn new(
+        kv: KvClient,
+        root: &[u8],
+        applied: watch::Receiver<i64>,
+        head: watch::Receiver<Head>,
+    ) -> Arc<Barrier> {
         Arc::new(Barrier {
             kv,
-            key: table_key(root, table, key),
+            audit_head: table_key(root, Table::Audit, AUDIT_HEAD),
+            log_head: table_key(root, Table::Meta, META_HEAD),
             applied,
+            head,
             rounds: Mutex::new(Rounds::default()),
         })
     }
 
-    /// Returns once this replica has applied every change acknowledged before the call, or
-    /// UNAVAILABLE after [`BARRIER_BOUND`].
-    pub async fn pass(self: &Arc<Self>) -> Result<i64> {
+    /// Returns once this replica has applied every change acknowledged before the call and
+    /// announced the log head they reached, or UNAVAILABLE after [`BARRIER_BOUND`].
+    pub async fn pass(self: &Arc<Self>) -> Result<()> {
         let mut round = self.join();
-        let mut applied = self.applied.clone();
+        let (mut applied, mut head) = (self.applied.clone(), self.head.clone());
         let wait = async {
             let outcome = round
                 .wait_for(Option::is_some)
@@ -73,15 +101,30 @@ impl Barrier {
                 .map_err(|_| Error::internal("a barrier round ended unanswered"))?
                 .clone()
                 .expect("waited for an outcome");
-            let revision = outcome.map_err(|cause| {
+            let target = outcome.map_err(|cause| {
                 tracing::warn!(%cause, "the barrier's linearizable read failed");
                 unavailable()
             })?;
+            let stopped = |_| Error::internal("the watch of this replica stopped");
             applied
-                .wait_for(|applied| *applied >= revision)
+                .wait_for(|applied| *applied >= target.revision)
                 .await
-                .map_err(|_| Error::internal("the watch of this replica stopped"))?;
-            Ok(revision)
+                .map_err(stopped)?;
+            let announced = head.borrow().applied;
+            if announced < target.head {
+                // The watch counts a revision applied only after it has moved the head: this
+                // should not happen, and waiting keeps the answer true if it does.
+                tracing::warn!(
+                    announced,
+                    read = target.head,
+                    revision = target.revision,
+                    "the announced log head lags the revision applied: waiting for it"
+                );
+            }
+            head.wait_for(|head| head.applied >= target.head)
+                .await
+                .map_err(stopped)?;
+            Ok(())
         };
         match tokio::time::timeout(BARRIER_BOUND, wait).await {
             Ok(outcome) => outcome,
@@ -93,7 +136,7 @@ impl Barrier {
     }
 
     /// Joins the read not sent yet (making one if need be), and starts a sender if none runs.
-    fn join(self: &Arc<Self>) -> watch::Receiver<Option<std::result::Result<i64, String>>> {
+    fn join(self: &Arc<Self>) -> watch::Receiver<Outcome> {
         let mut rounds = self.rounds.lock().expect("barrier lock is never poisoned");
         let round = rounds
             .next
@@ -124,17 +167,21 @@ impl Barrier {
         }
     }
 
-    /// The audit head's `mod_revision`, read linearizably (0 if it has none yet).
-    async fn read(&self) -> std::result::Result<i64, String> {
+    /// The audit head's `mod_revision` (0 if it has none yet) and the log head, read
+    /// linearizably in one read-only Txn (one ReadIndex round, as a single get).
+    async fn read(&self) -> std::result::Result<Target, String> {
+        let gets = vec![
+            TxnOp::get(self.audit_head.clone(), None),
+            TxnOp::get(self.log_head.clone(), None),
+        ];
         let read = async {
             // A dead member the client still thinks ready fails at once without sending:
             // ask again (another member).
             let mut attempts = 0;
             loop {
-                match self.kv.clone().get(self.key.clone(), None).await {
-                    Ok(response) => {
-                        return Ok(response.kvs().first().map_or(0, |kv| kv.mod_revision()))
-                    }
+                let txn = Txn::new().and_then(gets.clone());
+                match self.kv.clone().txn(txn).await {
+                    Ok(response) => return Ok(target(response.op_responses())),
                     Err(error) if never_sent(&error) && attempts < 4 => attempts += 1,
                     Err(error) => return Err(error.to_string()),
                 }
@@ -147,6 +194,20 @@ impl Barrier {
                 crate::domain::shown::duration(BARRIER_BOUND)
             )),
         }
+    }
+}
+
+/// The target in the answers to the barrier's two gets (audit head, then log head).
+fn target(responses: Vec<TxnOpResponse>) -> Target {
+    let found = |response: Option<&TxnOpResponse>| match response {
+        Some(TxnOpResponse::Get(get)) => get.kvs().first().cloned(),
+        _ => None,
+    };
+    let audit = found(responses.first());
+    let log = found(responses.get(1));
+    Target {
+        revision: audit.map_or(0, |kv| kv.mod_revision()),
+        head: read_u64(log.as_ref().map(|kv| kv.value())),
     }
 }
 

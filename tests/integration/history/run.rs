@@ -173,6 +173,11 @@ pub async fn run(plan: &Plan) -> Recorded {
     }
     let sessions = sessions.await.unwrap();
     let log = watcher::final_log(&addrs[0], &system.token).await;
+    // The barrier's own alarm (`store/etcd/barrier.rs`): a replica's announced head behind
+    // the revision its watch applied.
+    for line in system.log_lines("lags the revision applied") {
+        println!("replica log: {line}");
+    }
     drop(system);
     let shared = Arc::try_unwrap(shared).unwrap_or_else(|_| panic!("every task ended"));
     Recorded {

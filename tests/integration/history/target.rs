@@ -97,6 +97,18 @@ impl System {
         None
     }
 
+    /// Every line of every replica's log so far that contains `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let dirs = std::fs::read_dir(self.work.path()).unwrap();
+        let logs = dirs.flatten().map(|d| d.path().join("zsc.log"));
+        logs.filter_map(|log| std::fs::read_to_string(log).ok())
+            .flat_map(|text| {
+                let lines = text.lines().filter(|l| l.contains(needle));
+                lines.map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The addresses clients call, by replica.
     pub fn addrs(&self) -> Vec<String> {
         self.replicas.iter().map(|r| r.addr.clone()).collect()
