@@ -24,9 +24,10 @@
 //!     named once), `records.rs` (how values are encoded), `backend.rs` (which backend runs a
 //!     transaction), and the [`store::Store`] handle every rule is a method of (`handle.rs`, a
 //!     leaf); `open.rs` opens a backend and runs the bootstrap rule on it.
-//!   - `store/sled/`: the default backend: one transaction per mutation (`backend.rs`),
-//!     group-committed flushes with an fsync and the write fence (`durability.rs`), private
-//!     files (`files.rs`), the data dir's lock (`open.rs`).
+//!   - `store/sled/`: the default backend: one transaction per mutation (`backend.rs`,
+//!     `transaction.rs`), or, for the key rules, one per batch of callers on a writer thread
+//!     (`writer.rs`), group-committed flushes with an fsync and the write fence
+//!     (`durability.rs`), private files (`files.rs`), the data dir's lock (`open.rs`).
 //!   - `store/etcd/` (feature `etcd`): optimistic transactions (`tx.rs`), one watch per replica
 //!     (`follow.rs`) keeping a mirror (`mirror.rs`), the view and the durable head, the read
 //!     barrier (`barrier.rs`), the health probe, the URL and one paged range read.

@@ -33,6 +33,20 @@ impl Backend {
         }
     }
 
+    /// [`Backend::transact`] for a rule that owns what it reads: on sled it shares one
+    /// transaction with the rules queued beside it (`sled/writer.rs`).
+    pub async fn transact_batched<T: Send + 'static>(
+        &self,
+        #[cfg_attr(not(feature = "etcd"), allow(unused_variables))] prefetch: impl FnOnce() -> Prefetch,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        match self {
+            Backend::Sled(sled) => sled.transact_batched(rules).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => etcd.transact(prefetch(), rules).await,
+        }
+    }
+
     /// Runs a read-only closure; on etcd every read comes from one snapshot.
     pub async fn read<T: Send>(
         &self,

@@ -2,6 +2,7 @@
 //! mutation is run and made durable. A leaf: it knows the seam (`backend.rs`, `kv.rs`), not the
 //! rules that use it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 
@@ -116,11 +117,33 @@ impl Store {
         rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync,
     ) -> Result<T> {
         self.backend().writable()?;
+        self.durable(self.backend().transact(prefetch, rules)).await
+    }
+
+    /// [`Store::commit`] for a rule that owns what it reads: on sled it shares one transaction
+    /// with the rules queued beside it (`sled/writer.rs`). The transaction and the flush run in
+    /// a task of their own, so a caller that gives up cannot leave its change committed but
+    /// unflushed (and a revocation unannounced).
+    pub(in crate::store) async fn commit_batched<T: Send + 'static>(
+        &self,
+        prefetch: impl FnOnce() -> Prefetch + Send + 'static,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        self.backend().writable()?;
+        let store = self.clone();
+        let committing = async move {
+            let transaction = store.backend().transact_batched(prefetch, rules);
+            store.durable(transaction).await
+        };
+        let task = tokio::spawn(committing.in_current_span());
+        task.await.map_err(Error::internal)?
+    }
+
+    /// Runs a mutation's transaction, then makes it durable whatever its outcome.
+    async fn durable<T>(&self, transaction: impl Future<Output = Result<T>>) -> Result<T> {
         // Child spans of the RPC when traces are exported (`trace.rs`); debug, so the default
         // log filter never creates them.
-        let outcome = self
-            .backend()
-            .transact(prefetch, rules)
+        let outcome = transaction
             .instrument(tracing::debug_span!("store.transaction"))
             .await;
         self.sync()

@@ -110,6 +110,22 @@ async fn a_mutation_is_answered_only_after_an_fsync_of_the_database_that_follows
             .await
             .expect("create org");
     }
+    // GenerateKey and RegenerateKey run in batches on the store's writer thread
+    // (`store/sled/writer.rs`): their answers wait for an fsync too.
+    let (org_id, admin, _) = clients.org_with_key("fsync-probe-keys-org").await;
+    let mut probes = names.clone();
+    for _ in 0..2 {
+        let request = RegenerateKeyRequest {
+            org_id: org_id.clone(),
+            actor_email: admin.clone(),
+        };
+        let regenerated = clients
+            .keys
+            .regenerate_key(request)
+            .await
+            .expect("regenerate");
+        probes.push(regenerated.into_inner().info.expect("key info").key_id);
+    }
     // strace's child is zsc: stop it, and strace ends with it having written everything.
     drop(clients);
     let strace_pid = child.id().unwrap().to_string();
@@ -128,7 +144,7 @@ async fn a_mutation_is_answered_only_after_an_fsync_of_the_database_that_follows
     let trace = std::fs::read_to_string(&trace_path).unwrap();
     let calls = syscalls(&trace);
     let on_db = |call: &Call| call.text.contains("/db/db>");
-    for name in &names {
+    for name in &probes {
         let written = calls
             .iter()
             .find(|c| c.name.starts_with("pwrite") && on_db(c) && c.text.contains(name.as_str()))

@@ -44,7 +44,7 @@ impl Store {
         let prefetch = || {
             created
                 .iter()
-                .flat_map(|(org, user, key)| [org.prefetch(), user.prefetch(), key.prefetch()])
+                .flat_map(|(org, user, key)| [org.prefetch(), user.prefetch(), key.row.prefetch()])
                 .flatten()
                 .collect()
         };
@@ -52,7 +52,7 @@ impl Store {
             for (org, user, key) in &created {
                 org.insert(tx, by)?;
                 user.insert(tx, by)?;
-                key.store(tx, by, KeyMode::New)?;
+                key.row.store(tx, by, KeyMode::New)?;
             }
             Ok(())
         })

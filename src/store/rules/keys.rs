@@ -1,5 +1,7 @@
 //! ZSC keys: generate, regenerate, revoke, look up, validate.
 
+use std::sync::Arc;
+
 use prost::Message;
 
 use super::audit;
@@ -41,12 +43,16 @@ impl Store {
         actor: &Email,
         mode: KeyMode,
     ) -> Result<GeneratedKey> {
-        let new = NewKey::generate(org_id, actor);
-        let prefetch = || new.prefetch();
-        let replaced = self.commit(prefetch, |tx| new.store(tx, by, mode)).await?;
+        let NewKey { key, row } = NewKey::generate(org_id, actor);
+        let (row, by) = (Arc::new(row), by.clone());
+        let rule = row.clone();
+        let prefetch = move || rule.prefetch();
+        let rule = row.clone();
+        let store = move |tx: &mut dyn Tx| rule.store(tx, &by, mode);
+        let replaced = self.commit_batched(prefetch, store).await?;
         Ok(GeneratedKey {
-            key: new.key,
-            info: new.info,
+            key,
+            info: row.info.clone(),
             replaced,
         })
     }
@@ -54,23 +60,25 @@ impl Store {
     /// Revokes the org's key (REVOKED). NOT_FOUND if it has none.
     pub async fn revoke_key(&self, by: &Caller, org_id: &OrgId) -> Result<RevocationEvent> {
         let now = now();
+        let org_key = org_id.as_str().as_bytes().to_vec();
         let prefetch = || {
             vec![
-                (Table::Orgs, org_id.as_str().as_bytes().to_vec()),
+                (Table::Orgs, org_key),
                 (Table::Meta, META_HEAD.to_vec()),
                 audit::head_key(),
             ]
         };
-        self.commit(prefetch, |tx| {
-            let Some(mut org) = read_org(tx, org_id)? else {
-                return abort(org_not_found(org_id));
+        let (by, org_id) = (by.clone(), org_id.clone());
+        self.commit_batched(prefetch, move |tx| {
+            let Some(mut org) = read_org(tx, &org_id)? else {
+                return abort(org_not_found(&org_id));
             };
             let reason = RevocationReason::Revoked;
-            let Some(event) = revoke_active_key(tx, org_id, &mut org, None, reason, now)? else {
-                return abort(no_key(org_id));
+            let Some(event) = revoke_active_key(tx, &org_id, &mut org, None, reason, now)? else {
+                return abort(no_key(&org_id));
             };
             let action = AuditAction::KeyRevoked;
-            let entry = audit::entry(by, action, Some(org_id), event.key_id.as_str());
+            let entry = audit::entry(&by, action, Some(&org_id), event.key_id.as_str());
             audit::append(tx, entry.revoking(Some(&event)))?;
             Ok(event)
         })
@@ -128,10 +136,15 @@ impl Store {
     }
 }
 
-/// A new key (never stored: only its hash is) and its record, made before its transaction so
+/// A new key (never stored: only its hash is) and its row, made before its transaction so
 /// that a re-run stores the same key (and the bulk loader, `bulk.rs`, can store many in one).
 pub(super) struct NewKey {
     pub key: ZscKey,
+    pub row: KeyRow,
+}
+
+/// What storing a new key writes, without the secret: a batched rule owns it (`writer.rs`).
+pub(super) struct KeyRow {
     hash: SecretHash,
     pub info: KeyInfo,
     record: Vec<u8>,
@@ -147,14 +160,16 @@ impl NewKey {
             key_prefix: key.display_prefix(),
             created: now(),
         };
-        NewKey {
+        let row = KeyRow {
             hash: key.hash(),
-            key,
             record: KeyRecord::from_info(&info).encode_to_vec(),
             info,
-        }
+        };
+        NewKey { key, row }
     }
+}
 
+impl KeyRow {
     pub fn prefetch(&self) -> Prefetch {
         let info = &self.info;
         vec![

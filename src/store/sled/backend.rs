@@ -1,42 +1,31 @@
 //! The sled backend: the rules' transactions run as one sled transaction over every tree (sled
-//! re-runs the closure on a conflict), reads go straight to the trees, and a mutation is made
-//! durable by the group commit in `durability.rs`.
+//! re-runs the closure on a conflict; the key rules share one with the callers queued beside
+//! them, `writer.rs`), reads go straight to the trees, and a mutation is made durable by the
+//! group commit in `durability.rs`.
 
-use std::{
-    cell::{Cell, RefCell},
-    fs::File,
-    ops::Bound,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-};
-
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
-use sled::Transactional;
+use std::{fs::File, ops::Bound, sync::Arc};
 
 use super::durability::Durability;
+use super::transaction::{transact_trees, AfterCommit, Failure, Written};
+use super::writer::Writer;
 use crate::domain::{Error, Result};
 use crate::store::kv::{Entry, Range, Tx, TxError, TxResult};
 use crate::store::tables::{Table, Trees};
 use crate::store::view::View;
 
 pub(in crate::store) struct SledBackend {
+    /// Runs batched rules (`writer.rs`); first, so that its thread ends before the rest drops.
+    writer: Writer,
     pub db: sled::Db,
     pub trees: Trees,
-    /// Every tree, in [`Table::ALL`] order (`Table as usize` indexes it): what a transaction spans.
-    all: Vec<sled::Tree>,
+    /// Every tree, the accounts generation and the view: what a commit updates.
+    after: Arc<AfterCommit>,
     pub durability: Durability,
-    /// Moves after every committed change to the accounts or tokens (see
-    /// [`Backend::accounts_generation`](crate::store::backend::Backend::accounts_generation)).
-    accounts: AtomicU64,
     /// The live keys, refreshed after each commit that wrote a key (`view.rs`).
     pub view: Arc<View>,
     /// Every write holds it shared; a backup holds it alone while it copies the trees, so that
     /// the copy is one point of the store (sled has no snapshots).
-    pub(in crate::store) writers: std::sync::RwLock<()>,
+    pub(in crate::store) writers: Arc<std::sync::RwLock<()>>,
     /// The data dir (where a backup spools what it copies).
     pub(in crate::store) dir: std::path::PathBuf,
     /// Held for the store's lifetime so a second process on the same dir fails at once.
@@ -52,18 +41,21 @@ impl SledBackend {
         dir: &std::path::Path,
     ) -> Result<Self> {
         let view = Arc::new(build_view(&trees)?);
-        let all = Table::ALL
+        let all: Vec<sled::Tree> = Table::ALL
             .iter()
             .map(|&table| trees.get(table).clone())
             .collect();
+        let after = Arc::new(AfterCommit::new(all.clone(), view.clone()));
+        let writers = Arc::new(std::sync::RwLock::new(()));
+        let writer = Writer::start(all, writers.clone(), after.clone()).map_err(Error::internal)?;
         Ok(SledBackend {
+            writer,
             db,
             trees,
-            all,
+            after,
             durability,
-            accounts: AtomicU64::new(0),
             view,
-            writers: std::sync::RwLock::new(()),
+            writers,
             dir: dir.to_owned(),
             _lock: lock,
         })
@@ -77,22 +69,29 @@ impl SledBackend {
     pub fn transact<T>(&self, rules: impl Fn(&mut dyn Tx) -> TxResult<T>) -> Result<T> {
         let _writing = self.writing();
         let written = Written::default();
-        let outcome = transact_trees(&self.all, &written, rules).map_err(|e| match e {
+        let outcome = transact_trees(&self.after.all, &written, rules).and_then(|value| {
+            self.after.publish(written).map_err(Failure::Storage)?;
+            Ok(value)
+        });
+        outcome.map_err(|failure| self.failed(failure))
+    }
+
+    /// [`SledBackend::transact`] for a rule that owns what it reads: it runs on the writer
+    /// thread, in one transaction with the rules queued beside it (`writer.rs`).
+    pub async fn transact_batched<T: Send + 'static>(
+        &self,
+        rules: impl Fn(&mut dyn Tx) -> TxResult<T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        let outcome = self.writer.run(rules).await;
+        outcome.map_err(|failure| self.failed(failure))
+    }
+
+    /// The caller's error for a failed transaction; a storage failure faults the store.
+    fn failed(&self, failure: Failure) -> Error {
+        match failure {
             Failure::Rule(error) => error,
             Failure::Storage(cause) => self.durability.fail(&cause),
-        });
-        if outcome.is_ok() && written.accounts.get() {
-            self.accounts.fetch_add(1, Ordering::Release);
         }
-        if outcome.is_ok() {
-            let keys = written.keys.into_inner();
-            self.view
-                .refresh(keys.iter().map(Vec::as_slice), |table, key| {
-                    self.get(table, key)
-                })
-                .map_err(|cause| self.durability.fail(&cause))?;
-        }
-        outcome
     }
 
     /// Waits while a backup copies the trees.
@@ -102,7 +101,7 @@ impl SledBackend {
     }
 
     pub fn accounts_generation(&self) -> u64 {
-        self.accounts.load(Ordering::Acquire)
+        self.after.accounts_generation()
     }
 
     /// Runs a read-only closure against the trees as they are (no transaction: a single
@@ -158,24 +157,10 @@ impl SledBackend {
             .apply_batch(batch)
             .map_err(|cause| self.durability.fail(&cause))?;
         if table.holds_accounts() {
-            self.accounts.fetch_add(1, Ordering::Release);
+            self.after.accounts_changed();
         }
         Ok(())
     }
-}
-
-pub(super) enum Failure {
-    Rule(Error),
-    Storage(String),
-}
-
-/// What the runs of one transaction wrote that others must hear of: whether the accounts or
-/// tokens, and which keys (a run that sled re-ran counts too: a spare re-check costs nothing
-/// but a few reads).
-#[derive(Default)]
-pub(super) struct Written {
-    accounts: Cell<bool>,
-    keys: RefCell<Vec<Vec<u8>>>,
 }
 
 /// The view of every key in the trees (at open, before anything else writes).
@@ -185,74 +170,6 @@ fn build_view(trees: &Trees) -> Result<View> {
         let org = trees.orgs.get(org_id.as_bytes()).map_err(Error::internal)?;
         Ok(org.map(|v| v.to_vec()))
     })
-}
-
-/// One sled transaction over `trees` (every table, in `Table::ALL` order), noting in
-/// `written` what its runs wrote.
-pub(super) fn transact_trees<T>(
-    trees: &[sled::Tree],
-    written: &Written,
-    rules: impl Fn(&mut dyn Tx) -> TxResult<T>,
-) -> std::result::Result<T, Failure> {
-    let outcome = trees.transaction(|trees: &Vec<TransactionalTree>| {
-        let mut tx = InTransaction { trees, written };
-        rules(&mut tx).map_err(|e| match e {
-            TxError::Conflict => ConflictableTransactionError::Conflict,
-            other => ConflictableTransactionError::Abort(other),
-        })
-    });
-    outcome.map_err(|e| match e {
-        TransactionError::Abort(TxError::Abort(error)) => Failure::Rule(error),
-        TransactionError::Abort(TxError::Storage(cause)) => Failure::Storage(cause),
-        TransactionError::Abort(other) => Failure::Rule(crate::store::kv::outcome_error(other)),
-        TransactionError::Storage(cause) => Failure::Storage(cause.to_string()),
-    })
-}
-
-struct InTransaction<'a> {
-    trees: &'a [TransactionalTree],
-    written: &'a Written,
-}
-
-impl InTransaction<'_> {
-    fn note(&self, table: Table, key: &[u8]) {
-        if table.holds_accounts() {
-            self.written.accounts.set(true);
-        }
-        if table == Table::Keys {
-            self.written.keys.borrow_mut().push(key.to_vec());
-        }
-    }
-}
-
-fn unabortable(error: UnabortableTransactionError) -> TxError {
-    match error {
-        UnabortableTransactionError::Conflict => TxError::Conflict,
-        UnabortableTransactionError::Storage(cause) => TxError::Storage(cause.to_string()),
-    }
-}
-
-impl Tx for InTransaction<'_> {
-    fn get(&mut self, table: Table, key: &[u8]) -> TxResult<Option<Vec<u8>>> {
-        let value = self.trees[table as usize].get(key).map_err(unabortable)?;
-        Ok(value.map(|v| v.to_vec()))
-    }
-
-    fn insert(&mut self, table: Table, key: &[u8], value: &[u8]) -> TxResult<()> {
-        self.note(table, key);
-        self.trees[table as usize]
-            .insert(key, value)
-            .map(drop)
-            .map_err(unabortable)
-    }
-
-    fn remove(&mut self, table: Table, key: &[u8]) -> TxResult<()> {
-        self.note(table, key);
-        self.trees[table as usize]
-            .remove(key)
-            .map(drop)
-            .map_err(unabortable)
-    }
 }
 
 /// Plain reads, for read-only closures.

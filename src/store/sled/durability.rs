@@ -1,9 +1,9 @@
 //! Group commit and the write fence: a mutation answers OK only once it would survive a power
 //! loss, concurrent mutations share one flush, and a storage failure stops every later write.
 //!
-//! Each writer takes a ticket *after* its transaction committed, then queues on one lock.
-//! Whoever holds the lock flushes once for every ticket issued so far; the writers behind it
-//! find their ticket already covered and return without flushing. `benches/group_commit.rs`
+//! Each writer takes a ticket *after* its transaction committed. If no flush is running it
+//! flushes once for every ticket issued so far; otherwise it waits for the running flush to
+//! end (every waiter woken at once) and returns if that flush covered its ticket. `benches/group_commit.rs`
 //! measures the difference against a flush per write.
 //!
 //! A flush is sled's own (which on Linux ends in `sync_file_range`: it survives a process crash
@@ -27,7 +27,7 @@ use std::{
     },
 };
 
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, MutexGuard};
 
 use crate::domain::{Error, Result};
 use crate::store::head::{Announcer, Fault, Head};
@@ -40,8 +40,11 @@ pub(in crate::store) struct Durability {
     files: Arc<DiskFiles>,
     /// Tickets handed out; ticket n means "the n-th committed write wants to be durable".
     issued: AtomicU64,
-    /// Highest ticket known durable. Guarded by the lock so only one flush runs at a time.
-    flushed: Mutex<u64>,
+    /// Highest ticket known durable; every writer waiting for a flush watches it.
+    flushed: watch::Sender<u64>,
+    /// Held by the one writer flushing (for every ticket issued when it starts); the others
+    /// wait for `flushed` to move, all woken at once, instead of queueing on a lock one by one.
+    flushing: Mutex<()>,
     /// The highest revocation sequence known durable (what subscribers may be told about),
     /// and the fault once a flush failed: never cleared, only a restart clears it.
     head: Announcer,
@@ -56,32 +59,52 @@ impl Durability {
             meta,
             files: Arc::new(DiskFiles::open(db_dir)?),
             issued: AtomicU64::new(0),
-            flushed: Mutex::new(0),
+            flushed: watch::Sender::new(0),
+            flushing: Mutex::new(()),
             head: Announcer::new(head),
         })
     }
 
     /// Returns once everything committed before the call is on disk and fsynced.
     pub async fn sync(&self) -> Result<()> {
-        self.writable()?;
         let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut flushed = self.flushed.lock().await;
-        if *flushed >= ticket {
-            return Ok(());
+        let mut flushed = self.flushed.subscribe();
+        loop {
+            if *flushed.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            // A flush that failed while this writer waited covers nothing: never retry it.
+            self.writable()?;
+            match self.flushing.try_lock() {
+                // A flush may have ended between the check and the lock: it may cover this one.
+                Ok(_flushing) if *self.flushed.borrow() >= ticket => return Ok(()),
+                Ok(flushing) => return self.flush_issued(flushing).await,
+                // Wakes when the running flush ends (whatever its outcome), then checks again.
+                Err(_) => {
+                    let _ = flushed.changed().await;
+                }
+            }
         }
-        // A flush that failed while this writer queued covers nothing: never retry it.
-        self.writable()?;
+    }
+
+    /// One flush for every ticket issued so far, by the holder of `flushing`.
+    async fn flush_issued(&self, flushing: MutexGuard<'_, ()>) -> Result<()> {
+        let _wake = WakeWaiters {
+            flushed: &self.flushed,
+            flushing: Some(flushing),
+        };
         let covers = self.issued.load(Ordering::SeqCst);
         // Read before the flush, so the flush covers it.
         let head = committed_head(&self.meta)?;
         if let Err(cause) = self.flush().await {
             return Err(self.fail(&cause));
         }
-        *flushed = covers;
         // A flush that failed meanwhile (another writer's) stopped the head: it stands.
         if self.head.serving().is_ok() {
             self.head.advance(head);
         }
+        // After the head: a writer told its change is durable finds the head past it.
+        self.flushed.send_modify(|flushed| *flushed = covers);
         Ok(())
     }
 
@@ -115,6 +138,20 @@ impl Durability {
     /// The durable head, and the fault once the store refuses writes.
     pub fn head(&self) -> watch::Receiver<Head> {
         self.head.subscribe()
+    }
+}
+
+/// Ends a flush however it ends: lets go of `flushing`, then wakes every writer waiting (they
+/// find their ticket covered, the store faulted, or no flush running and start one).
+struct WakeWaiters<'a> {
+    flushed: &'a watch::Sender<u64>,
+    flushing: Option<MutexGuard<'a, ()>>,
+}
+
+impl Drop for WakeWaiters<'_> {
+    fn drop(&mut self) {
+        drop(self.flushing.take());
+        self.flushed.send_modify(|_| {});
     }
 }
 

@@ -4,3 +4,5 @@ pub(super) mod backend;
 pub(super) mod durability;
 pub(super) mod files;
 pub(super) mod open;
+pub(super) mod transaction;
+pub(super) mod writer;
