@@ -228,7 +228,7 @@ mod tests {
         let db = sled::Config::new().path(dir.path()).open().unwrap();
         let trees = Trees::open(&db).unwrap();
         let all: Vec<sled::Tree> = Table::ALL.iter().map(|&t| trees.get(t).clone()).collect();
-        let view = Arc::new(View::build(Vec::new(), |_| Ok(None)).unwrap());
+        let view = Arc::new(View::default());
         let after = Arc::new(AfterCommit::new(vec![], view));
         let writer = Writer::start(all, Arc::new(RwLock::new(())), after).unwrap();
         // The first rule holds its batch open until the three behind it are queued: they
