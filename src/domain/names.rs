@@ -22,6 +22,16 @@ impl Email {
     /// IDNA ASCII form (A-labels: `bücher.example` is kept and returned as
     /// `xn--bcher-kva.example`), so that each mailbox has exactly one spelling.
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        // Already in that spelling (the common case): what the full parse would return.
+        if super::plain_email::is_canonical(raw) {
+            return Ok(Email(raw.to_owned()));
+        }
+        Self::parse_in_full(field, raw)
+    }
+
+    /// [`Email::parse`]'s one definition of an email; `plain_email.rs` only skips it for
+    /// addresses it returns unchanged.
+    pub(super) fn parse_in_full(field: &str, raw: &str) -> Result<Self> {
         require_present(field, raw)?;
         let too_long =
             || Error::invalid(format!("{field} is longer than {MAX_EMAIL_LEN} characters"));
