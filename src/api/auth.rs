@@ -91,9 +91,9 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         .ok_or_else(|| {
             Status::unauthenticated("authorization metadata must be \"Bearer <token>\"")
         })?;
-    let token = AccountToken::parse(token.trim())
+    let token = AccountToken::hash_of(token.trim())
         .map_err(|_| Status::unauthenticated("malformed token"))?;
-    let caller = store.authenticate(&token)?;
+    let caller = store.holder_of(token)?;
     permit(path, &caller)?;
     Ok(caller)
 }
@@ -175,14 +175,15 @@ impl Standing {
 /// The caller the auth layer admitted. Every zsc.v1 request has one: a handler reached without
 /// it is a wiring bug, answered INTERNAL.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| {
-            Error::internal("a zsc.v1 request reached its handler without passing the auth layer")
-                .into()
-        })
+    caller_of(request).cloned()
+}
+
+/// [`caller`], borrowed from the request (no copy of the name, for the hot path).
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request.extensions().get::<Caller>().ok_or_else(|| {
+        Error::internal("a zsc.v1 request reached its handler without passing the auth layer")
+            .into()
+    })
 }
 
 /// Whose audit entries `caller` may list: an operator's listing may span every org; the

@@ -79,6 +79,13 @@ impl Email {
     }
 }
 
+/// The address itself, moved (no copy, unlike `to_string`).
+impl From<Email> for String {
+    fn from(email: Email) -> String {
+        email.0
+    }
+}
+
 /// A human-readable name: an org's, a user's display name, or a service account's.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Name(String);
@@ -192,6 +199,13 @@ macro_rules! public_id {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
+            }
+        }
+
+        /// The text itself, moved (no copy, unlike `to_string`).
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
             }
         }
     };
