@@ -23,7 +23,7 @@ impl Email {
     /// `xn--bcher-kva.example`), so that each mailbox has exactly one spelling.
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
         // Already in that spelling (the common case): what the full parse would return.
-        if super::plain_email::is_canonical(raw) {
+        if super::plain_email::is_canonical(raw, MAX_EMAIL_LEN) {
             return Ok(Email(raw.to_owned()));
         }
         Self::parse_in_full(field, raw)
@@ -262,6 +262,33 @@ impl fmt::Debug for AccountName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_email_fast_path_has_the_same_length_limit() {
+        let local = "a".repeat(64);
+        let domain = format!(
+            "{}.{}.{}.example",
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(MAX_EMAIL_LEN - 64 - 1 - 122 - 8)
+        );
+        let longest = format!("{local}@{domain}");
+        assert_eq!(longest.len(), MAX_EMAIL_LEN);
+        assert!(super::super::plain_email::is_canonical(
+            &longest,
+            MAX_EMAIL_LEN
+        ));
+        assert_eq!(
+            Email::parse_in_full("email", &longest).unwrap().as_str(),
+            longest
+        );
+        let over = format!("{local}@e{domain}");
+        assert!(!super::super::plain_email::is_canonical(
+            &over,
+            MAX_EMAIL_LEN
+        ));
+        assert!(Email::parse("email", &over).is_err());
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {
