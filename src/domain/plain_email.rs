@@ -54,7 +54,6 @@ pub(super) fn is_canonical(raw: &str, max_len: usize) -> bool {
 mod tests {
     use proptest::prelude::*;
 
-    use super::*;
     use crate::domain::Email;
 
     /// `MAX_EMAIL_LEN`, spelled here too: the fast path takes it from `names.rs`.
