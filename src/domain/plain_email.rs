@@ -86,6 +86,9 @@ mod tests {
             "a@b@acme.example",
             "\"ada\"@acme.example",
             "zoë@acme.example",
+            // What the property test found when the fast path was wrong on purpose.
+            "0@0.0a--a",
+            "-A@0.aa",
         ] {
             assert!(!is_canonical(other), "{other}");
         }
