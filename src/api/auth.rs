@@ -8,6 +8,7 @@ use http::Request;
 use tonic::{body::Body, Status};
 use tower::Layer;
 
+use super::caller_field::CallerField;
 use super::layer::{Around, Called, Inner, Wrapped};
 use super::rate::{peer_ip, Rates};
 use crate::domain::{AccountToken, Caller, Error, OrgId, Role};
@@ -91,9 +92,9 @@ pub fn authorize(store: &Store, path: &str, headers: &http::HeaderMap) -> Result
         .ok_or_else(|| {
             Status::unauthenticated("authorization metadata must be \"Bearer <token>\"")
         })?;
-    let token = AccountToken::parse(token.trim())
+    let token = AccountToken::hash_of(token.trim())
         .map_err(|_| Status::unauthenticated("malformed token"))?;
-    let caller = store.authenticate(&token)?;
+    let caller = store.holder_of(token)?;
     permit(path, &caller)?;
     Ok(caller)
 }
@@ -175,14 +176,15 @@ impl Standing {
 /// The caller the auth layer admitted. Every zsc.v1 request has one: a handler reached without
 /// it is a wiring bug, answered INTERNAL.
 pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
-    request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| {
-            Error::internal("a zsc.v1 request reached its handler without passing the auth layer")
-                .into()
-        })
+    caller_of(request).cloned()
+}
+
+/// [`caller`], borrowed from the request (no copy of the name, for the hot path).
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request.extensions().get::<Caller>().ok_or_else(|| {
+        Error::internal("a zsc.v1 request reached its handler without passing the auth layer")
+            .into()
+    })
 }
 
 /// Whose audit entries `caller` may list: an operator's listing may span every org; the
@@ -208,11 +210,22 @@ pub fn audit_scope(caller: &Caller, org_id: Option<OrgId>) -> Result<Option<OrgI
 pub struct AuthLayer {
     store: Store,
     rates: Option<Rates>,
+    /// `--log-reads`: whether a successful read writes a line (`caller_field.rs`).
+    log_reads: bool,
 }
 
 impl AuthLayer {
     pub fn new(store: Store) -> Self {
-        AuthLayer { store, rates: None }
+        AuthLayer {
+            store,
+            rates: None,
+            log_reads: false,
+        }
+    }
+
+    /// Whether successful reads are logged (`--log-reads`), which puts their caller on their span.
+    pub fn with_log_reads(self, log_reads: bool) -> Self {
+        AuthLayer { log_reads, ..self }
     }
 
     /// Holds callers to `rates` too.
@@ -241,6 +254,7 @@ impl Around for AuthLayer {
         let store = self.store.clone();
         let rates = self.rates.clone();
         let span = tracing::Span::current();
+        let quiet = super::lines::quiet_on_success(&path, self.log_reads);
         Box::pin(async move {
             // On etcd, first catch up with every change acknowledged before this call (a
             // deleted account's token is refused everywhere once its deletion is OK); the
@@ -249,14 +263,20 @@ impl Around for AuthLayer {
                 Ok(fresh) => authorize(&store, &path, request.headers()).map(|c| (c, fresh)),
                 Err(error) => Err(error.into()),
             };
-            match authorized {
+            let field = match authorized {
                 Ok((caller, fresh)) => {
-                    span.record("caller", caller.name.as_str());
+                    let field = if quiet {
+                        Some(CallerField::later(span, store, caller.token))
+                    } else {
+                        span.record("caller", caller.name.as_str());
+                        None
+                    };
                     if let Some(Err(status)) = rates.as_ref().map(|r| r.admit(&caller)) {
                         return Ok(status.into_http());
                     }
                     request.extensions_mut().insert(caller);
                     request.extensions_mut().insert(fresh);
+                    field
                 }
                 // Logged (at a bounded rate) and counted by the observe layer around this one.
                 // Only a call without a valid token counts against its address's limit.
@@ -267,8 +287,12 @@ impl Around for AuthLayer {
                     };
                     return Ok(status.into_http());
                 }
+            };
+            let response = inner.call(request).await;
+            if let Some(field) = field {
+                field.settle(&response);
             }
-            inner.call(request).await
+            response
         })
     }
 }

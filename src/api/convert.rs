@@ -55,7 +55,7 @@ fn ts(t: std::time::SystemTime) -> Option<Timestamp> {
 impl From<domain::Org> for pb::Org {
     fn from(org: domain::Org) -> Self {
         pb::Org {
-            org_id: org.id.to_string(),
+            org_id: org.id.into(),
             name: org.name,
             edition: org.edition.code(),
             create_time: ts(org.created),

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::auth::{caller, Standing, WATCH_REVOCATIONS};
+use super::auth::{caller, caller_of, Standing, WATCH_REVOCATIONS};
 use super::stall::Stalls;
 use super::subscribers::Subscribers;
 use super::tail::Tail;
@@ -134,7 +134,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<pb::ValidateKeyRequest>,
     ) -> Result<Response<pb::ValidateKeyResponse>, Status> {
-        let consumer = caller(&request)?.name;
+        let consumer = &caller_of(&request)?.name;
         let fresh = match request.extensions().get::<Fresh>() {
             Some(fresh) => fresh.clone(),
             None => self.store.barrier().await?,
@@ -142,11 +142,11 @@ impl KeyService for KeyApi {
         let req = request.get_ref();
         // The key's shape is checked first, offline: a typo never reaches the database.
         let parsed =
-            ZscKey::parse(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
+            ZscKey::hash_of(&req.key).and_then(|key| Ok((key, Email::parse("email", &req.email)?)));
         let outcome = match parsed {
             Ok((key, email)) => self
                 .store
-                .validate_key_after(&fresh, &email, &key, &consumer),
+                .validate_key_after(&fresh, &email, &key, consumer),
             Err(error) => Err(error),
         };
         self.metrics.validation(match &outcome {
@@ -157,8 +157,8 @@ impl KeyService for KeyApi {
         let validation = outcome?;
         Ok(Response::new(pb::ValidateKeyResponse {
             org: Some(validation.org.into()),
-            key_id: validation.key_id.to_string(),
-            owner_email: validation.owner.to_string(),
+            key_id: validation.key_id.into(),
+            owner_email: validation.owner.into(),
             sequence: validation.sequence,
             store_id: self.store.store_id().to_owned(),
         }))

@@ -4,12 +4,14 @@
 mod access;
 mod audit;
 mod auth;
+mod caller_field;
 mod confirmations;
 mod convert;
 mod framing;
 mod keys;
 mod layer;
 mod limit;
+mod lines;
 mod observe;
 mod operations;
 mod rate;

@@ -25,11 +25,9 @@ use tower::Layer;
 use tracing::{field::Empty, Instrument, Span};
 
 use super::layer::{Around, Called, Inner, Polled, Wrapped};
+use super::lines::{is_read, SLOW_CALL};
 use crate::metrics::Metrics;
 use crate::telemetry::Throttle;
-
-/// A call at least this slow is logged whatever it was.
-pub const SLOW_CALL: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct ObserveLayer {
@@ -157,14 +155,6 @@ impl Line {
             _ => Line::Refusal,
         }
     }
-}
-
-/// Successful calls that change nothing and are made at a high rate.
-fn is_read(method: &str) -> bool {
-    let name = method.rsplit('/').next().unwrap_or_default();
-    (method.starts_with("/zsc.v1.")
-        && (name.starts_with("Get") || name.starts_with("List") || name == "ValidateKey"))
-        || method == "/grpc.health.v1.Health/Check"
 }
 
 impl Finish {

@@ -3,6 +3,7 @@
 mod error;
 mod model;
 mod names;
+mod plain_email;
 mod secret;
 pub mod shown;
 mod text;

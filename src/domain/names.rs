@@ -22,6 +22,16 @@ impl Email {
     /// IDNA ASCII form (A-labels: `bücher.example` is kept and returned as
     /// `xn--bcher-kva.example`), so that each mailbox has exactly one spelling.
     pub fn parse(field: &str, raw: &str) -> Result<Self> {
+        // Already in that spelling (the common case): what the full parse would return.
+        if super::plain_email::is_canonical(raw, MAX_EMAIL_LEN) {
+            return Ok(Email(raw.to_owned()));
+        }
+        Self::parse_in_full(field, raw)
+    }
+
+    /// [`Email::parse`]'s one definition of an email; `plain_email.rs` only skips it for
+    /// addresses it returns unchanged.
+    pub(super) fn parse_in_full(field: &str, raw: &str) -> Result<Self> {
         require_present(field, raw)?;
         let too_long =
             || Error::invalid(format!("{field} is longer than {MAX_EMAIL_LEN} characters"));
@@ -66,6 +76,13 @@ impl Email {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The address itself, moved (no copy, unlike `to_string`).
+impl From<Email> for String {
+    fn from(email: Email) -> String {
+        email.0
     }
 }
 
@@ -184,6 +201,13 @@ macro_rules! public_id {
                 f.write_str(&self.0)
             }
         }
+
+        /// The text itself, moved (no copy, unlike `to_string`).
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
     };
 }
 
@@ -238,6 +262,33 @@ impl fmt::Debug for AccountName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_email_fast_path_has_the_same_length_limit() {
+        let local = "a".repeat(64);
+        let domain = format!(
+            "{}.{}.{}.example",
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(MAX_EMAIL_LEN - 64 - 1 - 122 - 8)
+        );
+        let longest = format!("{local}@{domain}");
+        assert_eq!(longest.len(), MAX_EMAIL_LEN);
+        assert!(super::super::plain_email::is_canonical(
+            &longest,
+            MAX_EMAIL_LEN
+        ));
+        assert_eq!(
+            Email::parse_in_full("email", &longest).unwrap().as_str(),
+            longest
+        );
+        let over = format!("{local}@e{domain}");
+        assert!(!super::super::plain_email::is_canonical(
+            &over,
+            MAX_EMAIL_LEN
+        ));
+        assert!(Email::parse("email", &over).is_err());
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {

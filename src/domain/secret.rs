@@ -74,6 +74,21 @@ impl<K: SecretKind> Secret<K> {
 
     /// Checks prefix, length, alphabet and checksum; no lookup.
     pub fn parse(raw: &str) -> Result<Self> {
+        Self::check(raw)?;
+        Ok(Secret {
+            text: Zeroizing::new(raw.to_owned()),
+            kind: PhantomData,
+        })
+    }
+
+    /// [`Secret::parse`] then [`Secret::hash`], without keeping a copy of the secret: what a
+    /// lookup by hash needs (a bearer token, a key to validate), one allocation less per call.
+    pub fn hash_of(raw: &str) -> Result<SecretHash> {
+        Self::check(raw)?;
+        Ok(hash_text(raw))
+    }
+
+    fn check(raw: &str) -> Result<()> {
         let malformed =
             || Error::invalid(format!("malformed {} (expected {}...)", K::NOUN, K::PREFIX));
         if raw.is_empty() {
@@ -89,19 +104,11 @@ impl<K: SecretKind> Secret<K> {
         if base62::decode(sum).ok() != Some(u128::from(crc32fast::hash(signed.as_bytes()))) {
             return Err(malformed());
         }
-        Ok(Secret {
-            text: Zeroizing::new(raw.to_owned()),
-            kind: PhantomData,
-        })
+        Ok(())
     }
 
     pub fn hash(&self) -> SecretHash {
-        // The context's key is derived once; each hash starts from a copy of that state.
-        static START: LazyLock<blake3::Hasher> =
-            LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
-        let mut hasher = START.clone();
-        hasher.update(self.text.as_bytes());
-        SecretHash(*hasher.finalize().as_bytes())
+        hash_text(&self.text)
     }
 
     /// The first characters, for support ("which key is this?"); never enough to use.
@@ -127,6 +134,16 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// The stored form of a secret's text.
+fn hash_text(text: &str) -> SecretHash {
+    // The context's key is derived once; each hash starts from a copy of that state.
+    static START: LazyLock<blake3::Hasher> =
+        LazyLock::new(|| blake3::Hasher::new_derive_key(HASH_CONTEXT));
+    let mut hasher = START.clone();
+    hasher.update(text.as_bytes());
+    SecretHash(*hasher.finalize().as_bytes())
+}
+
 /// CRC32 of everything before it, as 6 base62 digits (62^6 > 2^32).
 fn checksum(signed: &str) -> String {
     format!(
@@ -149,6 +166,7 @@ mod tests {
         fresh.update(key.expose().as_bytes());
         assert_eq!(key.hash().0, *fresh.finalize().as_bytes());
         assert_eq!(key.hash(), key.hash());
+        assert_eq!(ZscKey::hash_of(key.expose()).unwrap(), key.hash());
     }
 
     #[test]
@@ -187,6 +205,8 @@ mod tests {
         assert!(ZscKey::parse("").is_err());
         // A token is not a key, even with a valid checksum of its own.
         assert!(ZscKey::parse(AccountToken::generate().expose()).is_err());
+        assert!(ZscKey::hash_of(AccountToken::generate().expose()).is_err());
+        assert!(ZscKey::hash_of(&text[..text.len() - 1]).is_err());
     }
 
     #[test]

@@ -98,7 +98,8 @@ pub(super) fn router(
         .layer(RequestLimitLayer::new(limits))
         .layer(
             AuthLayer::new(store.clone())
-                .with_rates(crate::api::Rates::new(&config.rate_limits, metrics.clone())),
+                .with_rates(crate::api::Rates::new(&config.rate_limits, metrics.clone()))
+                .with_log_reads(config.log_reads),
         );
     let builder = grpc_server(limits);
     let tail = Tail::start(

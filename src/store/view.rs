@@ -65,27 +65,32 @@ impl Live {
             .expect("a live key starts with its hash")
     }
 
-    fn part(&self, i: usize) -> &str {
+    /// The org id, the org's name, the key id and the owner's email (the text is checked as
+    /// UTF-8 once, and cut where they start).
+    fn parts(&self) -> [&str; 4] {
         let cut = |i: usize| u16::from_le_bytes([self.0[41 + 2 * i], self.0[42 + 2 * i]]) as usize;
-        let start = if i == 0 { 0 } else { cut(i - 1) };
-        let text = &self.0[TEXT..];
-        let end = if i == 3 { text.len() } else { cut(i) };
-        std::str::from_utf8(&text[start..end]).expect("packed from strings at char boundaries")
+        let text = std::str::from_utf8(&self.0[TEXT..]).expect("packed from strings");
+        let (a, b, c) = (cut(0), cut(1), cut(2));
+        [&text[..a], &text[a..b], &text[b..c], &text[c..]]
     }
 
-    fn validation(&self, sequence: u64) -> Result<Validation> {
+    fn validation(
+        &self,
+        [org_id, name, key_id, owner]: [&str; 4],
+        sequence: u64,
+    ) -> Result<Validation> {
         let edition = Edition::from_code(self.0[40].into())
             .ok_or_else(|| Error::internal("corrupt edition code in storage"))?;
         let created_us = i64::from_le_bytes(self.0[32..40].try_into().expect("8 bytes"));
         Ok(Validation {
             org: Org {
-                id: OrgId::from_trusted(self.part(0).to_owned()),
-                name: self.part(1).to_owned(),
+                id: OrgId::from_trusted(org_id.to_owned()),
+                name: name.to_owned(),
                 edition,
                 created: from_micros(created_us),
             },
-            key_id: KeyId::from_trusted(self.part(2).to_owned()),
-            owner: Email::from_trusted(self.part(3).to_owned()),
+            key_id: KeyId::from_trusted(key_id.to_owned()),
+            owner: Email::from_trusted(owner.to_owned()),
             sequence,
         })
     }
@@ -182,10 +187,11 @@ impl View {
         let denied = || Error::Unauthenticated(crate::domain::INVALID_EMAIL_OR_KEY);
         let keys = self.keys.read().expect("view lock is never poisoned");
         let live = keys.get(&hash.0).ok_or_else(denied)?;
-        if live.part(3) != email.as_str() {
+        let parts = live.parts();
+        if parts[3] != email.as_str() {
             return Err(denied());
         }
-        live.validation(sequence)
+        live.validation(parts, sequence)
     }
 
     /// Sets each of `hashes` to what the store holds now (sled, after a commit): `read` reads

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tonic::{transport::Channel, Code};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-use zsc::proto::{key_service_client::KeyServiceClient, ValidateKeyRequest};
+use zsc::proto::{
+    access_service_client::AccessServiceClient, key_service_client::KeyServiceClient,
+    CreateServiceAccountRequest, Role, ValidateKeyRequest,
+};
 use zsc::telemetry::Throttle;
 
 use crate::common::*;
@@ -17,24 +20,14 @@ const READS: usize = 50;
 /// Runs the binary, makes REFUSED calls without a token and READS health checks, stops it;
 /// returns its log and how long the refused calls took.
 async fn refusals_and_reads(extra: &[&str]) -> (String, Duration) {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--log-format",
-        "json",
-    ];
+    let mut args = vec!["--log-format", "json"];
     args.extend_from_slice(extra);
-    let (mut child, log_path, addr) = spawn_zsc(work.path(), &args, "info").await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let Logged {
+        work: _work,
+        mut child,
+        log_path,
+        channel,
+    } = serve_logged(&args).await;
 
     let started = tokio::time::Instant::now();
     let mut calls = tokio::task::JoinSet::new();
@@ -58,6 +51,39 @@ async fn refusals_and_reads(extra: &[&str]) -> (String, Duration) {
     }
     assert!(sigterm(&mut child).await.success());
     (std::fs::read_to_string(&log_path).unwrap(), elapsed)
+}
+
+/// The binary serving with its log in a file, and a connection to it.
+struct Logged {
+    work: tempfile::TempDir,
+    child: tokio::process::Child,
+    log_path: std::path::PathBuf,
+    channel: Channel,
+}
+
+async fn serve_logged(extra: &[&str]) -> Logged {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (child, log_path, addr) = spawn_zsc(work.path(), &args, "info").await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Logged {
+        work,
+        child,
+        log_path,
+        channel,
+    }
 }
 
 /// The sum of `"suppressed":N` over the log's lines.
@@ -133,4 +159,39 @@ async fn text_logs_to_a_pipe_carry_no_colour_escapes() {
         !output.stderr.contains(&0x1b),
         "an ANSI escape in piped logs:\n{stderr}"
     );
+}
+
+/// A read's caller goes on its span only when its line is written (`api/caller_field.rs`): a
+/// refused ValidateKey's line still names the account that made it.
+#[tokio::test]
+async fn a_refused_read_names_its_caller() {
+    let Logged {
+        work,
+        mut child,
+        log_path,
+        channel,
+    } = serve_logged(&[]).await;
+    let operator = std::fs::read_to_string(work.path().join("data/operator.token")).unwrap();
+    let bearer = |token: &str| zsc::client::Bearer::new(token.trim()).unwrap();
+    let created = AccessServiceClient::with_interceptor(channel.clone(), bearer(&operator))
+        .create_service_account(CreateServiceAccountRequest {
+            name: "desk-logged".into(),
+            role: Role::Consumer as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut keys = KeyServiceClient::with_interceptor(channel, bearer(&created.token));
+    let unknown = ValidateKeyRequest {
+        email: "ada@acme.example".into(),
+        key: zsc::domain::ZscKey::generate().expose().to_owned(),
+    };
+    expect_code(keys.validate_key(unknown).await, Code::Unauthenticated);
+    assert!(sigterm(&mut child).await.success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("rpc refused") && l.contains("ValidateKey"))
+        .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+    assert!(refused.contains("desk-logged"), "{refused}");
 }

@@ -112,10 +112,11 @@ impl Store {
         consumer: &AccountName,
     ) -> Result<Validation> {
         let fresh = self.barrier().await?;
-        self.validate_key_after(&fresh, email, key, consumer)
+        self.validate_key_after(&fresh, email, &key.hash(), consumer)
     }
 
-    /// [`Store::validate_key`] for a call that already passed a barrier after it arrived.
+    /// [`Store::validate_key`] for a call that already passed a barrier after it arrived, with
+    /// the key's hash ([`ZscKey::hash_of`]).
     /// Reads only the validation view (`view.rs`). The head is read first: the view drops a
     /// revoked key before the head that records the revocation moves, so every revocation at
     /// or below the `sequence` returned is reflected in the answer.
@@ -123,14 +124,11 @@ impl Store {
         &self,
         _fresh: &Fresh,
         email: &Email,
-        key: &ZscKey,
+        key: &SecretHash,
         consumer: &AccountName,
     ) -> Result<Validation> {
         let sequence = self.backend().head().borrow().applied;
-        let validation = self
-            .backend()
-            .view()
-            .validate(&key.hash(), email, sequence)?;
+        let validation = self.backend().view().validate(key, email, sequence)?;
         self.count_validation(&validation.key_id, consumer);
         Ok(validation)
     }

@@ -18,13 +18,31 @@ use crate::store::tables::Table;
 /// Totals saved per transaction (well inside etcd's 128 operations per transaction).
 const USAGE_CHUNK: usize = 32;
 
-fn usage_key(key_id: &KeyId, consumer: &AccountName) -> Vec<u8> {
+fn usage_key_parts<'a>(key_id: &'a KeyId, consumer: &'a AccountName) -> [&'a [u8]; 3] {
     [
         key_id.as_str().as_bytes(),
         b"\0",
         consumer.as_str().as_bytes(),
     ]
-    .concat()
+}
+
+fn usage_key(key_id: &KeyId, consumer: &AccountName) -> Vec<u8> {
+    usage_key_parts(key_id, consumer).concat()
+}
+
+/// `f` of [`usage_key`] spelled out in `buffer` (None if it does not fit).
+fn on_stack<T>(
+    key_id: &KeyId,
+    consumer: &AccountName,
+    buffer: &mut [u8],
+    f: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<T> {
+    let mut len = 0;
+    for part in usage_key_parts(key_id, consumer) {
+        buffer.get_mut(len..len + part.len())?.copy_from_slice(part);
+        len += part.len();
+    }
+    f(&buffer[..len])
 }
 
 fn usage_prefix(key_id: &KeyId) -> Vec<u8> {
@@ -32,18 +50,20 @@ fn usage_prefix(key_id: &KeyId) -> Vec<u8> {
 }
 
 impl Store {
-    /// Counts a successful validation of `key_id` by `consumer`.
+    /// Counts a successful validation of `key_id` by `consumer`. Every ValidateKey counts, so
+    /// the pair's counter is found with its key spelled out on the stack: only the first
+    /// validation of a pair allocates.
     pub(super) fn count_validation(&self, key_id: &KeyId, consumer: &AccountName) {
-        let key = usage_key(key_id, consumer);
         let now = micros(now());
         let unsaved = &self.inner.usage.unsaved;
         let bump = |counter: &Counter| {
             counter.validations.fetch_add(1, Ordering::Relaxed);
             counter.last_us.fetch_max(now, Ordering::Relaxed);
         };
-        match unsaved.get(&key) {
+        let mut buffer = [0u8; 256];
+        match on_stack(key_id, consumer, &mut buffer, |key| unsaved.get(key)) {
             Some(counter) => bump(&counter),
-            None => bump(&unsaved.entry(key).or_default()),
+            None => bump(&unsaved.entry(usage_key(key_id, consumer)).or_default()),
         }
     }
 
