@@ -164,11 +164,24 @@ impl SledBackend {
 }
 
 /// The view of every key in the trees (at open, before anything else writes).
+/// `View::build` asks for orgs in org id order, which is the orgs tree's byte
+/// order, so one cursor over that tree answers them all without a lookup per key.
 fn build_view(trees: &Trees) -> Result<View> {
     let keys = trees.keys.iter().map(|item| item.map_err(Error::internal));
+    let mut orgs = trees.orgs.iter();
+    let mut at: Option<(sled::IVec, sled::IVec)> = None;
     View::build(keys, |org_id| {
-        let org = trees.orgs.get(org_id.as_bytes()).map_err(Error::internal)?;
-        Ok(org.map(|v| v.to_vec()))
+        let wanted = org_id.as_bytes();
+        while at.as_ref().is_none_or(|(id, _)| id.as_ref() < wanted) {
+            match orgs.next() {
+                Some(row) => at = Some(row.map_err(Error::internal)?),
+                None => return Ok(None),
+            }
+        }
+        Ok(at
+            .as_ref()
+            .filter(|(id, _)| id.as_ref() == wanted)
+            .map(|(_, org)| org.to_vec()))
     })
 }
 
