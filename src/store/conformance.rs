@@ -518,6 +518,30 @@ macro_rules! conformance_suite {
         }
 
         #[tokio::test]
+        async fn a_pair_idle_for_a_save_leaves_memory_and_keeps_its_saved_count() {
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let generated = store
+                .generate_key(&by(), &org, &ada, KeyMode::New)
+                .await
+                .unwrap();
+            assert!(validates(store, &ada, &generated.key).await);
+            store.save_usage().await.unwrap();
+            assert_eq!(
+                store.inner.usage.unsaved.len(),
+                1,
+                "validated since the last save"
+            );
+            store.save_usage().await.unwrap();
+            assert_eq!(store.inner.usage.unsaved.len(), 0, "idle for a whole save");
+            assert!(validates(store, &ada, &generated.key).await);
+            store.save_usage().await.unwrap();
+            let usage = store.key_usage(&generated.info.key_id).await.unwrap();
+            assert_eq!(usage[0].validations, 2);
+        }
+
+        #[tokio::test]
         async fn confirmations_are_flushed_keep_the_first_receipt_and_are_pruned() {
             use $crate::store::RevocationRef;
             let fresh = $fresh().await;
