@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::domain::{
     AccountName, AuditFilter, Caller, Edition, Email, Name, OrgId, Profile, ZscKey,
 };
-use crate::store::{Store, BOOTSTRAP_OPERATOR};
+use crate::store::{GeneratedKey, KeyMode, Store, BOOTSTRAP_OPERATOR};
 
 /// A fresh store and whatever must live as long as it (a temp dir, a cluster).
 pub(crate) struct Fresh {
@@ -49,6 +49,14 @@ pub(crate) async fn org_with_admins(store: &Store, name: &str) -> (OrgId, Email,
             .unwrap();
     }
     (org.id, ada, bob)
+}
+
+/// The org's first key, made by `admin`.
+pub(crate) async fn new_key(store: &Store, org: &OrgId, admin: &Email) -> GeneratedKey {
+    store
+        .generate_key(&by(), org, admin, KeyMode::New)
+        .await
+        .unwrap()
 }
 
 pub(crate) async fn validates(store: &Store, owner: &Email, key: &ZscKey) -> bool {
@@ -144,10 +152,7 @@ macro_rules! conformance_suite {
                 .generate_key(&by(), &org, &ada, KeyMode::Replace)
                 .await;
             assert!(matches!(none, Err(Error::NotFound(_))), "{:?}", none.err());
-            let first = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let first = new_key(store, &org, &ada).await;
             assert!(first.replaced.is_none());
             let twice = store.generate_key(&by(), &org, &ada, KeyMode::New).await;
             assert!(
@@ -203,10 +208,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            let generated = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let generated = new_key(store, &org, &ada).await;
             let event = store.revoke_key(&by(), &org).await.unwrap();
             assert_eq!(
                 (event.sequence, event.reason),
@@ -228,10 +230,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, bob) = org_with_admins(store, "Acme").await;
-            let key = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let key = new_key(store, &org, &ada).await;
             // Bob is not the owner: demoting him revokes nothing.
             let (_, none) = store
                 .update_user_profile(&by(), &bob, Profile::Standard)
@@ -250,10 +249,7 @@ macro_rules! conformance_suite {
                 .update_user_profile(&by(), &ada, Profile::Administrator)
                 .await
                 .unwrap();
-            let key = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let key = new_key(store, &org, &ada).await;
             let (user, event) = store.deactivate_user(&by(), &ada).await.unwrap();
             assert_eq!(user.status, UserStatus::Deactivated);
             assert_eq!(event.unwrap().reason, RevocationReason::OwnerDeactivated);
@@ -355,10 +351,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            new_key(store, &org, &ada).await;
             let before = trail(store).await.len() as u64;
             let rounds = 40;
             let tasks: Vec<_> = (0..rounds)
@@ -400,10 +393,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            new_key(store, &org, &ada).await;
             store
                 .generate_key(&by(), &org, &ada, KeyMode::Replace)
                 .await
@@ -481,10 +471,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            new_key(store, &org, &ada).await;
             let log = $crate::store::EventLog::new(store.clone());
             for round in 1..=200 {
                 let generated = store
@@ -503,10 +490,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            let generated = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let generated = new_key(store, &org, &ada).await;
             for _ in 0..3 {
                 assert!(validates(store, &ada, &generated.key).await);
             }
@@ -522,10 +506,7 @@ macro_rules! conformance_suite {
             let fresh = $fresh().await;
             let store = &fresh.store;
             let (org, ada, _) = org_with_admins(store, "Acme").await;
-            let generated = store
-                .generate_key(&by(), &org, &ada, KeyMode::New)
-                .await
-                .unwrap();
+            let generated = new_key(store, &org, &ada).await;
             assert!(validates(store, &ada, &generated.key).await);
             store.save_usage().await.unwrap();
             assert_eq!(
@@ -549,10 +530,7 @@ macro_rules! conformance_suite {
             let (org, ada, _) = org_with_admins(store, "Acme").await;
             let mut revoked = Vec::new();
             for _ in 0..2 {
-                store
-                    .generate_key(&by(), &org, &ada, KeyMode::New)
-                    .await
-                    .unwrap();
+                new_key(store, &org, &ada).await;
                 revoked.push(store.revoke_key(&by(), &org).await.unwrap());
             }
             let log = $crate::store::EventLog::new(store.clone());

@@ -82,12 +82,9 @@ impl Writer {
             .queue
             .as_ref()
             .expect("the queue lives as long as the writer");
-        queue
-            .send(Box::new(rule))
-            .map_err(|_| Failure::Storage("the store's writer thread has stopped".into()))?;
-        outcome
-            .await
-            .unwrap_or_else(|_| Err(Failure::Storage("the store's writer thread stopped".into())))
+        let stopped = || Failure::Storage("the store's writer thread has stopped".into());
+        queue.send(Box::new(rule)).map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 }
 
