@@ -16,6 +16,8 @@ pub struct Member {
     pub peer_port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    /// Where its stdout and stderr go, for the message when it does not come up.
+    log: PathBuf,
 }
 
 /// A running cluster; every member is SIGKILLed when it is dropped.
@@ -24,11 +26,29 @@ pub struct EtcdCluster {
     _dir: tempfile::TempDir,
 }
 
+/// A loopback port free now, chosen below the kernel's ephemeral range: a port the kernel
+/// handed out for `:0` can be taken again, before etcd binds it, as the source port of any
+/// outgoing connection a parallel test makes; one below the range is only ever taken by a bind.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|low| *low > 20_000)
+        .unwrap_or(32_768);
+    for _ in 0..1_000 {
+        let port = rand::random_range(15_000..below);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 15000 and {below}");
+}
+
+/// Each cluster's own token, so a member never joins a cluster of an earlier test.
+fn cluster_token() -> String {
+    static CLUSTERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("zsc-test-{}-{n}", std::process::id())
 }
 
 impl EtcdCluster {
@@ -46,13 +66,32 @@ impl EtcdCluster {
     /// As [`EtcdCluster::start_with`], each member's peers reaching it at the port
     /// `advertise(i, peer_port)` returns (a proxy in front of its peer port, which can cut it
     /// off from its peers); called for every member before any starts.
+    ///
+    /// A member that exits before it is healthy (a port taken between choosing and binding
+    /// it) fails the attempt; the whole cluster is started again on new ports, three times
+    /// at most, and then the last member's log is the panic message.
     pub fn start_behind(
         n: usize,
         extra: &[&str],
         mut advertise: impl FnMut(usize, u16) -> u16,
     ) -> EtcdCluster {
+        let mut failure = String::new();
+        for _ in 0..3 {
+            match Self::try_start(n, extra, &mut advertise) {
+                Ok(cluster) => return cluster,
+                Err(why) => failure = why,
+            }
+        }
+        panic!("{failure}");
+    }
+
+    fn try_start(
+        n: usize,
+        extra: &[&str],
+        advertise: &mut impl FnMut(usize, u16) -> u16,
+    ) -> Result<EtcdCluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let token = format!("zsc-test-{}", std::process::id());
+        let token = cluster_token();
         let mut members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("n{i}"),
@@ -60,6 +99,7 @@ impl EtcdCluster {
                 peer_port: free_port(),
                 child: None,
                 args: Vec::new(),
+                log: PathBuf::new(),
             })
             .collect();
         let advertised: Vec<u16> = (0..n).map(|i| advertise(i, members[i].peer_port)).collect();
@@ -73,6 +113,7 @@ impl EtcdCluster {
             let data: PathBuf = dir.path().join(&member.name);
             let client = format!("http://127.0.0.1:{}", member.client_port);
             let peer = format!("http://127.0.0.1:{}", member.peer_port);
+            member.log = dir.path().join(format!("{}.log", member.name));
             member.args = vec![
                 "--name".into(),
                 member.name.clone(),
@@ -102,11 +143,11 @@ impl EtcdCluster {
                 .extend(extra.iter().map(|flag| flag.to_string()));
             member.spawn();
         }
-        let cluster = EtcdCluster { members, _dir: dir };
+        let mut cluster = EtcdCluster { members, _dir: dir };
         for i in 0..n {
-            cluster.wait_healthy(i);
+            cluster.try_wait_healthy(i)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     /// `HOST:PORT,...` of every member.
@@ -156,7 +197,7 @@ impl EtcdCluster {
     }
 
     /// Waits until every member reports healthy.
-    pub fn wait_all_healthy(&self) {
+    pub fn wait_all_healthy(&mut self) {
         for i in 0..self.members.len() {
             self.wait_healthy(i);
         }
@@ -183,28 +224,64 @@ impl EtcdCluster {
         None
     }
 
-    fn wait_healthy(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let port = self.members[i].client_port;
+    fn wait_healthy(&mut self, i: usize) {
+        if let Err(why) = self.try_wait_healthy(i) {
+            panic!("{why}");
+        }
+    }
+
+    /// Waits up to 30 s for member `i` to report healthy; an error at once if it has exited.
+    fn try_wait_healthy(&mut self, i: usize) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http_get(port, "/health", None).is_some_and(|b| b.contains("\"health\":\"true\"")) {
-                return;
+            if self.healthy(i) {
+                return Ok(());
+            }
+            let member = &mut self.members[i];
+            if let Some(child) = member.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    member.child = None;
+                    return Err(member.failure(&format!("exited ({status})")));
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("etcd member {i} did not become healthy");
+        Err(self.members[i].failure("did not become healthy in 30 s"))
     }
 }
 
 impl Member {
     fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the member's log file");
         let child = Command::new("etcd")
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("etcd starts (apt install etcd-server)");
         self.child = Some(child);
+    }
+
+    /// Why the member is not up, with the first and last lines of its log (a flag etcd
+    /// refuses is on the first line, a bind it could not make near the end).
+    fn failure(&self, what: &str) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = if lines.len() <= 12 {
+            lines.join("\n")
+        } else {
+            [&lines[..2], &["..."], &lines[lines.len() - 10..]]
+                .concat()
+                .join("\n")
+        };
+        format!(
+            "etcd member {} (client port {}, peer port {}) {what}; its log ends:\n{tail}",
+            self.name, self.client_port, self.peer_port
+        )
     }
 }
 
@@ -234,4 +311,36 @@ fn http_get(port: u16, path: &str, post: Option<&str>) -> Option<String> {
     head.starts_with("HTTP/1.0 200")
         .then(|| body.to_owned())
         .or_else(|| head.contains(" 200 ").then(|| body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_exits_is_reported_with_its_log() {
+        let failure = std::panic::catch_unwind(|| EtcdCluster::start_with(1, &["--no-such-flag"]))
+            .err()
+            .expect("a member with an unknown flag never becomes healthy");
+        let message = failure
+            .downcast_ref::<String>()
+            .expect("a formatted message");
+        assert!(message.contains("exited"), "{message}");
+        assert!(message.contains("no-such-flag"), "its log: {message}");
+    }
+
+    #[test]
+    fn ports_are_chosen_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for _ in 0..100 {
+            let port = free_port();
+            assert!((15_000..low.max(20_001)).contains(&port), "{port}");
+        }
+    }
 }

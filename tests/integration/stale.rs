@@ -36,7 +36,7 @@ async fn no_validation_answers_a_head_below_a_revocation_acknowledged_before_it_
 ) {
     let partition = Partition::new(3);
     let (p, handle) = (partition.clone(), tokio::runtime::Handle::current());
-    let cluster = tokio::task::spawn_blocking(move || {
+    let mut cluster = tokio::task::spawn_blocking(move || {
         let _runtime = handle.enter();
         EtcdCluster::start_behind(3, &[], |i, port| p.proxy(i, port))
     })
