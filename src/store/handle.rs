@@ -34,10 +34,13 @@ pub(in crate::store) struct Inner {
     pub(in crate::store) holders: dashmap::DashMap<SecretHash, (u64, Caller)>,
 }
 
+/// A `usage` tree key (key_id `\0` account name), inline up to 48 bytes.
+pub(in crate::store) type UsageKey = smallvec::SmallVec<[u8; 48]>;
+
 /// Counts not saved yet, by `usage` tree key.
 #[derive(Default)]
 pub(in crate::store) struct UsageCounters {
-    pub(in crate::store) unsaved: DashMap<Vec<u8>, Counter>,
+    pub(in crate::store) unsaved: DashMap<UsageKey, Counter>,
     /// One save at a time (the periodic one and shutdown's).
     pub(in crate::store) saving: Mutex<()>,
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use prost::Message;
 
 use crate::domain::{AccountName, KeyId, KeyUsage, Result};
-use crate::store::handle::{Counter, Store};
+use crate::store::handle::{Counter, Store, UsageKey};
 use crate::store::kv::Range;
 use crate::store::records::{decode, from_micros, micros, now, UsageRecord};
 use crate::store::tables::Table;
@@ -18,31 +18,14 @@ use crate::store::tables::Table;
 /// Totals saved per transaction (well inside etcd's 128 operations per transaction).
 const USAGE_CHUNK: usize = 32;
 
-fn usage_key_parts<'a>(key_id: &'a KeyId, consumer: &'a AccountName) -> [&'a [u8]; 3] {
-    [
-        key_id.as_str().as_bytes(),
-        b"\0",
-        consumer.as_str().as_bytes(),
-    ]
-}
-
-fn usage_key(key_id: &KeyId, consumer: &AccountName) -> Vec<u8> {
-    usage_key_parts(key_id, consumer).concat()
-}
-
-/// `f` of [`usage_key`] spelled out in `buffer` (None if it does not fit).
-fn on_stack<T>(
-    key_id: &KeyId,
-    consumer: &AccountName,
-    buffer: &mut [u8],
-    f: impl FnOnce(&[u8]) -> Option<T>,
-) -> Option<T> {
-    let mut len = 0;
-    for part in usage_key_parts(key_id, consumer) {
-        buffer.get_mut(len..len + part.len())?.copy_from_slice(part);
-        len += part.len();
-    }
-    f(&buffer[..len])
+/// The `usage` tree key of a pair, held inline (no allocation) when the consumer's name is
+/// short, as every suite service's is: the first validation of a pair then allocates nothing.
+fn usage_key(key_id: &KeyId, consumer: &AccountName) -> UsageKey {
+    let mut key = UsageKey::new();
+    key.extend_from_slice(key_id.as_str().as_bytes());
+    key.push(b'\0');
+    key.extend_from_slice(consumer.as_str().as_bytes());
+    key
 }
 
 fn usage_prefix(key_id: &KeyId) -> Vec<u8> {
@@ -50,9 +33,8 @@ fn usage_prefix(key_id: &KeyId) -> Vec<u8> {
 }
 
 impl Store {
-    /// Counts a successful validation of `key_id` by `consumer`. Every ValidateKey counts, so
-    /// the pair's counter is found with its key spelled out on the stack: only the first
-    /// validation of a pair allocates.
+    /// Counts a successful validation of `key_id` by `consumer`. Every ValidateKey counts: a
+    /// pair already counted takes only its shard's read lock.
     pub(super) fn count_validation(&self, key_id: &KeyId, consumer: &AccountName) {
         let now = micros(now());
         let unsaved = &self.inner.usage.unsaved;
@@ -60,10 +42,10 @@ impl Store {
             counter.validations.fetch_add(1, Ordering::Relaxed);
             counter.last_us.fetch_max(now, Ordering::Relaxed);
         };
-        let mut buffer = [0u8; 256];
-        match on_stack(key_id, consumer, &mut buffer, |key| unsaved.get(key)) {
+        let key = usage_key(key_id, consumer);
+        match unsaved.get(key.as_slice()) {
             Some(counter) => bump(&counter),
-            None => bump(&unsaved.entry(usage_key(key_id, consumer)).or_default()),
+            None => bump(&unsaved.entry(key).or_default()),
         }
     }
 
@@ -77,7 +59,7 @@ impl Store {
             .await?;
         for (key, value) in saved {
             let saved = decode::<UsageRecord>(&value)?;
-            usage.push((key, saved.validations, saved.last_us));
+            usage.push((UsageKey::from_vec(key), saved.validations, saved.last_us));
         }
         for item in self.inner.usage.unsaved.iter() {
             if !item.key().starts_with(&prefix) {
@@ -153,14 +135,14 @@ impl Store {
     /// On failure, says how many of `taken` were saved before it.
     async fn merge_usage(
         &self,
-        taken: &[(Vec<u8>, u64, i64)],
+        taken: &[(UsageKey, u64, i64)],
     ) -> std::result::Result<(), (usize, crate::domain::Error)> {
         self.backend().writable().map_err(|e| (0, e))?;
         for (done, chunk) in taken.chunks(USAGE_CHUNK).enumerate() {
             let prefetch = || {
                 chunk
                     .iter()
-                    .map(|(key, ..)| (Table::Usage, key.clone()))
+                    .map(|(key, ..)| (Table::Usage, key.to_vec()))
                     .collect()
             };
             self.backend()
