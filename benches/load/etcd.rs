@@ -9,7 +9,7 @@ use super::*;
 const HOW: &str = "`cargo bench --features etcd --bench load -- --rows 1,3,4,7`";
 
 #[cfg(not(feature = "etcd"))]
-pub(crate) async fn row7(_: &Options, rows: &mut Vec<Row>) -> Vec<String> {
+pub(crate) async fn row7(_: &Options, _: Option<Row1>, rows: &mut Vec<Row>) -> Vec<String> {
     rows.push(Row::not_measured(
         "7",
         "rows 1, 3, 4 on etcd (3-member loopback cluster)",
@@ -20,8 +20,13 @@ pub(crate) async fn row7(_: &Options, rows: &mut Vec<Row>) -> Vec<String> {
 }
 
 /// Returns the lines that describe the server and the cluster, for the table's header.
+/// `on_sled`: row 1's figures on the sled server (pinned when this row is), for row 7.1's p99.
 #[cfg(feature = "etcd")]
-pub(crate) async fn row7(options: &Options, rows: &mut Vec<Row>) -> Vec<String> {
+pub(crate) async fn row7(
+    options: &Options,
+    on_sled: Option<Row1>,
+    rows: &mut Vec<Row>,
+) -> Vec<String> {
     if options.target.is_some() {
         rows.push(Row::not_measured(
             "7",
@@ -49,6 +54,9 @@ pub(crate) async fn row7(options: &Options, rows: &mut Vec<Row>) -> Vec<String> 
     };
     let mut measured = Vec::new();
     measure(&on_etcd, &server, &url, &token, &mut measured).await;
+    if let Some((at, sled_p99)) = on_sled.and_then(|r| r.half) {
+        p99_less_a_bare_read(options, &cluster, &url, &token, (at, sled_p99), rows).await;
+    }
     if pinned {
         let _ = set_affinity(std::process::id(), &all_cores());
     }
@@ -114,4 +122,102 @@ pub(crate) fn etcd_vs_sled(options: &Options, rows: &mut Vec<Row>) {
             result: verdict(ratio >= 0.8),
         });
     }
+}
+
+/// Issue 15's row 7.1 p99: ValidateKey's p99 on the etcd replica at the rate of row 1's
+/// half-peak window on sled, less the p99 of a bare linearizable etcd read (a Get of the audit
+/// head, the key the replica's read barrier reads) at the same rate, over sled's p99 there.
+/// Windows alternate between the two, as everywhere in this bench.
+#[cfg(feature = "etcd")]
+async fn p99_less_a_bare_read(
+    options: &Options,
+    cluster: &zsc::testing::EtcdCluster,
+    url: &str,
+    token: &str,
+    (at, sled_p99): (f64, f64),
+    rows: &mut Vec<Row>,
+) {
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_owned).collect();
+    let etcd = etcd_client::Client::connect(endpoints, None)
+        .await
+        .expect("the bench reaches etcd");
+    // The store's root is the URL's path, `/load`, then `/`; the audit head is `audit/h`.
+    let audit_head = "/load/audit/h";
+    let found = etcd
+        .kv_client()
+        .get(audit_head, None)
+        .await
+        .map(|r| r.count());
+    if !matches!(found, Ok(1)) {
+        rows.push(Row::not_measured(
+            "7",
+            "ValidateKey p99 on etcd less a bare etcd read's",
+            "<= 2x",
+            &format!("{audit_head} not found in etcd, so the bare read would not be the barrier's"),
+        ));
+        return;
+    }
+    let bare: Call = Arc::new(move |_| {
+        let mut kv = etcd.kv_client();
+        async move { kv.get(audit_head, None).await.is_ok() }.boxed()
+    });
+    let fx = fixture(url, token).await;
+    let mut clients = Vec::new();
+    for _ in 0..options.connections {
+        let channel = connect(&fx.url).await;
+        clients.push(KeyServiceClient::with_interceptor(
+            channel,
+            fx.consumer.clone(),
+        ));
+    }
+    let validate = validate_call(clients, fx.email.clone(), fx.key.clone());
+    let (mut on_etcd, mut reads, mut overloaded) = (vec![], vec![], 0);
+    for round in 0..options.rounds {
+        for first in [round % 2 == 0, round % 2 != 0] {
+            let (call, p99s) = if first {
+                (&validate, &mut on_etcd)
+            } else {
+                (&bare, &mut reads)
+            };
+            let w = open_loop(call, at, options.window).await;
+            overloaded += usize::from(w.overloaded);
+            let p99 = w.latency.value_at_quantile(0.99) as f64;
+            eprintln!(
+                "row 7: open loop at {} {} p99 {}{}",
+                rate(at),
+                if first {
+                    "ValidateKey"
+                } else {
+                    "bare etcd Get"
+                },
+                time(p99),
+                if w.overloaded { " (overloaded)" } else { "" }
+            );
+            p99s.push(p99);
+        }
+    }
+    let (on_etcd, read) = (median(&on_etcd), median(&reads));
+    let less = (on_etcd - read).max(0.0);
+    let ratio = less / sled_p99;
+    let windows = 2 * options.rounds;
+    rows.push(Row {
+        row: "7",
+        figure: format!(
+            "ValidateKey p99 on one etcd replica at {} (row 1's half-peak rate on sled; {overloaded} of {windows} windows overloaded), less a bare linearizable etcd Get's p99 at that rate ({})",
+            rate(at),
+            time(read)
+        ),
+        median: "-".into(),
+        p99: format!("{} - {} = {}", time(on_etcd), time(read), time(less)),
+        baseline: "ValidateKey p99 on sled, row 1 at that rate".into(),
+        baseline_median: "-".into(),
+        baseline_p99: time(sled_p99),
+        ratio: format!("{ratio:.2}x (p99)"),
+        target: "<= 2x".into(),
+        result: if overloaded * 2 > windows {
+            "none: overloaded".into()
+        } else {
+            verdict(ratio <= 2.0)
+        },
+    });
 }

@@ -114,18 +114,18 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-/// Rows 1, 2, 3, 4 and 6 (those `options` selects) on one server.
+/// Rows 1, 2, 3, 4 and 6 (those `options` selects) on one server; row 1's figures, if it ran.
 async fn measure(
     options: &Options,
     server: &ServerUnderTest,
     url: &str,
     token: &str,
     rows: &mut Vec<Row>,
-) {
+) -> Option<Row1> {
     let fx = fixture(url, token).await;
-    let mut validate_peak = None;
+    let mut first = None;
     if options.row(1) {
-        validate_peak = Some(row1(options, &fx, server, rows).await);
+        first = Some(row1(options, &fx, server, rows).await);
         row1_h2load(options, &fx, server, rows).await;
     }
     if options.row(2) {
@@ -136,8 +136,9 @@ async fn measure(
         row4(options, &fx, rows, server).await;
     }
     if options.row(3) || options.row(6) {
-        rows3and6(options, &fx, server, validate_peak, rows).await;
+        rows3and6(options, &fx, server, first.map(|r| r.peak), rows).await;
     }
+    first
 }
 
 fn main() {
@@ -153,17 +154,22 @@ async fn run(options: Options) {
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut servers = vec![format!("load average at the start: {}", load_average())];
+    let mut on_sled = None;
     if [1, 2, 3, 4, 6].iter().any(|&r| options.row(r)) {
         let (server, url, token) = ServerUnderTest::start(&options, None).await;
         eprintln!("load: server at {url}; setting up");
-        measure(&options, &server, &url, &token, &mut rows).await;
+        on_sled = measure(&options, &server, &url, &token, &mut rows).await;
         servers.push(format!("server: {}", server.describe()));
         servers.push(format!(
             "load average after the unpinned rows: {}",
             load_average()
         ));
         if options.pin {
-            servers.push(measure_pinned(&options, &server, &url, &token, &mut rows).await);
+            let (described, pinned) =
+                measure_pinned(&options, &server, &url, &token, &mut rows).await;
+            servers.push(described);
+            // Row 7 runs pinned too: compare it with the pinned sled figures.
+            on_sled = pinned.or(on_sled);
         }
         if let Some(lines) = server.log_lines() {
             servers.push(format!("server log lines written during the run: {lines}"));
@@ -187,7 +193,7 @@ async fn run(options: Options) {
         }
     }
     if options.row(7) {
-        servers.extend(row7(&options, &mut rows).await);
+        servers.extend(row7(&options, on_sled, &mut rows).await);
     }
     if options.row(1) && options.row(7) {
         etcd_vs_sled(&options, &mut rows);

@@ -84,22 +84,23 @@ pub(crate) fn load_average() -> String {
 
 /// Runs rows 1, 3 and 6 (those selected) again with the server and the load pinned apart,
 /// each figure prefixed "pinned:"; the unpinned lines of rows 3 and 6 then defer to them.
+/// Returns what it did, and row 1's pinned figures.
 pub(crate) async fn measure_pinned(
     options: &Options,
     server: &ServerUnderTest,
     url: &str,
     token: &str,
     rows: &mut Vec<Row>,
-) -> String {
+) -> (String, Option<Row1>) {
     let pinned_rows: Vec<u32> = [1, 3, 6].into_iter().filter(|&r| options.row(r)).collect();
     if pinned_rows.is_empty() {
-        return "pinned: none of rows 1, 3, 6 selected".into();
+        return ("pinned: none of rows 1, 3, 6 selected".into(), None);
     }
     let described = match pin(server) {
         Ok(described) => described,
         Err(why) => {
             rows.push(Row::not_measured("1", "pinned rows 1, 3, 6", "-", &why));
-            return format!("pinned: not run ({why})");
+            return (format!("pinned: not run ({why})"), None);
         }
     };
     eprintln!("{described}; load average {}", load_average());
@@ -108,7 +109,7 @@ pub(crate) async fn measure_pinned(
         ..options.clone()
     };
     let mut measured = Vec::new();
-    measure(&pinned, server, url, token, &mut measured).await;
+    let first = measure(&pinned, server, url, token, &mut measured).await;
     unpin(server);
     for row in rows.iter_mut() {
         if (row.row == "3" || row.row == "6") && (row.result == "pass" || row.result == "MISS") {
@@ -119,5 +120,6 @@ pub(crate) async fn measure_pinned(
         row.figure = format!("pinned: {}", row.figure);
         rows.push(row);
     }
-    format!("{described}; load average after {}", load_average())
+    let described = format!("{described}; load average after {}", load_average());
+    (described, first)
 }

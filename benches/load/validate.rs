@@ -4,12 +4,23 @@ use super::*;
 
 // Row 1: ValidateKey vs Health/Check
 
+/// What later rows take from row 1, as numbers.
+#[derive(Clone, Copy)]
+pub(crate) struct Row1 {
+    /// ValidateKey's closed-loop peak (calls/s).
+    pub(crate) peak: f64,
+    /// The open-loop window at half the baseline's peak: (its rate, ValidateKey's p99 in ns).
+    /// Read by row 7 (feature `etcd`).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) half: Option<(f64, f64)>,
+}
+
 pub(crate) async fn row1(
     options: &Options,
     fx: &Fixture,
     server: &ServerUnderTest,
     rows: &mut Vec<Row>,
-) -> f64 {
+) -> Row1 {
     let mut health = Vec::new();
     let mut validate = Vec::new();
     for _ in 0..options.connections {
@@ -79,6 +90,7 @@ pub(crate) async fn row1(
     if options.load_fraction > 0.5 {
         fractions.push(0.5);
     }
+    let mut half = None;
     for fraction in fractions {
         let at = fraction * h;
         let (mut h50, mut h99, mut v50, mut v99) = (vec![], vec![], vec![], vec![]);
@@ -111,6 +123,9 @@ pub(crate) async fn row1(
             }
         }
         let ratio = median(&v99) / median(&h99);
+        if fraction == 0.5 {
+            half = Some((at, median(&v99)));
+        }
         let windows = 2 * options.rounds;
         rows.push(Row {
             row: "1",
@@ -153,5 +168,5 @@ pub(crate) async fn row1(
     if errors > 0 {
         eprintln!("row 1: {errors} calls failed");
     }
-    v
+    Row1 { peak: v, half }
 }
