@@ -181,6 +181,11 @@ impl View {
         })
     }
 
+    /// How many live keys it holds.
+    pub fn len(&self) -> usize {
+        self.keys.read().expect("view lock is never poisoned").len()
+    }
+
     /// Whether `hash` is a live key held by `email`, and what validating it answers.
     /// `sequence` is the log head the caller read before this call.
     pub fn validate(&self, hash: &SecretHash, email: &Email, sequence: u64) -> Result<Validation> {

@@ -40,7 +40,13 @@ impl SledBackend {
         lock: File,
         dir: &std::path::Path,
     ) -> Result<Self> {
+        let started = std::time::Instant::now();
         let view = Arc::new(build_view(&trees)?);
+        tracing::info!(
+            keys = view.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "validation view built"
+        );
         let all: Vec<sled::Tree> = Table::ALL
             .iter()
             .map(|&table| trees.get(table).clone())

@@ -33,11 +33,16 @@ pub(in crate::store) fn open_db(dir: &Path, options: &StoreOptions) -> Result<(F
     files::create_private_dir(dir)?;
     let lock = lock_data_dir(dir)?;
     let db_dir = dir.join("db");
+    let started = std::time::Instant::now();
     let db = sled::Config::new()
         .path(&db_dir)
         .cache_capacity(options.cache_bytes)
         .open()
         .map_err(Error::internal)?;
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "sled database opened (its recovery)"
+    );
     files::secure_tree(dir)?;
     Ok((lock, db))
 }
