@@ -54,8 +54,8 @@ pub(crate) async fn row7(
     };
     let mut measured = Vec::new();
     measure(&on_etcd, &server, &url, &token, &mut measured).await;
-    if let Some((at, sled_p99)) = on_sled.and_then(|r| r.half) {
-        p99_less_a_bare_read(options, &cluster, &url, &token, (at, sled_p99), rows).await;
+    for sled in on_sled.map(|r| r.open).unwrap_or_default() {
+        p99_less_a_bare_read(options, &cluster, &url, &token, sled, rows).await;
     }
     if pinned {
         let _ = set_affinity(std::process::id(), &all_cores());
@@ -124,17 +124,18 @@ pub(crate) fn etcd_vs_sled(options: &Options, rows: &mut Vec<Row>) {
     }
 }
 
-/// Issue 15's row 7.1 p99: ValidateKey's p99 on the etcd replica at the rate of row 1's
-/// half-peak window on sled, less the p99 of a bare linearizable etcd read (a Get of the audit
-/// head, the key the replica's read barrier reads) at the same rate, over sled's p99 there.
-/// Windows alternate between the two, as everywhere in this bench.
+/// Issue 15's row 7.1 p99: ValidateKey's p99 on the etcd replica at the rate of one of row 1's
+/// open-loop windows on sled, less the p99 of a bare linearizable etcd read (a Get of the
+/// audit head, the key the replica's read barrier reads) at the same rate, over sled's p99
+/// there. The target is at half the peak; a fifth of it is a rate a 2-core machine's open
+/// loop can still send. Windows alternate between the two, as everywhere in this bench.
 #[cfg(feature = "etcd")]
 async fn p99_less_a_bare_read(
     options: &Options,
     cluster: &zsc::testing::EtcdCluster,
     url: &str,
     token: &str,
-    (at, sled_p99): (f64, f64),
+    (fraction, at, sled_p99): (f64, f64, f64),
     rows: &mut Vec<Row>,
 ) {
     let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_owned).collect();
@@ -203,8 +204,9 @@ async fn p99_less_a_bare_read(
     rows.push(Row {
         row: "7",
         figure: format!(
-            "ValidateKey p99 on one etcd replica at {} (row 1's half-peak rate on sled; {overloaded} of {windows} windows overloaded), less a bare linearizable etcd Get's p99 at that rate ({})",
+            "ValidateKey p99 on one etcd replica at {} (row 1's {:.0}% rate on sled; {overloaded} of {windows} windows overloaded), less a bare linearizable etcd Get's p99 at that rate ({})",
             rate(at),
+            fraction * 100.0,
             time(read)
         ),
         median: "-".into(),
@@ -216,8 +218,10 @@ async fn p99_less_a_bare_read(
         target: "<= 2x".into(),
         result: if overloaded * 2 > windows {
             "none: overloaded".into()
-        } else {
+        } else if fraction == 0.5 {
             verdict(ratio <= 2.0)
+        } else {
+            "(not at 50%)".into()
         },
     });
 }

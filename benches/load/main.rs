@@ -136,7 +136,7 @@ async fn measure(
         row4(options, &fx, rows, server).await;
     }
     if options.row(3) || options.row(6) {
-        rows3and6(options, &fx, server, first.map(|r| r.peak), rows).await;
+        rows3and6(options, &fx, server, first.as_ref().map(|r| r.peak), rows).await;
     }
     first
 }
