@@ -189,12 +189,11 @@ async fn p99_less_a_bare_read(
             overloaded += usize::from(w.overloaded);
             let p99 = w.latency.value_at_quantile(0.99) as f64;
             eprintln!(
-                "row 7: open loop at {} {} p99 {}{}",
-                rate(at),
+                "row 7: {} p99 {}{}",
                 if first {
-                    "ValidateKey"
+                    format!("ValidateKey, open loop at {}", rate(at))
                 } else {
-                    "bare etcd Get"
+                    "bare etcd Get, one at a time".into()
                 },
                 time(p99),
                 if w.overloaded { " (overloaded)" } else { "" }
