@@ -147,8 +147,9 @@ impl Server {
         // Local mistakes (unreadable TLS files, a taken port) are reported before the cluster
         // is contacted.
         let local = Local::prepare(&config)?;
+        let started = std::time::Instant::now();
         let opened = open_remote(&url, &config.data_dir).await?;
-        Ok(local.serve_store(config, opened))
+        Ok(local.serve_store(config, opened, started.elapsed()))
     }
 
     /// Opens the data dir (creating it and the operator token on first start). Fails at once
@@ -160,8 +161,9 @@ impl Server {
             ));
         }
         let local = Local::prepare(&config)?;
+        let started = std::time::Instant::now();
         let opened = Store::open(&config.data_dir, &config.store)?;
-        Ok(local.serve_store(config, opened))
+        Ok(local.serve_store(config, opened, started.elapsed()))
     }
 }
 
@@ -187,7 +189,14 @@ impl Local {
         })
     }
 
-    fn serve_store(self, config: Config, opened: crate::store::Opened) -> Server {
+    /// `took`: how long opening the store took (on sled, its recovery and the validation
+    /// view's build, each logged at debug level).
+    fn serve_store(
+        self,
+        config: Config,
+        opened: crate::store::Opened,
+        took: std::time::Duration,
+    ) -> Server {
         let Local {
             tls,
             metrics_listener,
@@ -199,12 +208,11 @@ impl Local {
                 "new data dir: the operator token was written to this file (mode 0600)"
             );
         }
+        let (store_id, took_ms) = (opened.store.store_id(), took.as_millis() as u64);
         match &config.store_url {
-            Some(url) => {
-                tracing::info!(store = %url, store_id = opened.store.store_id(), "store open")
-            }
+            Some(url) => tracing::info!(store = %url, store_id, took_ms, "store open"),
             None => {
-                tracing::info!(data_dir = %config.data_dir.display(), store_id = opened.store.store_id(), "store open")
+                tracing::info!(data_dir = %config.data_dir.display(), store_id, took_ms, "store open")
             }
         }
         Server {

@@ -42,7 +42,7 @@ impl SledBackend {
     ) -> Result<Self> {
         let started = std::time::Instant::now();
         let view = Arc::new(build_view(&trees)?);
-        tracing::info!(
+        tracing::debug!(
             keys = view.len(),
             took_ms = started.elapsed().as_millis() as u64,
             "validation view built"

@@ -39,7 +39,7 @@ pub(in crate::store) fn open_db(dir: &Path, options: &StoreOptions) -> Result<(F
         .cache_capacity(options.cache_bytes)
         .open()
         .map_err(Error::internal)?;
-    tracing::info!(
+    tracing::debug!(
         took_ms = started.elapsed().as_millis() as u64,
         "sled database opened (its recovery)"
     );
