@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// The etcd prefix row 7's store lives under.
+#[cfg(feature = "etcd")]
+const ROOT: &str = "/load";
+
 /// How to run row 7 when this build cannot.
 #[cfg_attr(feature = "etcd", allow(dead_code))]
 const HOW: &str = "`cargo bench --features etcd --bench load -- --rows 1,3,4,7`";
@@ -42,7 +46,7 @@ pub(crate) async fn row7(
     let cluster = tokio::task::spawn_blocking(|| zsc::testing::EtcdCluster::start(3))
         .await
         .expect("etcd cluster starts");
-    let store = cluster.url("/load");
+    let store = cluster.url(ROOT);
     let (server, url, token) = ServerUnderTest::start(options, Some(&store)).await;
     if pinned {
         let _ = set_affinity(std::process::id(), LOAD_CORE);
@@ -145,11 +149,11 @@ async fn p99_less_a_bare_read(
     let etcd = etcd_client::Client::connect(endpoints, None)
         .await
         .expect("the bench reaches etcd");
-    // The store's root is the URL's path, `/load`, then `/`; the audit head is `audit/h`.
-    let audit_head = "/load/audit/h";
+    // The store's root is the URL's path and `/`; the audit head is `audit/h` under it.
+    let audit_head = format!("{ROOT}/audit/h");
     let found = etcd
         .kv_client()
-        .get(audit_head, None)
+        .get(audit_head.as_str(), None)
         .await
         .map(|r| r.count());
     if !matches!(found, Ok(1)) {
@@ -162,18 +166,11 @@ async fn p99_less_a_bare_read(
         return;
     }
     let bare: Call = Arc::new(move |_| {
-        let mut kv = etcd.kv_client();
-        async move { kv.get(audit_head, None).await.is_ok() }.boxed()
+        let (mut kv, key) = (etcd.kv_client(), audit_head.clone());
+        async move { kv.get(key, None).await.is_ok() }.boxed()
     });
     let fx = fixture(url, token).await;
-    let mut clients = Vec::new();
-    for _ in 0..options.connections {
-        let channel = connect(&fx.url).await;
-        clients.push(KeyServiceClient::with_interceptor(
-            channel,
-            fx.consumer.clone(),
-        ));
-    }
+    let clients = keys_clients(&fx.url, &fx.consumer, options.connections).await;
     let validate = validate_call(clients, fx.email.clone(), fx.key.clone());
     let (mut on_etcd, mut reads, mut overloaded) = (vec![], vec![], 0);
     for round in 0..options.rounds {
@@ -220,12 +217,11 @@ async fn p99_less_a_bare_read(
         baseline_p99: time(sled_p99),
         ratio: format!("{ratio:.2}x (p99)"),
         target: "<= 2x".into(),
-        result: if overloaded * 2 > windows {
-            "none: overloaded".into()
-        } else if fraction == 0.5 {
-            verdict(ratio <= 2.0)
-        } else {
-            "(not at 50%)".into()
-        },
+        result: open_loop_result(
+            overloaded,
+            windows,
+            (fraction == 0.5).then_some(ratio <= 2.0),
+            "(not at 50%)",
+        ),
     });
 }

@@ -179,14 +179,7 @@ impl Scaled {
             .into_inner()
             .token;
         let consumer = Bearer::new(&consumer).expect("consumer token");
-        let mut clients = Vec::new();
-        for _ in 0..options.connections {
-            let channel = connect(&self.url).await;
-            clients.push(KeyServiceClient::with_interceptor(
-                channel,
-                consumer.clone(),
-            ));
-        }
+        let clients = keys_clients(&self.url, &consumer, options.connections).await;
         let credentials = self.credentials.clone();
         Arc::new(move |i| {
             let mut client = clients[i % clients.len()].clone();

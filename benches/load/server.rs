@@ -277,6 +277,18 @@ pub(crate) async fn read_token(data: &Path) -> String {
     }
 }
 
+/// `n` KeyService clients, each on a connection of its own, calling as `bearer`.
+pub(crate) async fn keys_clients(url: &str, bearer: &Bearer, n: usize) -> Vec<Keys> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        clients.push(KeyServiceClient::with_interceptor(
+            connect(url).await,
+            bearer.clone(),
+        ));
+    }
+    clients
+}
+
 /// One new HTTP/2 connection (a tonic Channel is one), retried while the server starts.
 pub(crate) async fn connect(url: &str) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(120);

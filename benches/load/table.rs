@@ -38,6 +38,22 @@ pub(crate) fn verdict(pass: bool) -> String {
     if pass { "pass" } else { "MISS" }.into()
 }
 
+/// An open-loop row's result: none when most of its `windows` overloaded (the latency then
+/// measures the machine's queue, not the server), else the verdict of `judged`, else
+/// `unjudged` (a window at another rate or size than the target's).
+pub(crate) fn open_loop_result(
+    overloaded: usize,
+    windows: usize,
+    judged: Option<bool>,
+    unjudged: &str,
+) -> String {
+    match judged {
+        _ if overloaded * 2 > windows => "none: overloaded".into(),
+        Some(pass) => verdict(pass),
+        None => unjudged.into(),
+    }
+}
+
 pub(crate) fn time(ns: f64) -> String {
     if ns.is_nan() {
         "-".into()

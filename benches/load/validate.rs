@@ -143,13 +143,12 @@ pub(crate) async fn row1(
             baseline_p99: time(median(&h99)),
             ratio: format!("{ratio:.2}x (p99)"),
             target: "p99 <= 1.3x at 80%".into(),
-            result: if overloaded * 2 > windows {
-                "none: overloaded".into()
-            } else if fraction == 0.8 {
-                verdict(ratio <= 1.3)
-            } else {
-                "(not at 80%)".into()
-            },
+            result: open_loop_result(
+                overloaded,
+                windows,
+                (fraction == 0.8).then_some(ratio <= 1.3),
+                "(not at 80%)",
+            ),
         });
     }
     if !v_cpu.is_empty() && !h_cpu.is_empty() {

@@ -34,7 +34,7 @@ pub(in crate::store) fn open_db(dir: &Path, options: &StoreOptions) -> Result<(F
     files::create_private_dir(dir)?;
     let lock = lock_data_dir(dir)?;
     let db_dir = dir.join("db");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let db = open_sled(&db_dir, options)?;
     tracing::debug!(
         took_ms = started.elapsed().as_millis() as u64,
