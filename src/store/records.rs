@@ -51,6 +51,34 @@ pub(super) struct KeyRecord {
     pub key_prefix: String,
     #[prost(int64, tag = "5")]
     pub created_us: i64,
+    /// What a validation answers about the key's org. No rule changes an org's name, edition
+    /// or creation time after CreateOrg, so the key can carry them, and the validation view
+    /// is built from the keys table alone (issue 15). Absent in records written before this
+    /// field: the view joins those with their org (`view.rs`), and a sled store rewrites them
+    /// with it when it opens.
+    #[prost(message, optional, tag = "6")]
+    pub org: Option<KeyOrgRecord>,
+}
+
+/// The part of an org that a key carries (`KeyRecord::org`).
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct KeyOrgRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(int32, tag = "2")]
+    pub edition: i32,
+    #[prost(int64, tag = "3")]
+    pub created_us: i64,
+}
+
+impl KeyOrgRecord {
+    pub fn of(org: &OrgRecord) -> Self {
+        KeyOrgRecord {
+            name: org.name.clone(),
+            edition: org.edition,
+            created_us: org.created_us,
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -132,13 +160,15 @@ impl UserRecord {
 }
 
 impl KeyRecord {
-    pub fn from_info(info: &KeyInfo) -> Self {
+    /// The record of a key of `org`.
+    pub fn new(info: &KeyInfo, org: &OrgRecord) -> Self {
         KeyRecord {
             key_id: info.key_id.to_string(),
             org_id: info.org_id.to_string(),
             owner_email: info.owner.to_string(),
             key_prefix: info.key_prefix.clone(),
             created_us: micros(info.created),
+            org: Some(KeyOrgRecord::of(org)),
         }
     }
 

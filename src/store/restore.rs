@@ -107,7 +107,7 @@ impl Writes {
 /// for a whole `apply_batch`, so every node version a batch replaces (a leaf per insert, the
 /// parent index at every split) stays allocated until the batch ends. 1 MiB batches peaked at
 /// 398 MiB on a 50,000-key restore; 16 KiB batches at 67 MiB, and faster (docs/backup.md).
-const BATCH_BYTES: usize = 16 << 10;
+pub(super) const BATCH_BYTES: usize = 16 << 10;
 
 /// sled's page cache while restoring. With small batches, each flushed, this is what bounds a
 /// restore's memory: at 200,000 keys the server's default of 64 MiB let it grow to 127 MiB

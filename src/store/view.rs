@@ -4,8 +4,10 @@
 //! A key is live while its row is in the keys table: the rules delete it in the same
 //! transaction that revokes, regenerates it or takes the right to hold it from its owner
 //! (deactivation, demotion), and no rule stores a key for anyone but an active administrator
-//! of its org (`keys.rs`). So the view is the keys table joined with the orgs it names, and
-//! the property test below checks that it answers exactly what the store's own reads answer.
+//! of its org (`keys.rs`). So the view is the keys table: each key's record carries what a
+//! validation answers about its org (`KeyRecord::org`; records written before that are joined
+//! with their org), and the property test below checks that it answers exactly what the
+//! store's own reads answer.
 //!
 //! Fed by the same path that moves the durable head, always before it:
 //! - sled: after each committed transaction, every key hash it wrote is looked up again in
@@ -29,7 +31,9 @@ use std::{
     sync::{Mutex, RwLock},
 };
 
-use super::records::{decode, from_micros, KeyRecord, OrgRecord};
+use prost::Message;
+
+use super::records::{decode, from_micros, KeyOrgRecord, KeyRecord, OrgRecord};
 use super::tables::Table;
 use crate::domain::{Edition, Email, Error, KeyId, Org, OrgId, Result, SecretHash, Validation};
 
@@ -42,7 +46,7 @@ struct Live(Box<[u8]>);
 const TEXT: usize = 47;
 
 impl Live {
-    fn new(hash: &[u8], key: &KeyRecord, org: &OrgRecord) -> Result<Live> {
+    fn new(hash: &[u8], key: &KeyRecord, org: &KeyOrgRecord) -> Result<Live> {
         let parts = [&key.org_id, &org.name, &key.key_id, &key.owner_email];
         let mut packed = Vec::with_capacity(TEXT + parts.iter().map(|p| p.len()).sum::<usize>());
         packed.extend_from_slice(&hash_of(hash)?);
@@ -148,7 +152,9 @@ pub(super) struct View {
 }
 
 impl View {
-    /// Builds the view from every key and the orgs they name.
+    /// Builds the view from every key. A record that carries its org goes straight in; the
+    /// others (written before keys carried it) are joined with their org, and come back in
+    /// [`Built::completed`] with it, for the store to write back.
     ///
     /// `org` is called in org id order: keys come in hash order and name their orgs at random,
     /// and on sled each such lookup paged a node of the orgs tree in and out of the cache
@@ -156,28 +162,39 @@ impl View {
     pub fn build(
         keys: impl IntoIterator<Item = Result<(impl AsRef<[u8]>, impl AsRef<[u8]>)>>,
         mut org: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
-    ) -> Result<View> {
-        let mut keys = keys
-            .into_iter()
-            .map(|row| {
-                let (hash, record) = row?;
-                Ok((
-                    hash_of(hash.as_ref())?,
-                    decode::<KeyRecord>(record.as_ref())?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        keys.sort_unstable_by(|(_, a), (_, b)| a.org_id.cmp(&b.org_id));
-        let mut map = Keys::with_capacity_and_hasher(keys.len(), Default::default());
-        for (hash, key) in keys {
-            if let Some(org_bytes) = org(&key.org_id)? {
-                map.insert(Live::new(&hash, &key, &decode::<OrgRecord>(&org_bytes)?)?);
+    ) -> Result<Built> {
+        let mut live = Vec::new();
+        let mut lacking = Vec::new();
+        // One record decoded into again and again: its strings keep their buffers.
+        let mut key = KeyRecord::default();
+        for row in keys {
+            let (hash, record) = row?;
+            key.clear();
+            key.merge(record.as_ref())
+                .map_err(|_| Error::internal("corrupt record in storage"))?;
+            match &key.org {
+                Some(org) => live.push(Live::new(hash.as_ref(), &key, org)?),
+                None => lacking.push((hash_of(hash.as_ref())?, key.clone())),
             }
         }
-        map.shrink_to_fit();
-        Ok(View {
-            keys: RwLock::new(map),
-            refreshing: Mutex::new(()),
+        lacking.sort_unstable_by(|(_, a), (_, b)| a.org_id.cmp(&b.org_id));
+        let mut completed = Vec::new();
+        for (hash, mut key) in lacking {
+            if let Some(bytes) = org(&key.org_id)? {
+                let carried = KeyOrgRecord::of(&decode::<OrgRecord>(&bytes)?);
+                live.push(Live::new(&hash, &key, &carried)?);
+                key.org = Some(carried);
+                completed.push((hash, key));
+            }
+        }
+        let mut map = Keys::with_capacity_and_hasher(live.len(), Default::default());
+        map.extend(live);
+        Ok(Built {
+            view: View {
+                keys: RwLock::new(map),
+                refreshing: Mutex::new(()),
+            },
+            completed,
         })
     }
 
@@ -212,10 +229,9 @@ impl View {
             let live = match read(Table::Keys, hash)? {
                 Some(record) => {
                     let key = decode::<KeyRecord>(&record)?;
-                    match read(Table::Orgs, key.org_id.as_bytes())? {
-                        Some(org) => Some(Live::new(hash, &key, &decode::<OrgRecord>(&org)?)?),
-                        None => None,
-                    }
+                    org_of(&key, |id| read(Table::Orgs, id.as_bytes()))?
+                        .map(|org| Live::new(hash, &key, &org))
+                        .transpose()?
                 }
                 None => None,
             };
@@ -225,16 +241,18 @@ impl View {
         Ok(())
     }
 
-    /// Applies one revision's writes, in order (etcd's watch): a key stored in it is joined
-    /// with its org, which the same transaction wrote (every rule that stores a key writes
-    /// its org). A key whose org is not among them is left out: it fails closed, and says so.
+    /// Applies one revision's writes, in order (etcd's watch). A key whose record does not
+    /// carry its org (written by an older replica) is joined with the org the same
+    /// transaction wrote (every rule that stores a key writes its org); if that is not among
+    /// them, the key is left out: it fails closed, and says so.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub fn apply(&self, writes: &[Write<'_>]) -> Result<()> {
         let _turn = self.refreshing.lock().expect("view lock is never poisoned");
-        let org = |id: &str| {
-            writes.iter().rev().find_map(|(table, key, value)| {
-                (*table == Table::Orgs && *key == id.as_bytes()).then_some(*value)?
-            })
+        let written_org = |id: &str| {
+            Ok(writes.iter().rev().find_map(|(table, key, value)| {
+                (*table == Table::Orgs && *key == id.as_bytes())
+                    .then(|| value.map(<[u8]>::to_vec))?
+            }))
         };
         let mut changes = Vec::new();
         for (table, key, value) in writes {
@@ -244,8 +262,8 @@ impl View {
             let live = match value {
                 Some(record) => {
                     let record = decode::<KeyRecord>(record)?;
-                    match org(&record.org_id) {
-                        Some(org) => Some(Live::new(key, &record, &decode::<OrgRecord>(org)?)?),
+                    match org_of(&record, written_org)? {
+                        Some(org) => Some(Live::new(key, &record, &org)?),
                         None => {
                             tracing::error!(key_id = record.key_id, "a key stored without its org");
                             None
@@ -285,6 +303,28 @@ impl View {
     }
 }
 
+/// What [`View::build`] made: the view, and the records it had to join with their org,
+/// completed.
+pub(super) struct Built {
+    pub view: View,
+    pub completed: Vec<([u8; 32], KeyRecord)>,
+}
+
+/// What a validation of `key` answers about its org: what the record carries, or else (a
+/// record written before keys carried it) its org's record, which `read_org` reads. None: no
+/// such org, so the key is not live.
+fn org_of(
+    key: &KeyRecord,
+    read_org: impl FnOnce(&str) -> Result<Option<Vec<u8>>>,
+) -> Result<Option<KeyOrgRecord>> {
+    if let Some(org) = &key.org {
+        return Ok(Some(org.clone()));
+    }
+    read_org(&key.org_id)?
+        .map(|bytes| Ok(KeyOrgRecord::of(&decode::<OrgRecord>(&bytes)?)))
+        .transpose()
+}
+
 fn hash_of(bytes: &[u8]) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(bytes).map_err(|_| Error::internal("a key row is not a 32-byte hash"))
 }
@@ -294,12 +334,73 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::domain::{Email, KeyId, OrgId};
+    use crate::domain::{Email, KeyId, OrgId, SecretHash};
 
     fn resident_bytes() -> u64 {
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
         let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
         pages * 4096
+    }
+
+    fn org(n: usize) -> OrgRecord {
+        OrgRecord {
+            name: format!("Org number {n}"),
+            edition: 3,
+            created_us: 1_700_000_000_000_000,
+            active_key: None,
+        }
+    }
+
+    /// Key `n` of org `n`, as the service stores it (`carried`: with its org, as this
+    /// version writes it; without, as versions before it did).
+    fn key(n: usize, carried: bool) -> (Vec<u8>, Vec<u8>) {
+        let record = KeyRecord {
+            key_id: KeyId::generate().to_string(),
+            org_id: format!("{n:0>20}"),
+            owner_email: format!("admin@org-{n}.example.com"),
+            key_prefix: "zsc_abcd".into(),
+            created_us: 1_700_000_000_000_000,
+            org: carried.then(|| KeyOrgRecord::of(&org(n))),
+        };
+        let hash = *blake3::hash(&n.to_be_bytes()).as_bytes();
+        (hash.to_vec(), record.encode_to_vec())
+    }
+
+    fn validate(view: &View, n: usize) -> Result<Validation> {
+        let hash = SecretHash(*blake3::hash(&n.to_be_bytes()).as_bytes());
+        let owner = Email::from_trusted(format!("admin@org-{n}.example.com"));
+        view.validate(&hash, &owner, 7)
+    }
+
+    /// A view built from records that carry their org answers the same as one built from
+    /// records that do not (joined with their org); only the latter come back completed, and
+    /// a key whose org is gone is not live.
+    #[test]
+    fn records_without_their_org_are_joined_with_it_and_come_back_completed() {
+        let keys = [key(1, true), key(2, false), key(3, false), key(4, true)];
+        let mut asked = Vec::new();
+        let built = View::build(keys.iter().cloned().map(Ok), |id| {
+            asked.push(id.to_owned());
+            let n: usize = id.parse().unwrap();
+            Ok((n != 3).then(|| org(n).encode_to_vec()))
+        })
+        .unwrap();
+        assert_eq!(asked, [format!("{:0>20}", 2), format!("{:0>20}", 3)]);
+        for n in [1, 2, 4] {
+            let validation = validate(&built.view, n).unwrap();
+            assert_eq!(validation.org.name, format!("Org number {n}"));
+            assert_eq!(validation.org.id.as_str(), format!("{n:0>20}"));
+            assert_eq!(validation.sequence, 7);
+        }
+        assert!(matches!(
+            validate(&built.view, 3),
+            Err(Error::Unauthenticated(_))
+        ));
+        assert_eq!(built.completed.len(), 1);
+        let (hash, completed) = &built.completed[0];
+        assert_eq!(&hash[..], &key(2, false).0[..]);
+        assert_eq!(completed.org, Some(KeyOrgRecord::of(&org(2))));
+        assert_eq!(completed.owner_email, "admin@org-2.example.com");
     }
 
     /// Not a check but a measurement (`cargo test --lib view::tests -- --ignored
@@ -310,28 +411,8 @@ mod tests {
     fn bytes_per_live_key() {
         const KEYS: usize = 100_000;
         let before = resident_bytes();
-        let org = |n: usize| OrgRecord {
-            name: format!("Org number {n}"),
-            edition: 3,
-            created_us: 1_700_000_000_000_000,
-            active_key: None,
-        };
-        let keys = (0..KEYS).map(|n| {
-            let record = KeyRecord {
-                key_id: KeyId::generate().to_string(),
-                org_id: format!("{n:0>20}"),
-                owner_email: Email::from_trusted(format!("admin@org-{n}.example.com")).to_string(),
-                key_prefix: "zsc_abcd".into(),
-                created_us: 1_700_000_000_000_000,
-            };
-            let hash = *blake3::hash(&n.to_be_bytes()).as_bytes();
-            Ok((hash.to_vec(), record.encode_to_vec()))
-        });
-        let view = View::build(keys, |id| {
-            let n: usize = id.parse().unwrap();
-            Ok(Some(org(n).encode_to_vec()))
-        })
-        .unwrap();
+        let keys = (0..KEYS).map(|n| Ok(key(n, true)));
+        let view = View::build(keys, |_| Ok(None)).unwrap().view;
         let after = resident_bytes();
         let sample = OrgId::generate().to_string().len();
         println!(

@@ -93,9 +93,12 @@ impl Follower {
         let keys = in_table(Table::Keys, self.range_at(Table::Keys, revision).await?);
         let orgs: HashMap<Vec<u8>, Vec<u8>> =
             in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
-        View::build(keys.map(Ok), |org_id| {
+        // Records an older replica wrote without their org stay as they are: every load joins
+        // them again (writing back is sled's, at open, where nothing else writes).
+        let built = View::build(keys.map(Ok), |org_id| {
             Ok(orgs.get(org_id.as_bytes()).cloned())
-        })
+        })?;
+        Ok(built.view)
     }
 
     /// Follows the prefix forever (the task is aborted when the store is dropped).

@@ -145,7 +145,6 @@ pub(super) struct NewKey {
 pub(super) struct KeyRow {
     hash: SecretHash,
     pub info: KeyInfo,
-    record: Vec<u8>,
 }
 
 impl NewKey {
@@ -160,7 +159,6 @@ impl NewKey {
         };
         let row = KeyRow {
             hash: key.hash(),
-            record: KeyRecord::from_info(&info).encode_to_vec(),
             info,
         };
         NewKey { key, row }
@@ -219,7 +217,8 @@ impl KeyRow {
             org_id.as_str().as_bytes(),
             &org.encode_to_vec(),
         )?;
-        tx.insert(Table::Keys, &self.hash.0, &self.record)?;
+        let record = KeyRecord::new(&self.info, &org);
+        tx.insert(Table::Keys, &self.hash.0, &record.encode_to_vec())?;
         let action = match mode {
             KeyMode::New => AuditAction::KeyGenerated,
             KeyMode::Replace => AuditAction::KeyRegenerated,

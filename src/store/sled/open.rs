@@ -52,7 +52,7 @@ const SLED_LOCK_WAIT: Duration = Duration::from_secs(2);
 /// `flush_async` on a thread of its own, which lets go of the files a moment after the flush
 /// is reported (sled's own tests block on the lock for that reason). Such an open waits for
 /// it, up to [`SLED_LOCK_WAIT`]; sled names the failure only in its message.
-fn open_sled(db_dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
+pub(super) fn open_sled(db_dir: &Path, options: &StoreOptions) -> Result<sled::Db> {
     let deadline = Instant::now() + SLED_LOCK_WAIT;
     loop {
         let opened = sled::Config::new()
