@@ -40,6 +40,7 @@ mod tls;
 mod tls_reload;
 #[cfg(feature = "otlp")]
 mod traces;
+mod upgrade;
 mod users;
 mod verifier;
 mod watch;
