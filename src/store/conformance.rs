@@ -59,6 +59,16 @@ pub(crate) async fn new_key(store: &Store, org: &OrgId, admin: &Email) -> Genera
         .unwrap()
 }
 
+/// A pair's usage row as stores made before one row per key saved it.
+pub(crate) fn usage_row_from_before(validations: u64, last_us: i64) -> Vec<u8> {
+    use prost::Message;
+    crate::store::records::UsageRecord {
+        validations,
+        last_us,
+    }
+    .encode_to_vec()
+}
+
 pub(crate) async fn validates(store: &Store, owner: &Email, key: &ZscKey) -> bool {
     store.validate_key(owner, key, &consumer()).await.is_ok()
 }
@@ -520,6 +530,60 @@ macro_rules! conformance_suite {
             store.save_usage().await.unwrap();
             let usage = store.key_usage(&generated.info.key_id).await.unwrap();
             assert_eq!(usage[0].validations, 2);
+        }
+
+        /// Two accounts' counts of one key are saved in one row, and a pair's row as stores
+        /// made before that saved it is counted, then folded into the key's row and deleted
+        /// by the next save of that pair.
+        #[tokio::test]
+        async fn usage_is_one_row_per_key_and_a_pair_row_from_before_is_folded_into_it() {
+            use $crate::store::kv::Range;
+            use $crate::store::tables::Table;
+            let fresh = $fresh().await;
+            let store = &fresh.store;
+            let (org, ada, _) = org_with_admins(store, "Acme").await;
+            let generated = new_key(store, &org, &ada).await;
+            let key_id = generated.info.key_id.as_str().as_bytes().to_vec();
+            let old_pair = [&key_id[..], b"\0books"].concat();
+            let old_row = usage_row_from_before(5, 1_700_000_000_000_000);
+            store
+                .backend()
+                .transact(|| vec![], |tx| tx.insert(Table::Usage, &old_pair, &old_row))
+                .await
+                .unwrap();
+            let desk = AccountName::parse("desk").unwrap();
+            let books = AccountName::parse("books").unwrap();
+            for consumer in [&desk, &books, &books] {
+                store
+                    .validate_key(&ada, &generated.key, consumer)
+                    .await
+                    .unwrap();
+            }
+            let counts = |usage: Vec<KeyUsage>| {
+                let mut counts: Vec<(String, u64)> = usage
+                    .into_iter()
+                    .map(|u| (u.consumer.as_str().to_owned(), u.validations))
+                    .collect();
+                counts.sort();
+                counts
+            };
+            let expected = vec![("books".to_owned(), 7), ("desk".to_owned(), 1)];
+            let usage = store.key_usage(&generated.info.key_id).await.unwrap();
+            assert_eq!(counts(usage), expected, "before the save");
+            store.save_usage().await.unwrap();
+            let usage = store.key_usage(&generated.info.key_id).await.unwrap();
+            assert_eq!(counts(usage), expected, "after it");
+            let rows = store
+                .backend()
+                .scan(Range::prefix(Table::Usage, &key_id))
+                .await
+                .unwrap();
+            let keys: Vec<Vec<u8>> = rows.into_iter().map(|(key, _)| key).collect();
+            assert_eq!(
+                keys,
+                vec![key_id.clone()],
+                "one row for the key, the pair's gone"
+            );
         }
 
         #[tokio::test]

@@ -271,7 +271,26 @@ impl AuditRecord {
     }
 }
 
+/// One key's saved validation counts: an entry per service account (`usage.rs`).
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct KeyUsageRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub consumers: Vec<ConsumerUsageRecord>,
+}
+
 /// One service account's validations of one key, as last saved.
+#[derive(Clone, PartialEq, Message)]
+pub(super) struct ConsumerUsageRecord {
+    #[prost(string, tag = "1")]
+    pub consumer: String,
+    #[prost(uint64, tag = "2")]
+    pub validations: u64,
+    #[prost(int64, tag = "3")]
+    pub last_us: i64,
+}
+
+/// One service account's validations of one key, as stores made before [`KeyUsageRecord`]
+/// saved them: a row per (key, account).
 #[derive(Clone, PartialEq, Message)]
 pub(super) struct UsageRecord {
     #[prost(uint64, tag = "1")]
@@ -317,6 +336,7 @@ pub fn decode_any(bytes: &[u8]) {
         let _ = entry.to_event(1);
     }
     let _ = decode::<UsageRecord>(bytes);
+    let _ = decode::<KeyUsageRecord>(bytes);
     let _ = decode::<ConfirmationRecord>(bytes);
 }
 

@@ -63,7 +63,7 @@ tables! {
     Tokens => tokens: "tokens", "blake3(token) -> name";
     Events => events: "events", "big-endian sequence -> `EventRecord`";
     Audit => audit: "audit", "the audit trail and its org index (`audit.rs`)";
-    Usage => usage: "usage", "key_id \\0 account -> `UsageRecord`, saved validation counts (`usage.rs`)";
+    Usage => usage: "usage", "key_id -> `KeyUsageRecord`, saved validation counts (`usage.rs`)";
     Confirmations => confirmations: "confirmations", "what each Verifier reported applying (`confirmations.rs`); not backed up";
 }
 

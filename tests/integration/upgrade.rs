@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use tonic::Code;
-use zsc::proto::{RegenerateKeyRequest, ValidateKeyRequest};
+use zsc::proto::{GetKeyInfoRequest, RegenerateKeyRequest, ValidateKeyRequest};
 
 use crate::common::{expect_code, test_config, TestServer};
 use crate::process::run_zsc;
@@ -63,15 +63,43 @@ async fn keys_answer_as_they_did(server: &TestServer) {
     }
 }
 
+/// Acme's key's usage, by consumer: (name, validations), Desk's first.
+async fn acme_usage(server: &TestServer, org_id: &str) -> Vec<(String, u64)> {
+    let info = server
+        .op_keys()
+        .await
+        .get_key_info(GetKeyInfoRequest {
+            org_id: org_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut usage: Vec<_> = info
+        .usage
+        .into_iter()
+        .map(|u| (u.consumer, u.validations))
+        .collect();
+    usage.sort_by_key(|(consumer, _)| consumer != "desk");
+    usage
+}
+
 async fn keys_answer_as_they_did_across_a_restart(server: TestServer) {
     keys_answer_as_they_did(&server).await;
-    let server = server.restart().await;
-    keys_answer_as_they_did(&server).await;
-    // And the store takes changes: Acme's key regenerated, the old one refused.
     let acme = server
         .validate("ada@acme.example", &credentials()[0].2)
         .await;
     let org_id = acme.unwrap().org.unwrap().org_id;
+    // Desk's two validations, saved by 4268646 as a row per (key, account), are counted,
+    // and kept when the operator's validations are saved beside them at the stop.
+    let before = acme_usage(&server, &org_id).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!((&before[0].0[..], before[0].1, before[1].1), ("desk", 2, 2));
+    let server = server.restart().await;
+    keys_answer_as_they_did(&server).await;
+    let after = acme_usage(&server, &org_id).await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!((&after[0].0[..], after[0].1, after[1].1), ("desk", 2, 3));
+    // And the store takes changes: Acme's key regenerated, the old one refused.
     let new_key = server
         .op_keys()
         .await
