@@ -152,30 +152,21 @@ pub(super) struct View {
 }
 
 impl View {
-    /// Builds the view from every key. A record that carries its org goes straight in; the
-    /// others (written before keys carried it) are joined with their org, and come back in
-    /// [`Built::completed`] with it, for the store to write back.
+    /// Builds the view from every key, read in `parts` ([`Scanned`]). A record that carries
+    /// its org goes straight in; the others (written before keys carried it) are joined with
+    /// their org, and come back in [`Built::completed`] with it, for the store to write back.
     ///
     /// `org` is called in org id order: keys come in hash order and name their orgs at random,
     /// and on sled each such lookup paged a node of the orgs tree in and out of the cache
     /// (38 s to SERVING at 1,000,000 keys); in org id order the lookups walk the tree once.
     pub fn build(
-        keys: impl IntoIterator<Item = Result<(impl AsRef<[u8]>, impl AsRef<[u8]>)>>,
+        parts: impl IntoIterator<Item = Scanned>,
         mut org: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
     ) -> Result<Built> {
-        let mut live = Vec::new();
-        let mut lacking = Vec::new();
-        // One record decoded into again and again: its strings keep their buffers.
-        let mut key = KeyRecord::default();
-        for row in keys {
-            let (hash, record) = row?;
-            key.clear();
-            key.merge(record.as_ref())
-                .map_err(|_| Error::internal("corrupt record in storage"))?;
-            match &key.org {
-                Some(org) => live.push(Live::new(hash.as_ref(), &key, org)?),
-                None => lacking.push((hash_of(hash.as_ref())?, key.clone())),
-            }
+        let (mut live, mut lacking) = (Vec::new(), Vec::new());
+        for mut part in parts {
+            live.append(&mut part.live);
+            lacking.append(&mut part.lacking);
         }
         lacking.sort_unstable_by(|(_, a), (_, b)| a.org_id.cmp(&b.org_id));
         let mut completed = Vec::new();
@@ -303,6 +294,36 @@ impl View {
     }
 }
 
+/// Rows of the keys table read for [`View::build`]: the live keys, and the records that do
+/// not carry their org yet. Parts of the table may be read on threads of their own.
+#[derive(Default)]
+pub(super) struct Scanned {
+    live: Vec<Live>,
+    lacking: Vec<([u8; 32], KeyRecord)>,
+}
+
+impl Scanned {
+    /// Reads `keys`, rows of the keys table (hash, record).
+    pub fn read(
+        keys: impl IntoIterator<Item = Result<(impl AsRef<[u8]>, impl AsRef<[u8]>)>>,
+    ) -> Result<Scanned> {
+        let mut scanned = Scanned::default();
+        // One record decoded into again and again: its strings keep their buffers.
+        let mut key = KeyRecord::default();
+        for row in keys {
+            let (hash, record) = row?;
+            key.clear();
+            key.merge(record.as_ref())
+                .map_err(|_| Error::internal("corrupt record in storage"))?;
+            match &key.org {
+                Some(org) => scanned.live.push(Live::new(hash.as_ref(), &key, org)?),
+                None => scanned.lacking.push((hash_of(hash.as_ref())?, key.clone())),
+            }
+        }
+        Ok(scanned)
+    }
+}
+
 /// What [`View::build`] made: the view, and the records it had to join with their org,
 /// completed.
 pub(super) struct Built {
@@ -379,7 +400,8 @@ mod tests {
     fn records_without_their_org_are_joined_with_it_and_come_back_completed() {
         let keys = [key(1, true), key(2, false), key(3, false), key(4, true)];
         let mut asked = Vec::new();
-        let built = View::build(keys.iter().cloned().map(Ok), |id| {
+        let scanned = Scanned::read(keys.iter().cloned().map(Ok)).unwrap();
+        let built = View::build([scanned], |id| {
             asked.push(id.to_owned());
             let n: usize = id.parse().unwrap();
             Ok((n != 3).then(|| org(n).encode_to_vec()))
@@ -412,7 +434,9 @@ mod tests {
         const KEYS: usize = 100_000;
         let before = resident_bytes();
         let keys = (0..KEYS).map(|n| Ok(key(n, true)));
-        let view = View::build(keys, |_| Ok(None)).unwrap().view;
+        let view = View::build([Scanned::read(keys).unwrap()], |_| Ok(None))
+            .unwrap()
+            .view;
         let after = resident_bytes();
         let sample = OrgId::generate().to_string().len();
         println!(

@@ -19,7 +19,7 @@ use crate::store::head::Announcer;
 use crate::store::kv::{prefix_end, read_u64};
 use crate::store::tables::Table;
 use crate::store::tables::META_HEAD;
-use crate::store::view::View;
+use crate::store::view::{Scanned, View};
 
 pub(super) struct Follower {
     pub client: Client,
@@ -95,7 +95,7 @@ impl Follower {
             in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
         // Records an older replica wrote without their org stay as they are: every load joins
         // them again (writing back is sled's, at open, where nothing else writes).
-        let built = View::build(keys.map(Ok), |org_id| {
+        let built = View::build([Scanned::read(keys.map(Ok))?], |org_id| {
             Ok(orgs.get(org_id.as_bytes()).cloned())
         })?;
         Ok(built.view)
