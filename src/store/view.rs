@@ -322,6 +322,12 @@ impl Scanned {
         }
         Ok(scanned)
     }
+
+    /// Whether some records read do not carry their org, so that building needs the orgs.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub fn lacks_orgs(&self) -> bool {
+        !self.lacking.is_empty()
+    }
 }
 
 /// What [`View::build`] made: the view, and the records it had to join with their org,

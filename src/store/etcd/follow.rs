@@ -83,7 +83,9 @@ impl Follower {
             .collect())
     }
 
-    /// The validation view at `revision`: every key joined with its org.
+    /// The validation view at `revision`: every key, and the orgs of those whose records do
+    /// not carry theirs. Such records, which an older replica wrote, stay as they are: every
+    /// load joins them again (writing back is sled's, at open, where nothing else writes).
     async fn load_view(&self, revision: i64) -> Result<View> {
         let in_table = |table: Table, rows: Vec<(Vec<u8>, Vec<u8>)>| {
             let skip = table.name().len() + 1;
@@ -91,13 +93,13 @@ impl Follower {
                 .map(move |(key, value)| (key[skip..].to_vec(), value))
         };
         let keys = in_table(Table::Keys, self.range_at(Table::Keys, revision).await?);
-        let orgs: HashMap<Vec<u8>, Vec<u8>> =
-            in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect();
-        // Records an older replica wrote without their org stay as they are: every load joins
-        // them again (writing back is sled's, at open, where nothing else writes).
-        let built = View::build([Scanned::read(keys.map(Ok))?], |org_id| {
-            Ok(orgs.get(org_id.as_bytes()).cloned())
-        })?;
+        let scanned = Scanned::read(keys.map(Ok))?;
+        let orgs: HashMap<Vec<u8>, Vec<u8>> = if scanned.lacks_orgs() {
+            in_table(Table::Orgs, self.range_at(Table::Orgs, revision).await?).collect()
+        } else {
+            HashMap::new()
+        };
+        let built = View::build([scanned], |org_id| Ok(orgs.get(org_id.as_bytes()).cloned()))?;
         Ok(built.view)
     }
 
