@@ -12,6 +12,7 @@ use std::path::Path;
 use super::backup_file::{Decoder, Done, REPORT_EVERY};
 use super::kv::read_u64;
 use super::rules::audit;
+use super::sled::batch::BATCH_BYTES;
 use super::tables::{Table, Trees};
 use super::tables::{META_HEAD, META_INITIALISED, META_STORE_ID};
 use crate::domain::{random_base62, Error, Result};
@@ -102,12 +103,6 @@ impl Writes {
         self.next_write()
     }
 }
-
-/// The most one sled batch holds (keys and values). Small on purpose: sled 0.34 pins one epoch
-/// for a whole `apply_batch`, so every node version a batch replaces (a leaf per insert, the
-/// parent index at every split) stays allocated until the batch ends. 1 MiB batches peaked at
-/// 398 MiB on a 50,000-key restore; 16 KiB batches at 67 MiB, and faster (docs/backup.md).
-pub(super) const BATCH_BYTES: usize = 16 << 10;
 
 /// sled's page cache while restoring. With small batches, each flushed, this is what bounds a
 /// restore's memory: at 200,000 keys the server's default of 64 MiB let it grow to 127 MiB

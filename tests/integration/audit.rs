@@ -451,7 +451,7 @@ async fn usage_is_counted_per_consumer_and_a_restart_keeps_it_and_the_trail() {
             .map(|u| (u.consumer, u.validations))
             .collect()
     };
-    let info = key_info(&server, &org_id).await;
+    let info = server.key_info(&org_id).await;
     let recruit_usage = &info.usage[0];
     let last: SystemTime = recruit_usage
         .last_validated_time
@@ -471,7 +471,7 @@ async fn usage_is_counted_per_consumer_and_a_restart_keeps_it_and_the_trail() {
     .await;
 
     let server = server.restart().await;
-    let info = key_info(&server, &org_id).await;
+    let info = server.key_info(&org_id).await;
     assert_eq!(usage(info), [("recruit".into(), 1), ("desk".into(), 3)]);
     server
         .keys(&desk)
@@ -479,7 +479,7 @@ async fn usage_is_counted_per_consumer_and_a_restart_keeps_it_and_the_trail() {
         .validate_key(validate())
         .await
         .unwrap();
-    let info = key_info(&server, &org_id).await;
+    let info = server.key_info(&org_id).await;
     assert_eq!(usage(info), [("desk".into(), 4), ("recruit".into(), 1)]);
     let after = list_all(
         &mut server.audit(&server.operator_token).await,
@@ -487,18 +487,6 @@ async fn usage_is_counted_per_consumer_and_a_restart_keeps_it_and_the_trail() {
     )
     .await;
     assert_eq!(after, trail);
-}
-
-async fn key_info(server: &TestServer, org_id: &str) -> KeyInfo {
-    server
-        .op_keys()
-        .await
-        .get_key_info(GetKeyInfoRequest {
-            org_id: org_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 #[tokio::test]

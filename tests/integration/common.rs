@@ -351,6 +351,18 @@ impl TestServer {
         response.into_inner().event.expect("a revocation")
     }
 
+    /// GetKeyInfo of the org's key, as the operator.
+    pub async fn key_info(&self, org_id: &str) -> zsc::proto::KeyInfo {
+        self.op_keys()
+            .await
+            .get_key_info(zsc::proto::GetKeyInfoRequest {
+                org_id: org_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn validate(&self, email: &str, key: &str) -> Result<ValidateKeyResponse, Status> {
         self.op_keys()
             .await

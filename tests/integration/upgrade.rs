@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use tonic::Code;
-use zsc::proto::{GetKeyInfoRequest, RegenerateKeyRequest, ValidateKeyRequest};
+use zsc::proto::{RegenerateKeyRequest, ValidateKeyRequest};
 
 use crate::common::{expect_code, test_config, TestServer};
 use crate::process::run_zsc;
@@ -65,16 +65,9 @@ async fn keys_answer_as_they_did(server: &TestServer) {
 
 /// Acme's key's usage, by consumer: (name, validations), Desk's first.
 async fn acme_usage(server: &TestServer, org_id: &str) -> Vec<(String, u64)> {
-    let info = server
-        .op_keys()
+    let mut usage: Vec<_> = server
+        .key_info(org_id)
         .await
-        .get_key_info(GetKeyInfoRequest {
-            org_id: org_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut usage: Vec<_> = info
         .usage
         .into_iter()
         .map(|u| (u.consumer, u.validations))

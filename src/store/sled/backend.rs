@@ -7,13 +7,13 @@ use std::{fs::File, ops::Bound, sync::Arc};
 
 use prost::Message;
 
+use super::batch::BATCH_BYTES;
 use super::durability::Durability;
 use super::transaction::{transact_trees, AfterCommit, Failure, Written};
 use super::writer::Writer;
 use crate::domain::{Error, Result};
 use crate::store::kv::{Entry, Range, Tx, TxError, TxResult};
 use crate::store::records::KeyRecord;
-use crate::store::restore::BATCH_BYTES;
 use crate::store::tables::{Table, Trees};
 use crate::store::view::{Built, Scanned, View};
 
