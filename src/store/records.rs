@@ -56,27 +56,17 @@ pub(super) struct KeyRecord {
     /// is built from the keys table alone (issue 15). Absent in records written before this
     /// field: the view joins those with their org (`view.rs`), and a sled store rewrites them
     /// with it when it opens.
+    /// Written by [`OrgRecord::carried`].
     #[prost(message, optional, tag = "6")]
-    pub org: Option<KeyOrgRecord>,
+    pub org: Option<OrgRecord>,
 }
 
-/// The part of an org that a key carries (`KeyRecord::org`).
-#[derive(Clone, PartialEq, Message)]
-pub(super) struct KeyOrgRecord {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(int32, tag = "2")]
-    pub edition: i32,
-    #[prost(int64, tag = "3")]
-    pub created_us: i64,
-}
-
-impl KeyOrgRecord {
-    pub fn of(org: &OrgRecord) -> Self {
-        KeyOrgRecord {
-            name: org.name.clone(),
-            edition: org.edition,
-            created_us: org.created_us,
+impl OrgRecord {
+    /// What a key of this org carries (`KeyRecord::org`): all but the active key's hash.
+    pub fn carried(&self) -> OrgRecord {
+        OrgRecord {
+            active_key: None,
+            ..self.clone()
         }
     }
 }
@@ -168,7 +158,7 @@ impl KeyRecord {
             owner_email: info.owner.to_string(),
             key_prefix: info.key_prefix.clone(),
             created_us: micros(info.created),
-            org: Some(KeyOrgRecord::of(org)),
+            org: Some(org.carried()),
         }
     }
 

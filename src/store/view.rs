@@ -33,7 +33,7 @@ use std::{
 
 use prost::Message;
 
-use super::records::{decode, from_micros, KeyOrgRecord, KeyRecord, OrgRecord};
+use super::records::{decode, from_micros, KeyRecord, OrgRecord};
 use super::tables::Table;
 use crate::domain::{Edition, Email, Error, KeyId, Org, OrgId, Result, SecretHash, Validation};
 
@@ -46,7 +46,7 @@ struct Live(Box<[u8]>);
 const TEXT: usize = 47;
 
 impl Live {
-    fn new(hash: &[u8], key: &KeyRecord, org: &KeyOrgRecord) -> Result<Live> {
+    fn new(hash: &[u8], key: &KeyRecord, org: &OrgRecord) -> Result<Live> {
         let parts = [&key.org_id, &org.name, &key.key_id, &key.owner_email];
         let mut packed = Vec::with_capacity(TEXT + parts.iter().map(|p| p.len()).sum::<usize>());
         packed.extend_from_slice(&hash_of(hash)?);
@@ -172,7 +172,7 @@ impl View {
         let mut completed = Vec::new();
         for (hash, mut key) in lacking {
             if let Some(bytes) = org(&key.org_id)? {
-                let carried = KeyOrgRecord::of(&decode::<OrgRecord>(&bytes)?);
+                let carried = decode::<OrgRecord>(&bytes)?.carried();
                 live.push(Live::new(&hash, &key, &carried)?);
                 key.org = Some(carried);
                 completed.push((hash, key));
@@ -343,12 +343,12 @@ pub(super) struct Built {
 fn org_of(
     key: &KeyRecord,
     read_org: impl FnOnce(&str) -> Result<Option<Vec<u8>>>,
-) -> Result<Option<KeyOrgRecord>> {
+) -> Result<Option<OrgRecord>> {
     if let Some(org) = &key.org {
         return Ok(Some(org.clone()));
     }
     read_org(&key.org_id)?
-        .map(|bytes| Ok(KeyOrgRecord::of(&decode::<OrgRecord>(&bytes)?)))
+        .map(|bytes| Ok(decode::<OrgRecord>(&bytes)?.carried()))
         .transpose()
 }
 
@@ -387,7 +387,7 @@ mod tests {
             owner_email: format!("admin@org-{n}.example.com"),
             key_prefix: "zsc_abcd".into(),
             created_us: 1_700_000_000_000_000,
-            org: carried.then(|| KeyOrgRecord::of(&org(n))),
+            org: carried.then(|| org(n).carried()),
         };
         let hash = *blake3::hash(&n.to_be_bytes()).as_bytes();
         (hash.to_vec(), record.encode_to_vec())
@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(built.completed.len(), 1);
         let (hash, completed) = &built.completed[0];
         assert_eq!(&hash[..], &key(2, false).0[..]);
-        assert_eq!(completed.org, Some(KeyOrgRecord::of(&org(2))));
+        assert_eq!(completed.org, Some(org(2).carried()));
         assert_eq!(completed.owner_email, "admin@org-2.example.com");
     }
 
