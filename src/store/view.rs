@@ -154,7 +154,7 @@ pub(super) struct View {
 impl View {
     /// Builds the view from every key, read in `parts` ([`Scanned`]). A record that carries
     /// its org goes straight in; the others (written before keys carried it) are joined with
-    /// their org, and come back in [`Built::completed`] with it, for the store to write back.
+    /// their org and handed to `completed` with it, one by one, for the store to write back.
     ///
     /// `org` is called in org id order: keys come in hash order and name their orgs at random,
     /// and on sled each such lookup paged a node of the orgs tree in and out of the cache
@@ -162,30 +162,27 @@ impl View {
     pub fn build(
         parts: impl IntoIterator<Item = Scanned>,
         mut org: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
-    ) -> Result<Built> {
+        mut completed: impl FnMut([u8; 32], KeyRecord) -> Result<()>,
+    ) -> Result<View> {
         let (mut live, mut lacking) = (Vec::new(), Vec::new());
         for mut part in parts {
             live.append(&mut part.live);
             lacking.append(&mut part.lacking);
         }
         lacking.sort_unstable_by(|(_, a), (_, b)| a.org_id.cmp(&b.org_id));
-        let mut completed = Vec::new();
         for (hash, mut key) in lacking {
             if let Some(bytes) = org(&key.org_id)? {
                 let carried = decode::<OrgRecord>(&bytes)?.carried();
                 live.push(Live::new(&hash, &key, &carried)?);
                 key.org = Some(carried);
-                completed.push((hash, key));
+                completed(hash, key)?;
             }
         }
         let mut map = Keys::with_capacity_and_hasher(live.len(), Default::default());
         map.extend(live);
-        Ok(Built {
-            view: View {
-                keys: RwLock::new(map),
-                refreshing: Mutex::new(()),
-            },
-            completed,
+        Ok(View {
+            keys: RwLock::new(map),
+            refreshing: Mutex::new(()),
         })
     }
 
@@ -330,13 +327,6 @@ impl Scanned {
     }
 }
 
-/// What [`View::build`] made: the view, and the records it had to join with their org,
-/// completed.
-pub(super) struct Built {
-    pub view: View,
-    pub completed: Vec<([u8; 32], KeyRecord)>,
-}
-
 /// What a validation of `key` answers about its org: what the record carries, or else (a
 /// record written before keys carried it) its org's record, which `read_org` reads. None: no
 /// such org, so the key is not live.
@@ -407,28 +397,33 @@ mod tests {
         let keys = [key(1, true), key(2, false), key(3, false), key(4, true)];
         let mut asked = Vec::new();
         let scanned = Scanned::read(keys.iter().cloned().map(Ok)).unwrap();
-        let built = View::build([scanned], |id| {
-            asked.push(id.to_owned());
-            let n: usize = id.parse().unwrap();
-            Ok((n != 3).then(|| org(n).encode_to_vec()))
-        })
+        let mut completed = Vec::new();
+        let view = View::build(
+            [scanned],
+            |id| {
+                asked.push(id.to_owned());
+                let n: usize = id.parse().unwrap();
+                Ok((n != 3).then(|| org(n).encode_to_vec()))
+            },
+            |hash, record| {
+                completed.push((hash, record));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(asked, [format!("{:0>20}", 2), format!("{:0>20}", 3)]);
         for n in [1, 2, 4] {
-            let validation = validate(&built.view, n).unwrap();
+            let validation = validate(&view, n).unwrap();
             assert_eq!(validation.org.name, format!("Org number {n}"));
             assert_eq!(validation.org.id.as_str(), format!("{n:0>20}"));
             assert_eq!(validation.sequence, 7);
         }
-        assert!(matches!(
-            validate(&built.view, 3),
-            Err(Error::Unauthenticated(_))
-        ));
-        assert_eq!(built.completed.len(), 1);
-        let (hash, completed) = &built.completed[0];
+        assert!(matches!(validate(&view, 3), Err(Error::Unauthenticated(_))));
+        assert_eq!(completed.len(), 1);
+        let (hash, record) = &completed[0];
         assert_eq!(&hash[..], &key(2, false).0[..]);
-        assert_eq!(completed.org, Some(org(2).carried()));
-        assert_eq!(completed.owner_email, "admin@org-2.example.com");
+        assert_eq!(record.org, Some(org(2).carried()));
+        assert_eq!(record.owner_email, "admin@org-2.example.com");
     }
 
     /// Not a check but a measurement (`cargo test --lib view::tests -- --ignored
@@ -440,9 +435,8 @@ mod tests {
         const KEYS: usize = 100_000;
         let before = resident_bytes();
         let keys = (0..KEYS).map(|n| Ok(key(n, true)));
-        let view = View::build([Scanned::read(keys).unwrap()], |_| Ok(None))
-            .unwrap()
-            .view;
+        let view =
+            View::build([Scanned::read(keys).unwrap()], |_| Ok(None), |_, _| Ok(())).unwrap();
         let after = resident_bytes();
         let sample = OrgId::generate().to_string().len();
         println!(

@@ -99,8 +99,8 @@ impl Follower {
         } else {
             HashMap::new()
         };
-        let built = View::build([scanned], |org_id| Ok(orgs.get(org_id.as_bytes()).cloned()))?;
-        Ok(built.view)
+        let org = |org_id: &str| Ok(orgs.get(org_id.as_bytes()).cloned());
+        View::build([scanned], org, |_, _| Ok(()))
     }
 
     /// Follows the prefix forever (the task is aborted when the store is dropped).
