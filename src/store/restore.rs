@@ -12,7 +12,7 @@ use std::path::Path;
 use super::backup_file::{Decoder, Done, REPORT_EVERY};
 use super::kv::read_u64;
 use super::rules::audit;
-use super::sled::batch::BATCH_BYTES;
+use super::sled::batch::SmallBatches;
 use super::tables::{Table, Trees};
 use super::tables::{META_HEAD, META_INITIALISED, META_STORE_ID};
 use crate::domain::{random_base62, Error, Result};
@@ -104,14 +104,14 @@ impl Writes {
     }
 }
 
-/// sled's page cache while restoring. With small batches, each flushed, this is what bounds a
+/// sled's page cache while restoring. With small batches ([`SmallBatches`]), each flushed, this is what bounds a
 /// restore's memory: at 200,000 keys the server's default of 64 MiB let it grow to 127 MiB
 /// even with the database closed and opened again every 4 MiB; with 8 MiB and one opening it
 /// peaked at 82 MiB (and flushing every 1 MiB rather than every batch: 149 MiB).
 const CACHE_BYTES: u64 = 8 << 20;
 
 /// Applies `writes` to a new sled database at `staging`, in small batches of one table each,
-/// each flushed before the next is applied.
+/// each flushed before the next is applied ([`SmallBatches`]).
 pub(super) fn apply_to_sled(
     staging: &Path,
     writes: &mut Writes,
@@ -123,29 +123,22 @@ pub(super) fn apply_to_sled(
         .open()
         .map_err(Error::internal)?;
     let trees = Trees::open(&db)?;
-    let (mut next, mut reported) = (writes.next_write()?, 0);
-    while let Some(first) = next.take() {
-        let (table, mut batch, mut bytes) = (first.table, sled::Batch::default(), 0);
-        let mut write = Some(first);
-        while let Some(Write { key, value, .. }) = write.take_if(|w| w.table == table) {
-            bytes += key.len() + value.len() + 1;
-            batch.insert(key, value);
-            let done = writes.done();
-            if done.entries >= reported + REPORT_EVERY {
-                reported = done.entries;
-                progress(done);
-            }
-            write = writes.next_write()?;
-            if bytes >= BATCH_BYTES {
-                break;
-            }
+    let mut reported = 0;
+    let mut open: Option<(Table, SmallBatches)> = None;
+    while let Some(Write { table, key, value }) = writes.next_write()? {
+        if open.as_ref().is_some_and(|(open, _)| *open != table) {
+            open.take().expect("checked above").1.finish()?;
         }
-        next = write;
-        trees
-            .get(table)
-            .apply_batch(batch)
-            .map_err(Error::internal)?;
-        db.flush().map_err(Error::internal)?;
+        let (_, batches) = open.get_or_insert_with(|| (table, SmallBatches::new(trees.get(table))));
+        batches.push(key, value)?;
+        let done = writes.done();
+        if done.entries >= reported + REPORT_EVERY {
+            reported = done.entries;
+            progress(done);
+        }
+    }
+    if let Some((_, batches)) = open {
+        batches.finish()?;
     }
     progress(writes.done());
     Ok(())

@@ -7,13 +7,12 @@ use std::{fs::File, ops::Bound, sync::Arc};
 
 use prost::Message;
 
-use super::batch::BATCH_BYTES;
+use super::batch::SmallBatches;
 use super::durability::Durability;
 use super::transaction::{transact_trees, AfterCommit, Failure, Written};
 use super::writer::Writer;
 use crate::domain::{Error, Result};
 use crate::store::kv::{Entry, Range, Tx, TxError, TxResult};
-use crate::store::records::KeyRecord;
 use crate::store::tables::{Table, Trees};
 use crate::store::view::{Scanned, View};
 
@@ -45,7 +44,7 @@ impl SledBackend {
         dir: &std::path::Path,
     ) -> Result<Self> {
         let started = std::time::Instant::now();
-        let mut write_back = WriteBack::new(&trees.keys);
+        let mut write_back = SmallBatches::new(&trees.keys);
         let view = Arc::new(build_view(&trees, &mut write_back)?);
         let written_back = write_back.finish()?;
         let took_ms = started.elapsed().as_millis() as u64;
@@ -180,12 +179,20 @@ impl SledBackend {
     }
 }
 
-/// The view of every key in the trees (at open, before anything else writes).
+/// The view of every key in the trees (at open, before anything else writes), and the key
+/// records it completed with their org (records written before keys carried it) written
+/// back into `write_back` as it joins them, so that the next open reads the keys table alone.
+/// A record rewritten holds what it held plus its org's unchanging name, edition and creation
+/// time, so a write-back lost to a crash is simply done again. In small flushed batches
+/// ([`SmallBatches`]), as they come: in batches of 20,000 records a store of 1,000,000 keys
+/// grew this process to 4.7 GiB, and holding every completed record until the end of the
+/// build peaked at 1,191 MiB there; as they come, at 1,010 MiB.
+///
 /// The keys table is read in two halves at once: its keys are blake3 hashes, so the halves
 /// are even, and at 1,000,000 keys reading them is most of the time to SERVING.
 /// `View::build` asks for orgs in org id order, which is the orgs tree's byte
 /// order, so one cursor over that tree answers them all without a lookup per key.
-fn build_view(trees: &Trees, write_back: &mut WriteBack<'_>) -> Result<View> {
+fn build_view(trees: &Trees, write_back: &mut SmallBatches<'_>) -> Result<View> {
     let half: &[u8] = &[0x80];
     let scan = |rows: sled::Iter| Scanned::read(rows.map(|row| row.map_err(Error::internal)));
     let (low, high) = std::thread::scope(|threads| {
@@ -210,63 +217,8 @@ fn build_view(trees: &Trees, write_back: &mut WriteBack<'_>) -> Result<View> {
             .map(|(_, org)| org.to_vec()))
     };
     View::build([low?, high?], org, |hash, record| {
-        write_back.push(hash, record)
+        write_back.push(hash.to_vec(), record.encode_to_vec())
     })
-}
-
-/// Writes back the key records the view's build completed with their org (records written
-/// before keys carried it), as the build hands them over, so that the next open reads the
-/// keys table alone. At open, before anything else writes; a record rewritten holds what it
-/// held plus its org's unchanging name, edition and creation time, so a write-back lost to a
-/// crash is simply done again.
-///
-/// In batches as small as a restore's, each flushed, for the reason a restore's are
-/// ([`BATCH_BYTES`]): written back in batches of 20,000 records, a store of 1,000,000 keys
-/// grew this process to 4.7 GiB. As they come, not after the build: holding every completed
-/// record until the end peaked at 1,191 MiB there, writing them as they come at 1,010 MiB.
-struct WriteBack<'a> {
-    keys: &'a sled::Tree,
-    batch: sled::Batch,
-    bytes: usize,
-    count: usize,
-}
-
-impl<'a> WriteBack<'a> {
-    fn new(keys: &'a sled::Tree) -> Self {
-        WriteBack {
-            keys,
-            batch: sled::Batch::default(),
-            bytes: 0,
-            count: 0,
-        }
-    }
-
-    fn push(&mut self, hash: [u8; 32], record: KeyRecord) -> Result<()> {
-        let value = record.encode_to_vec();
-        self.bytes += hash.len() + value.len();
-        self.batch.insert(&hash[..], value);
-        self.count += 1;
-        if self.bytes >= BATCH_BYTES {
-            self.apply()?;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self) -> Result<()> {
-        self.bytes = 0;
-        let batch = std::mem::take(&mut self.batch);
-        self.keys.apply_batch(batch).map_err(Error::internal)?;
-        self.keys.flush().map_err(Error::internal)?;
-        Ok(())
-    }
-
-    /// Writes what is left; says how many records were written back in all.
-    fn finish(mut self) -> Result<usize> {
-        if self.bytes > 0 {
-            self.apply()?;
-        }
-        Ok(self.count)
-    }
 }
 
 /// Hands memory freed by the open back to the system: reading the keys frees much of what
@@ -306,12 +258,12 @@ impl Tx for Reader<'_> {
 mod tests {
     use super::*;
     use crate::store::conformance::{consumer, new_key, org_with_admins};
-    use crate::store::records::decode;
+    use crate::store::records::{decode, KeyRecord};
     use crate::store::{Store, StoreOptions};
 
     /// The keys table's one record, decoded, with the data dir's store closed.
     fn the_key_record(db_dir: &std::path::Path) -> (sled::Tree, sled::IVec, KeyRecord) {
-        let db = super::super::open::open_sled(db_dir, &StoreOptions::default()).unwrap();
+        let db = crate::store::sled::open::open_sled(db_dir, &StoreOptions::default()).unwrap();
         let keys = db.open_tree(Table::Keys.name()).unwrap();
         let mut rows = keys.iter();
         let (hash, record) = rows.next().unwrap().unwrap();
