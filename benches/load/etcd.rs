@@ -41,12 +41,17 @@ pub(crate) async fn row7(
         return Vec::new();
     }
     eprintln!("row 7: starting a 3-member etcd cluster");
-    // Pinned: the members and the server inherit the server's core from this process.
-    let pinned = options.pin && set_affinity(std::process::id(), SERVER_CORE).is_ok();
+    // Pinned: the members inherit the load's core from this process, the server the server's:
+    // the server's core holds the server alone, as on sled; the store runs elsewhere, as it
+    // would in a deployment (a last line measures the members on the server's core).
+    let pinned = options.pin && set_affinity(std::process::id(), LOAD_CORE).is_ok();
     let cluster = tokio::task::spawn_blocking(|| zsc::testing::EtcdCluster::start(3))
         .await
         .expect("etcd cluster starts");
     let store = cluster.url(ROOT);
+    if pinned {
+        let _ = set_affinity(std::process::id(), SERVER_CORE);
+    }
     let (server, url, token) = ServerUnderTest::start(options, Some(&store)).await;
     if pinned {
         let _ = set_affinity(std::process::id(), LOAD_CORE);
@@ -61,6 +66,9 @@ pub(crate) async fn row7(
     for sled in on_sled.map(|r| r.open).unwrap_or_default() {
         p99_less_a_bare_read(options, &cluster, &server, &url, &token, sled, rows).await;
     }
+    if pinned && options.row(1) {
+        peak_with_members_on_the_server_core(options, &cluster, &server, &url, &token, rows).await;
+    }
     if pinned {
         let _ = set_affinity(std::process::id(), &all_cores());
     }
@@ -69,7 +77,7 @@ pub(crate) async fn row7(
         server.describe(),
         if pinned {
             format!(
-                "; pinned: the server and the 3 etcd members on core {SERVER_CORE}, the load on core {LOAD_CORE}"
+                "; pinned: the server on core {SERVER_CORE}, the 3 etcd members and the load on core {LOAD_CORE}"
             )
         } else {
             String::new()
@@ -86,6 +94,53 @@ pub(crate) async fn row7(
         rows.push(row);
     }
     described
+}
+
+/// The figure of row 7's line with the etcd members on the server's core.
+const MEMBERS_ON_SERVER_CORE: &str =
+    "ValidateKey peak on one etcd replica, its 3 etcd members moved onto the server's core";
+
+/// Row 7.1's peak again with the etcd members moved onto the server's core (where runs before
+/// 2026-12-03 22:30 UTC put them): what sharing its core with the store costs the replica.
+#[cfg(feature = "etcd")]
+async fn peak_with_members_on_the_server_core(
+    options: &Options,
+    cluster: &zsc::testing::EtcdCluster,
+    server: &ServerUnderTest,
+    url: &str,
+    token: &str,
+    rows: &mut Vec<Row>,
+) {
+    if !h2load_installed() {
+        return;
+    }
+    let moved = (0..3)
+        .filter_map(|i| cluster.pid(i))
+        .all(|pid| set_affinity(pid, SERVER_CORE).is_ok());
+    if !moved {
+        rows.push(Row::not_measured(
+            "7",
+            MEMBERS_ON_SERVER_CORE,
+            "(diagnostic)",
+            "taskset failed",
+        ));
+        return;
+    }
+    eprintln!("row 7: the etcd members moved onto core {SERVER_CORE}");
+    let fx = fixture(url, token).await;
+    let peak = validate_peak(options, &fx, server).await;
+    rows.push(Row {
+        row: "7",
+        figure: format!("{MEMBERS_ON_SERVER_CORE} (h2load, pinned)"),
+        median: rate(peak),
+        p99: "-".into(),
+        baseline: "-".into(),
+        baseline_median: "-".into(),
+        baseline_p99: "-".into(),
+        ratio: "-".into(),
+        target: "(diagnostic)".into(),
+        result: "-".into(),
+    });
 }
 
 /// A rate as `rate()` prints it, back to a number.
@@ -108,6 +163,16 @@ pub(crate) fn etcd_vs_sled(options: &Options, rows: &mut Vec<Row>) {
     };
     let sled = find("1", sled_figure);
     let etcd = find("7", "on etcd, row 1: ValidateKey peak, h2load");
+    if let (Some(sled), Some(shared)) = (sled, find("7", MEMBERS_ON_SERVER_CORE)) {
+        if let Some(row) = rows
+            .iter_mut()
+            .find(|r| r.row == "7" && r.figure.starts_with(MEMBERS_ON_SERVER_CORE))
+        {
+            row.baseline = "on sled, same run".into();
+            row.baseline_median = rate(sled);
+            row.ratio = format!("{:.2}x", shared / sled);
+        }
+    }
     if let (Some(sled), Some(etcd)) = (sled, etcd) {
         let ratio = etcd / sled;
         rows.push(Row {

@@ -294,6 +294,24 @@ pub(crate) async fn row1_h2load(
     );
 }
 
+/// ValidateKey's h2load peak alone (the median of `--rounds` windows, after a 1 s warm-up),
+/// for a line that compares one placement with another (row 7).
+pub(crate) async fn validate_peak(
+    options: &Options,
+    fx: &Fixture,
+    server: &ServerUnderTest,
+) -> f64 {
+    let target = H2Target::new(fx, server);
+    h2load_window(options, &target, VALIDATE, server, 1).await;
+    let mut rates = Vec::new();
+    for _ in 0..options.rounds {
+        let w = h2load_window(options, &target, VALIDATE, server, window_seconds(options)).await;
+        eprintln!("h2load: {VALIDATE} {}", rate(w.rate));
+        rates.push(w.rate);
+    }
+    median(&rates)
+}
+
 type Judge<'a> = &'a dyn Fn(f64) -> bool;
 
 /// A peak line (median rate of `measured` over `baseline`) and a server-CPU-per-call line.

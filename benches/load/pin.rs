@@ -2,13 +2,15 @@
 //! it starts: h2load, Python) on the other, with `taskset`, so that a row's latency is the
 //! server's and not the scheduling of a client sharing its cores. Rows 1, 3 and 6 run twice on
 //! the same server, unpinned and then pinned; row 8's servers run pinned; row 7's etcd members
-//! are started while this process is on the server's core, so they share it with the server.
+//! are started while this process is on the load's core, so they share it with the load (a last
+//! row-7 line moves them onto the server's core).
 
 use super::*;
 
-/// The server's core; its etcd members (row 7) run there too.
+/// The server's core.
 pub(crate) const SERVER_CORE: &str = "0";
-/// This process's core while pinned, and so every client process it starts.
+/// This process's core while pinned, and so every client process it starts (and row 7's
+/// etcd members).
 pub(crate) const LOAD_CORE: &str = "1";
 
 /// Sets the CPU affinity of every thread of `pid` (threads started later inherit it).
