@@ -100,8 +100,8 @@ pub(crate) async fn row7(
 const MEMBERS_ON_SERVER_CORE: &str =
     "ValidateKey peak on one etcd replica, its 3 etcd members moved onto the server's core";
 
-/// Row 7.1's peak again with the etcd members moved onto the server's core (where runs before
-/// 2026-12-03 22:30 UTC put them): what sharing its core with the store costs the replica.
+/// Row 7.1's peak again with the etcd members moved onto the server's core (where the bench
+/// used to start them): what sharing its core with the store costs the replica.
 #[cfg(feature = "etcd")]
 async fn peak_with_members_on_the_server_core(
     options: &Options,
