@@ -163,14 +163,14 @@ pub(crate) fn etcd_vs_sled(options: &Options, rows: &mut Vec<Row>) {
     };
     let sled = find("1", sled_figure);
     let etcd = find("7", "on etcd, row 1: ValidateKey peak, h2load");
-    if let (Some(sled), Some(shared)) = (sled, find("7", MEMBERS_ON_SERVER_CORE)) {
-        if let Some(row) = rows
-            .iter_mut()
-            .find(|r| r.row == "7" && r.figure.starts_with(MEMBERS_ON_SERVER_CORE))
-        {
+    let shared = rows
+        .iter_mut()
+        .find(|r| r.row == "7" && r.figure.starts_with(MEMBERS_ON_SERVER_CORE));
+    if let (Some(sled), Some(row)) = (sled, shared) {
+        if let Some(peak) = parse_rate(&row.median) {
             row.baseline = "on sled, same run".into();
             row.baseline_median = rate(sled);
-            row.ratio = format!("{:.2}x", shared / sled);
+            row.ratio = format!("{:.2}x", peak / sled);
         }
     }
     if let (Some(sled), Some(etcd)) = (sled, etcd) {

@@ -296,7 +296,7 @@ pub(crate) async fn row1_h2load(
 
 /// ValidateKey's h2load peak alone (the median of `--rounds` windows, after a 1 s warm-up),
 /// for a line that compares one placement with another (row 7, built with `etcd`).
-#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+#[cfg(feature = "etcd")]
 pub(crate) async fn validate_peak(
     options: &Options,
     fx: &Fixture,
