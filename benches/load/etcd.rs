@@ -63,8 +63,8 @@ pub(crate) async fn row7(
     };
     let mut measured = Vec::new();
     measure(&on_etcd, &server, &url, &token, &mut measured).await;
-    for sled in on_sled.map(|r| r.open).unwrap_or_default() {
-        p99_less_a_bare_read(options, &cluster, &server, &url, &token, sled, rows).await;
+    if let Some(on_sled) = on_sled {
+        p99_less_a_bare_read(options, &cluster, &server, &url, &token, on_sled, rows).await;
     }
     if pinned && options.row(1) {
         peak_with_members_on_the_server_core(options, &cluster, &server, &url, &token, rows).await;
@@ -193,23 +193,10 @@ pub(crate) fn etcd_vs_sled(options: &Options, rows: &mut Vec<Row>) {
     }
 }
 
-/// Issue 15's row 7.1 p99: ValidateKey's p99 on the etcd replica at the rate of one of row 1's
-/// open-loop windows on sled, less the p99 of a bare linearizable etcd read (a Get of the
-/// audit head, the key the replica's read barrier reads), over sled's p99 there. The bare
-/// reads go one at a time: what one round to etcd costs. At the same rate they would each be
-/// a ReadIndex round of their own (the first run overloaded etcd at 16,973/s), where the
-/// replica shares one among every waiting call. The target is at half the peak; a fifth of it
-/// is a rate a 2-core machine's open loop can still send. Windows alternate between the two.
+/// A bare linearizable etcd read, one call: a Get of the audit head, the key the replica's
+/// read barrier reads.
 #[cfg(feature = "etcd")]
-async fn p99_less_a_bare_read(
-    options: &Options,
-    cluster: &zsc::testing::EtcdCluster,
-    server: &ServerUnderTest,
-    url: &str,
-    token: &str,
-    (fraction, at, sled_p99): (f64, f64, f64),
-    rows: &mut Vec<Row>,
-) {
+async fn bare_read(cluster: &zsc::testing::EtcdCluster) -> Result<Call, String> {
     let endpoints: Vec<String> = cluster.endpoints().split(',').map(str::to_owned).collect();
     let etcd = etcd_client::Client::connect(endpoints, None)
         .await
@@ -222,62 +209,148 @@ async fn p99_less_a_bare_read(
         .await
         .map(|r| r.count());
     if !matches!(found, Ok(1)) {
-        rows.push(Row::not_measured(
-            "7",
-            "ValidateKey p99 on etcd less a bare etcd read's",
-            "<= 2x",
-            &format!("{audit_head} not found in etcd, so the bare read would not be the barrier's"),
+        return Err(format!(
+            "{audit_head} not found in etcd, so the bare read would not be the barrier's"
         ));
-        return;
     }
-    let bare: Call = Arc::new(move |_| {
+    Ok(Arc::new(move |_| {
         let (mut kv, key) = (etcd.kv_client(), audit_head.clone());
         async move { kv.get(key, None).await.is_ok() }.boxed()
-    });
+    }))
+}
+
+/// Issue 15's row 7.1 p99: ValidateKey's p99 on the etcd replica at the rate of one of sled's
+/// open-loop windows, less the p99 of a bare linearizable etcd read ([`bare_read`]), over
+/// sled's p99 there. The bare reads go one at a time: what one round to etcd costs. At the
+/// same rate they would each be a ReadIndex round of their own (the first run overloaded etcd
+/// at 16,973/s), where the replica shares one among every waiting call. Windows alternate
+/// between the two.
+///
+/// Measured twice: with the tonic client at the rates of row 1's open-loop windows on sled
+/// (the target is at half the peak; a fifth of it is a rate this process's open loop can
+/// still send on a 2-core machine), and with h2load at half of sled's h2load peak (row 1's
+/// `light_half`), which a C client can send.
+#[cfg(feature = "etcd")]
+async fn p99_less_a_bare_read(
+    options: &Options,
+    cluster: &zsc::testing::EtcdCluster,
+    server: &ServerUnderTest,
+    url: &str,
+    token: &str,
+    on_sled: Row1,
+    rows: &mut Vec<Row>,
+) {
+    let bare = match bare_read(cluster).await {
+        Ok(bare) => bare,
+        Err(why) => {
+            let figure = "ValidateKey p99 on etcd less a bare etcd read's";
+            rows.push(Row::not_measured("7", figure, "<= 2x", &why));
+            return;
+        }
+    };
     let fx = fixture(url, token).await;
     let clients = keys_clients(&fx.url, &fx.consumer, options.connections).await;
     let validate = validate_call(clients, fx.email.clone(), fx.key.clone());
+    for (fraction, at, sled_p99) in on_sled.open {
+        let tonic = async || {
+            let w = open_loop(&validate, at, options.window).await;
+            Ok((w.latency.value_at_quantile(0.99) as f64, w.overloaded))
+        };
+        let measured = alternate_with_bare_reads(options, server, &bare, tonic).await;
+        let client = format!(
+            "row 1's {:.0}% rate on sled, tonic client, open loop",
+            fraction * 100.0
+        );
+        rows.push(less_a_bare_read_row(
+            (&client, at, sled_p99),
+            measured,
+            (fraction == 0.5, "(not at 50%)"),
+            options.rounds,
+        ));
+    }
+    if let Some((at, sled_p99)) = on_sled.light_half {
+        let target = H2Target::new(&fx, server);
+        let light = async || {
+            let (p99, _) =
+                validate_p99_at(options, &target, at, options.window.as_secs().max(1)).await?;
+            Ok((p99, false))
+        };
+        let client = format!(
+            "half of sled's h2load peak, h2load -c{} --rps",
+            options.connections
+        );
+        match alternate_with_bare_reads(options, server, &bare, light).await {
+            Ok(measured) => rows.push(less_a_bare_read_row(
+                (&client, at, sled_p99),
+                Ok(measured),
+                (true, ""),
+                options.rounds,
+            )),
+            Err(why) => {
+                let figure =
+                    format!("ValidateKey p99 on etcd at {client}, less a bare etcd read's");
+                rows.push(Row::not_measured("7", &figure, "<= 2x", &why));
+            }
+        }
+    }
+}
+
+/// ValidateKey's and the bare read's p99 windows, alternating: `validate` measures one
+/// window (its p99 in ns and whether it was overloaded). Returns each one's median p99 and
+/// how many of ValidateKey's windows were overloaded.
+#[cfg(feature = "etcd")]
+async fn alternate_with_bare_reads(
+    options: &Options,
+    server: &ServerUnderTest,
+    bare: &Call,
+    validate: impl AsyncFn() -> Result<(f64, bool), String>,
+) -> Result<(f64, f64, usize), String> {
     let (mut on_etcd, mut reads, mut overloaded) = (vec![], vec![], 0);
     for round in 0..options.rounds {
         for first in [round % 2 == 0, round % 2 != 0] {
-            let (w, p99s) = if first {
-                (open_loop(&validate, at, options.window).await, &mut on_etcd)
+            let (p99, over, what) = if first {
+                let (p99, over) = validate().await?;
+                on_etcd.push(p99);
+                (p99, over, "ValidateKey")
             } else {
-                (
-                    closed_loop(&bare, 1, options.window, server).await,
-                    &mut reads,
-                )
+                let w = closed_loop(bare, 1, options.window, server).await;
+                let p99 = w.latency.value_at_quantile(0.99) as f64;
+                reads.push(p99);
+                (p99, w.overloaded, "bare etcd Get, one at a time")
             };
-            overloaded += usize::from(w.overloaded);
-            let p99 = w.latency.value_at_quantile(0.99) as f64;
+            overloaded += usize::from(over);
             eprintln!(
-                "row 7: {} p99 {}{}",
-                if first {
-                    format!("ValidateKey, open loop at {}", rate(at))
-                } else {
-                    "bare etcd Get, one at a time".into()
-                },
+                "row 7: {what} p99 {}{}",
                 time(p99),
-                if w.overloaded { " (overloaded)" } else { "" }
+                if over { " (overloaded)" } else { "" }
             );
-            p99s.push(p99);
         }
     }
-    let (on_etcd, read) = (median(&on_etcd), median(&reads));
+    Ok((median(&on_etcd), median(&reads), overloaded))
+}
+
+/// Row 7.1's p99 line: `(client, rate, sled's p99)`, what [`alternate_with_bare_reads`]
+/// measured, and whether the line is judged (else the note its result carries).
+#[cfg(feature = "etcd")]
+fn less_a_bare_read_row(
+    (client, at, sled_p99): (&str, f64, f64),
+    measured: Result<(f64, f64, usize), String>,
+    (judged, not_judged): (bool, &str),
+    windows: usize,
+) -> Row {
+    let (on_etcd, read, overloaded) = measured.unwrap_or((f64::NAN, f64::NAN, windows));
     let less = (on_etcd - read).max(0.0);
     let ratio = less / sled_p99;
-    let windows = options.rounds;
-    rows.push(Row {
+    Row {
         row: "7",
         figure: format!(
-            "ValidateKey p99 on one etcd replica at {} (row 1's {:.0}% rate on sled; {overloaded} of {windows} windows overloaded), less a bare linearizable etcd Get's p99, one at a time ({})",
+            "ValidateKey p99 on one etcd replica at {} ({client}; {overloaded} of {windows} windows overloaded), less a bare linearizable etcd Get's p99, one at a time ({})",
             rate(at),
-            fraction * 100.0,
             time(read)
         ),
         median: "-".into(),
         p99: format!("{} - {} = {}", time(on_etcd), time(read), time(less)),
-        baseline: "ValidateKey p99 on sled, row 1 at that rate".into(),
+        baseline: "ValidateKey p99 on sled, same rate and client".into(),
         baseline_median: "-".into(),
         baseline_p99: time(sled_p99),
         ratio: format!("{ratio:.2}x (p99)"),
@@ -285,8 +358,8 @@ async fn p99_less_a_bare_read(
         result: open_loop_result(
             overloaded,
             windows,
-            (fraction == 0.5).then_some(ratio <= 2.0),
-            "(not at 50%)",
+            judged.then_some(ratio <= 2.0),
+            not_judged,
         ),
-    });
+    }
 }

@@ -338,13 +338,23 @@ pub(crate) async fn row6(
                 );
             }
         }
-        (alone, busy, revoked, overloaded, cpu_alone, cpu_busy)
+        let light = light_client_p99s(options, fx, server, &revoke, at).await;
+        (alone, busy, revoked, overloaded, cpu_alone, cpu_busy, light)
     };
-    let (alone, busy, revoked, overloaded, cpu_alone, cpu_busy) = tokio::select! {
+    let (alone, busy, revoked, overloaded, cpu_alone, cpu_busy, light) = tokio::select! {
         () = drain => unreachable!("the subscribers' sender lives in the caller"),
         measured = measure => measured,
     };
     let ratio = median(&busy) / median(&alone);
+    let light_figure = format!(
+        "ValidateKey p99 at {}, h2load -c{} --rps (a C client in a process of its own), {subscribers} subscribers getting 100 revocations/s",
+        rate(at),
+        options.connections
+    );
+    let light_ratio = match &light {
+        Ok((alone, busy)) => Some(median(busy) / median(alone)),
+        Err(_) => None,
+    };
     rows.push(Row {
         row: "6",
         figure: format!(
@@ -366,6 +376,25 @@ pub(crate) async fn row6(
             &format!("({subscribers} subscribers: not the target's count)"),
         ),
     });
+    match light {
+        Ok((alone, busy)) => rows.push(Row {
+            row: "6",
+            figure: light_figure,
+            median: "-".into(),
+            p99: time(median(&busy)),
+            baseline: "no revocations (same subscribers)".into(),
+            baseline_median: "-".into(),
+            baseline_p99: time(median(&alone)),
+            ratio: format!("{:.2}x (p99)", light_ratio.expect("measured")),
+            target: "p99 <= 1.5x".into(),
+            result: if subscribers == 1000 {
+                verdict(light_ratio.expect("measured") <= 1.5)
+            } else {
+                format!("({subscribers} subscribers: not the target's count)")
+            },
+        }),
+        Err(why) => rows.push(Row::not_measured("6", &light_figure, "p99 <= 1.5x", &why)),
+    }
     // What the row is up against: the cores the server and the client take in each mode.
     let shares = |windows: &[(Option<f64>, Option<f64>)]| {
         let server: Vec<f64> = windows.iter().filter_map(|w| w.0).collect();
@@ -391,6 +420,44 @@ pub(crate) async fn row6(
         target: "(diagnostic)".into(),
         result: "-".into(),
     });
+}
+
+/// Row 6's windows again with h2load as the ValidateKey client: alone, then with the revoker,
+/// alternating; the p99 of each window (ns). The tonic client shares this process, and in the
+/// pinned run its core, with the subscribers that receive every revocation.
+async fn light_client_p99s(
+    options: &Options,
+    fx: &Fixture,
+    server: &ServerUnderTest,
+    revoke: &Call,
+    at: f64,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    if !h2load_installed() {
+        return Err(HOW.into());
+    }
+    let target = H2Target::new(fx, server);
+    let secs = options.window.as_secs().max(1);
+    let (mut alone, mut busy) = (vec![], vec![]);
+    for round in 0..options.rounds {
+        for first in [round % 2 == 0, round % 2 != 0] {
+            let p99 = if first {
+                validate_p99_at(options, &target, at, secs).await?.0
+            } else {
+                let (w, _) = tokio::join!(
+                    validate_p99_at(options, &target, at, secs),
+                    open_loop(revoke, 100.0, options.window)
+                );
+                w?.0
+            };
+            eprintln!(
+                "row 6 (h2load): {} p99 {}",
+                if first { "alone" } else { "with revocations" },
+                time(p99)
+            );
+            if first { &mut alone } else { &mut busy }.push(p99);
+        }
+    }
+    Ok((alone, busy))
 }
 
 /// This process's CPU time so far (user + system), at the kernel's 10 ms tick.

@@ -11,7 +11,7 @@ use super::*;
 
 const VALIDATE: &str = "/zsc.v1.KeyService/ValidateKey";
 const HEALTH: &str = "/grpc.health.v1.Health/Check";
-const HOW: &str = "h2load and nghttp not found: apt-get install nghttp2-client";
+pub(crate) const HOW: &str = "h2load and nghttp not found: apt-get install nghttp2-client";
 
 /// A server as h2load sees it: its URL, a consumer's token, and a key to validate.
 pub(crate) struct H2Target {
@@ -109,45 +109,85 @@ pub(crate) async fn one_at_a_time(
     warm_up: usize,
     calls: usize,
 ) -> Result<(f64, f64), String> {
-    let status = target.grpc_status(VALIDATE, &target.validate)?;
-    if status != "0" {
-        return Err(format!("nghttp got grpc-status {status} for ValidateKey"));
-    }
-    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let log = dir.path().join("one_at_a_time.log");
-    let mut command = Command::new("h2load");
-    command
-        .args(["-c1", "-m1", "-n", &(warm_up + calls).to_string()])
-        .arg(format!("--log-file={}", log.display()))
-        .args(target.headers())
-        .arg("-d")
-        .arg(&target.validate)
-        .arg(format!("{}{VALIDATE}", target.url));
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("h2load task")
-        .map_err(|e| format!("h2load: {e}"))?;
-    let text = std::fs::read_to_string(&log).map_err(|e| format!("h2load's log: {e}"))?;
-    // One line per request, in the order they ended: start (us), HTTP status, duration (us).
-    let mut latency = histogram();
-    for line in text.lines().skip(warm_up) {
-        let fields: Vec<&str> = line.split('\t').collect();
-        match fields[..] {
-            [_, "200", us] => latency.saturating_record(us.parse::<u64>().unwrap_or(0) * 1000),
-            _ => return Err(format!("h2load: a call did not succeed: {line}")),
-        }
-    }
+    let n = (warm_up + calls).to_string();
+    let latency = target.logged(&["-c1", "-m1", "-n", &n], warm_up).await?;
     if (latency.len() as usize) < calls {
-        return Err(format!(
-            "h2load logged {} calls of {calls}: {}",
-            latency.len(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("h2load logged {} calls of {calls}", latency.len()));
     }
     Ok((
         latency.value_at_quantile(0.5) as f64,
         latency.value_at_quantile(0.99) as f64,
     ))
+}
+
+/// ValidateKey from h2load at `rate` calls a second for `seconds`: `connections` clients, each
+/// sending its share on a timer (`--rps`) with up to `in_flight` streams open, so a slow answer
+/// does not hold the next call back. Returns the calls' p99 (ns) from h2load's `--log-file`
+/// and how many it made. Row 6 measures with it beside the tonic client, whose process also
+/// receives every subscriber's revocations.
+pub(crate) async fn validate_p99_at(
+    options: &Options,
+    target: &H2Target,
+    rate: f64,
+    seconds: u64,
+) -> Result<(f64, u64), String> {
+    let clients = options.connections.max(1);
+    let args = [
+        format!("-c{clients}"),
+        format!("-m{}", options.in_flight),
+        format!("--rps={:.1}", rate / clients as f64),
+        format!("-D{seconds}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let latency = target.logged(&args, 0).await?;
+    let expected = (rate * seconds as f64 * 0.9) as u64;
+    if latency.len() < expected {
+        return Err(format!(
+            "h2load made {} calls in {seconds} s, not ~{expected}: it could not keep the rate",
+            latency.len()
+        ));
+    }
+    Ok((latency.value_at_quantile(0.99) as f64, latency.len()))
+}
+
+impl H2Target {
+    /// Runs h2load with `args` against ValidateKey, after checking with nghttp that the request
+    /// gets grpc-status 0; the durations of the calls its `--log-file` lists after the first
+    /// `skip` (ns). Every call must have had HTTP status 200.
+    async fn logged(&self, args: &[&str], skip: usize) -> Result<Histogram<u64>, String> {
+        let status = self.grpc_status(VALIDATE, &self.validate)?;
+        if status != "0" {
+            return Err(format!("nghttp got grpc-status {status} for ValidateKey"));
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let log = dir.path().join("h2load.log");
+        let mut command = Command::new("h2load");
+        command
+            .args(args)
+            .arg(format!("--log-file={}", log.display()))
+            .args(self.headers())
+            .arg("-d")
+            .arg(&self.validate)
+            .arg(format!("{}{VALIDATE}", self.url));
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("h2load task")
+            .map_err(|e| format!("h2load: {e}"))?;
+        let text = std::fs::read_to_string(&log).map_err(|e| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!("h2load's log: {e}: {}", stderr.trim())
+        })?;
+        // One line per request, in the order they ended: start (us), HTTP status, duration (us).
+        let mut latency = histogram();
+        for line in text.lines().skip(skip) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields[..] {
+                [_, "200", us] => latency.saturating_record(us.parse::<u64>().unwrap_or(0) * 1000),
+                _ => return Err(format!("h2load: a call did not succeed: {line}")),
+            }
+        }
+        Ok(latency)
+    }
 }
 
 pub(crate) fn h2load_installed() -> bool {
@@ -229,20 +269,21 @@ fn window_seconds(options: &Options) -> u64 {
     options.window.as_secs().max(1)
 }
 
-/// Row 1 with h2load: ValidateKey vs Health/Check, peak and server CPU per call.
+/// Row 1 with h2load: ValidateKey vs Health/Check, peak and server CPU per call; then
+/// ValidateKey's p99 at half its peak, returned as (rate, p99 in ns) for row 7.1's p99.
 pub(crate) async fn row1_h2load(
     options: &Options,
     fx: &Fixture,
     server: &ServerUnderTest,
     rows: &mut Vec<Row>,
-) {
+) -> Option<(f64, f64)> {
     let figure = format!(
         "ValidateKey peak, h2load -c{} -m{}",
         options.connections, options.in_flight
     );
     if !h2load_installed() {
         rows.push(Row::not_measured("1", &figure, ">= 0.95x", HOW));
-        return;
+        return None;
     }
     let target = H2Target::new(fx, server);
     let statuses = (
@@ -292,6 +333,49 @@ pub(crate) async fn row1_h2load(
         (">= 0.95x", &|ratio| ratio >= 0.95 && proven),
         ("<= 1.1x", &|ratio| ratio <= 1.1),
     );
+    let at = 0.5 * median(&v.iter().map(|w| w.rate).collect::<Vec<_>>());
+    let figure = format!(
+        "ValidateKey p99 at {} (half its h2load peak), h2load -c{} --rps",
+        rate(at),
+        options.connections
+    );
+    match p99s_at(options, &target, at).await {
+        Ok(p99s) => {
+            let p99 = median(&p99s);
+            rows.push(Row {
+                row: "1",
+                figure,
+                median: "-".into(),
+                p99: time(p99),
+                baseline: "-".into(),
+                baseline_median: "-".into(),
+                baseline_p99: "-".into(),
+                ratio: "-".into(),
+                target: "(diagnostic; row 7.1's baseline)".into(),
+                result: "-".into(),
+            });
+            Some((at, p99))
+        }
+        Err(why) => {
+            rows.push(Row::not_measured("1", &figure, "(diagnostic)", &why));
+            None
+        }
+    }
+}
+
+/// ValidateKey's p99 (ns) from h2load at `at` calls a second, in `--rounds` windows.
+pub(crate) async fn p99s_at(
+    options: &Options,
+    target: &H2Target,
+    at: f64,
+) -> Result<Vec<f64>, String> {
+    let mut p99s = Vec::new();
+    for _ in 0..options.rounds {
+        let (p99, _) = validate_p99_at(options, target, at, window_seconds(options)).await?;
+        eprintln!("h2load: {VALIDATE} at {} p99 {}", rate(at), time(p99));
+        p99s.push(p99);
+    }
+    Ok(p99s)
 }
 
 /// ValidateKey's h2load peak alone (the median of `--rounds` windows, after a 1 s warm-up),

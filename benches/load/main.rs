@@ -125,8 +125,9 @@ async fn measure(
     let fx = fixture(url, token).await;
     let mut first = None;
     if options.row(1) {
-        first = Some(row1(options, &fx, server, rows).await);
-        row1_h2load(options, &fx, server, rows).await;
+        let mut row1 = row1(options, &fx, server, rows).await;
+        row1.light_half = row1_h2load(options, &fx, server, rows).await;
+        first = Some(row1);
     }
     if options.row(2) {
         row2(options, &fx, rows).await;

@@ -13,6 +13,9 @@ pub(crate) struct Row1 {
     /// its rate, ValidateKey's p99 in ns). Read by row 7 (feature `etcd`).
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) open: Vec<(f64, f64, f64)>,
+    /// h2load's rate at half ValidateKey's h2load peak, and the p99 (ns) it saw there.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) light_half: Option<(f64, f64)>,
 }
 
 pub(crate) async fn row1(
@@ -169,5 +172,9 @@ pub(crate) async fn row1(
     if errors > 0 {
         eprintln!("row 1: {errors} calls failed");
     }
-    Row1 { peak: v, open }
+    Row1 {
+        peak: v,
+        open,
+        light_half: None,
+    }
 }
