@@ -271,27 +271,21 @@ async fn p99_less_a_bare_read(
     if let Some((at, sled_p99)) = on_sled.light_half {
         let target = H2Target::new(&fx, server);
         let light = async || {
-            let (p99, _) =
+            let p99 =
                 validate_p99_at(options, &target, at, options.window.as_secs().max(1)).await?;
             Ok((p99, false))
         };
+        let measured = alternate_with_bare_reads(options, server, &bare, light).await;
         let client = format!(
             "half of sled's h2load peak, h2load -c{} --rps",
             options.connections
         );
-        match alternate_with_bare_reads(options, server, &bare, light).await {
-            Ok(measured) => rows.push(less_a_bare_read_row(
-                (&client, at, sled_p99),
-                Ok(measured),
-                (true, ""),
-                options.rounds,
-            )),
-            Err(why) => {
-                let figure =
-                    format!("ValidateKey p99 on etcd at {client}, less a bare etcd read's");
-                rows.push(Row::not_measured("7", &figure, "<= 2x", &why));
-            }
-        }
+        rows.push(less_a_bare_read_row(
+            (&client, at, sled_p99),
+            measured,
+            (true, ""),
+            options.rounds,
+        ));
     }
 }
 
@@ -330,7 +324,8 @@ async fn alternate_with_bare_reads(
 }
 
 /// Row 7.1's p99 line: `(client, rate, sled's p99)`, what [`alternate_with_bare_reads`]
-/// measured, and whether the line is judged (else the note its result carries).
+/// measured (or why it could not), and whether the line is judged (else the note its result
+/// carries).
 #[cfg(feature = "etcd")]
 fn less_a_bare_read_row(
     (client, at, sled_p99): (&str, f64, f64),
@@ -338,7 +333,16 @@ fn less_a_bare_read_row(
     (judged, not_judged): (bool, &str),
     windows: usize,
 ) -> Row {
-    let (on_etcd, read, overloaded) = measured.unwrap_or((f64::NAN, f64::NAN, windows));
+    let (on_etcd, read, overloaded) = match measured {
+        Ok(measured) => measured,
+        Err(why) => {
+            let figure = format!(
+                "ValidateKey p99 on one etcd replica at {} ({client})",
+                rate(at)
+            );
+            return Row::not_measured("7", &figure, "<= 2x", &why);
+        }
+    };
     let less = (on_etcd - read).max(0.0);
     let ratio = less / sled_p99;
     Row {

@@ -122,15 +122,15 @@ pub(crate) async fn one_at_a_time(
 
 /// ValidateKey from h2load at `rate` calls a second for `seconds`: `connections` clients, each
 /// sending its share on a timer (`--rps`) with up to `in_flight` streams open, so a slow answer
-/// does not hold the next call back. Returns the calls' p99 (ns) from h2load's `--log-file`
-/// and how many it made. Row 6 measures with it beside the tonic client, whose process also
-/// receives every subscriber's revocations.
+/// does not hold the next call back. Returns the calls' p99 (ns) from h2load's `--log-file`.
+/// Row 6 measures with it beside the tonic client, whose process also receives every
+/// subscriber's revocations; row 7.1 where the tonic open loop cannot hold the rate.
 pub(crate) async fn validate_p99_at(
     options: &Options,
     target: &H2Target,
     rate: f64,
     seconds: u64,
-) -> Result<(f64, u64), String> {
+) -> Result<f64, String> {
     let clients = options.connections.max(1);
     let args = [
         format!("-c{clients}"),
@@ -147,7 +147,7 @@ pub(crate) async fn validate_p99_at(
             latency.len()
         ));
     }
-    Ok((latency.value_at_quantile(0.99) as f64, latency.len()))
+    Ok(latency.value_at_quantile(0.99) as f64)
 }
 
 impl H2Target {
@@ -371,7 +371,7 @@ pub(crate) async fn p99s_at(
 ) -> Result<Vec<f64>, String> {
     let mut p99s = Vec::new();
     for _ in 0..options.rounds {
-        let (p99, _) = validate_p99_at(options, target, at, window_seconds(options)).await?;
+        let p99 = validate_p99_at(options, target, at, window_seconds(options)).await?;
         eprintln!("h2load: {VALIDATE} at {} p99 {}", rate(at), time(p99));
         p99s.push(p99);
     }
