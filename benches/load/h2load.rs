@@ -98,6 +98,44 @@ impl H2Target {
             .ok()
             .map(|v| v as u64)
     }
+
+    /// Runs h2load with `args` against ValidateKey, after checking with nghttp that the request
+    /// gets grpc-status 0; the durations of the calls its `--log-file` lists after the first
+    /// `skip` (ns). Every call must have had HTTP status 200.
+    async fn logged(&self, args: &[&str], skip: usize) -> Result<Histogram<u64>, String> {
+        let status = self.grpc_status(VALIDATE, &self.validate)?;
+        if status != "0" {
+            return Err(format!("nghttp got grpc-status {status} for ValidateKey"));
+        }
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let log = dir.path().join("h2load.log");
+        let mut command = Command::new("h2load");
+        command
+            .args(args)
+            .arg(format!("--log-file={}", log.display()))
+            .args(self.headers())
+            .arg("-d")
+            .arg(&self.validate)
+            .arg(format!("{}{VALIDATE}", self.url));
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("h2load task")
+            .map_err(|e| format!("h2load: {e}"))?;
+        let text = std::fs::read_to_string(&log).map_err(|e| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            format!("h2load's log: {e}: {}", stderr.trim())
+        })?;
+        // One line per request, in the order they ended: start (us), HTTP status, duration (us).
+        let mut latency = histogram();
+        for line in text.lines().skip(skip) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            match fields[..] {
+                [_, "200", us] => latency.saturating_record(us.parse::<u64>().unwrap_or(0) * 1000),
+                _ => return Err(format!("h2load: a call did not succeed: {line}")),
+            }
+        }
+        Ok(latency)
+    }
 }
 
 /// ValidateKey from h2load one call at a time (`-c1 -m1`): `warm_up` calls, then `calls` whose
@@ -148,46 +186,6 @@ pub(crate) async fn validate_p99_at(
         ));
     }
     Ok(latency.value_at_quantile(0.99) as f64)
-}
-
-impl H2Target {
-    /// Runs h2load with `args` against ValidateKey, after checking with nghttp that the request
-    /// gets grpc-status 0; the durations of the calls its `--log-file` lists after the first
-    /// `skip` (ns). Every call must have had HTTP status 200.
-    async fn logged(&self, args: &[&str], skip: usize) -> Result<Histogram<u64>, String> {
-        let status = self.grpc_status(VALIDATE, &self.validate)?;
-        if status != "0" {
-            return Err(format!("nghttp got grpc-status {status} for ValidateKey"));
-        }
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let log = dir.path().join("h2load.log");
-        let mut command = Command::new("h2load");
-        command
-            .args(args)
-            .arg(format!("--log-file={}", log.display()))
-            .args(self.headers())
-            .arg("-d")
-            .arg(&self.validate)
-            .arg(format!("{}{VALIDATE}", self.url));
-        let out = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("h2load task")
-            .map_err(|e| format!("h2load: {e}"))?;
-        let text = std::fs::read_to_string(&log).map_err(|e| {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            format!("h2load's log: {e}: {}", stderr.trim())
-        })?;
-        // One line per request, in the order they ended: start (us), HTTP status, duration (us).
-        let mut latency = histogram();
-        for line in text.lines().skip(skip) {
-            let fields: Vec<&str> = line.split('\t').collect();
-            match fields[..] {
-                [_, "200", us] => latency.saturating_record(us.parse::<u64>().unwrap_or(0) * 1000),
-                _ => return Err(format!("h2load: a call did not succeed: {line}")),
-            }
-        }
-        Ok(latency)
-    }
 }
 
 pub(crate) fn h2load_installed() -> bool {
