@@ -271,8 +271,7 @@ async fn p99_less_a_bare_read(
     if let Some((at, sled_p99)) = on_sled.light_half {
         let target = H2Target::new(&fx, server);
         let light = async || {
-            let p99 =
-                validate_p99_at(options, &target, at, options.window.as_secs().max(1)).await?;
+            let p99 = validate_p99_at(options, &target, at).await?;
             Ok((p99, false))
         };
         let measured = alternate_with_bare_reads(options, server, &bare, light).await;

@@ -423,16 +423,17 @@ async fn light_client_p99s(
         return Err(HOW.into());
     }
     let target = H2Target::new(fx, server);
-    let secs = options.window.as_secs().max(1);
+    // The revoker runs as long as h2load's window, which is whole seconds.
+    let window = Duration::from_secs(window_seconds(options));
     let (mut alone, mut busy) = (vec![], vec![]);
     for round in 0..options.rounds {
         for first in [round % 2 == 0, round % 2 != 0] {
             let p99 = if first {
-                validate_p99_at(options, &target, at, secs).await?
+                validate_p99_at(options, &target, at).await?
             } else {
                 let (w, _) = tokio::join!(
-                    validate_p99_at(options, &target, at, secs),
-                    open_loop(revoke, 100.0, options.window)
+                    validate_p99_at(options, &target, at),
+                    open_loop(revoke, 100.0, window)
                 );
                 w?
             };

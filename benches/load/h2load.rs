@@ -158,7 +158,8 @@ pub(crate) async fn one_at_a_time(
     ))
 }
 
-/// ValidateKey from h2load at `rate` calls a second for `seconds`: `connections` clients, each
+/// ValidateKey from h2load at `rate` calls a second for one window ([`window_seconds`]):
+/// `connections` clients, each
 /// sending its share on a timer (`--rps`) with up to `in_flight` streams open, so a slow answer
 /// does not hold the next call back. Returns the calls' p99 (ns) from h2load's `--log-file`.
 /// Row 6 measures with it beside the tonic client, whose process also receives every
@@ -167,8 +168,8 @@ pub(crate) async fn validate_p99_at(
     options: &Options,
     target: &H2Target,
     rate: f64,
-    seconds: u64,
 ) -> Result<f64, String> {
+    let seconds = window_seconds(options);
     let clients = options.connections.max(1);
     let args = [
         format!("-c{clients}"),
@@ -263,7 +264,8 @@ pub(crate) async fn h2load_window(
     }
 }
 
-fn window_seconds(options: &Options) -> u64 {
+/// An h2load window: `--window` in whole seconds (`-D` takes no fraction), at least one.
+pub(crate) fn window_seconds(options: &Options) -> u64 {
     options.window.as_secs().max(1)
 }
 
@@ -362,14 +364,10 @@ pub(crate) async fn row1_h2load(
 }
 
 /// ValidateKey's p99 (ns) from h2load at `at` calls a second, in `--rounds` windows.
-pub(crate) async fn p99s_at(
-    options: &Options,
-    target: &H2Target,
-    at: f64,
-) -> Result<Vec<f64>, String> {
+async fn p99s_at(options: &Options, target: &H2Target, at: f64) -> Result<Vec<f64>, String> {
     let mut p99s = Vec::new();
     for _ in 0..options.rounds {
-        let p99 = validate_p99_at(options, target, at, window_seconds(options)).await?;
+        let p99 = validate_p99_at(options, target, at).await?;
         eprintln!("h2load: {VALIDATE} at {} p99 {}", rate(at), time(p99));
         p99s.push(p99);
     }

@@ -34,10 +34,11 @@ pub(in crate::store) struct Inner {
     pub(in crate::store) holders: FastMap<SecretHash, (u64, Caller)>,
 }
 
-/// A concurrent map on a fast (seeded) hasher, for the maps every ValidateKey touches: their
-/// keys are keyed blake3 outputs, or a key id this server made with an account name an
-/// operator chose, never bytes a caller picks, so SipHash's defence against chosen keys buys
-/// nothing there; it cost about 800 instructions a call (callgrind, row 1).
+/// A concurrent map on a fast hasher seeded per process, for the maps every ValidateKey
+/// touches: what goes in is the hash of a token that authenticated (refused guesses are never
+/// kept) or a key id this server made with an account name an operator chose, never bytes a
+/// caller picks, so SipHash's defence against chosen keys buys nothing there; it cost about
+/// 700 instructions a call (callgrind, row 1).
 pub(in crate::store) type FastMap<K, V> = DashMap<K, V, foldhash::fast::RandomState>;
 
 /// A `usage` tree key (key_id `\0` account name), inline up to 48 bytes.
